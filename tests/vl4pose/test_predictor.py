@@ -1,0 +1,111 @@
+"""Checkpoint round trip, the Predictor's inputs and outputs, and the train/evaluate/predict CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from vl4pose.checkpoint import Calibration, load_checkpoint, save_checkpoint
+from vl4pose.cli import main
+from vl4pose.errors import CheckpointError, ImageError
+from vl4pose.predictor import Predictor
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_checkpoint):
+    return Predictor(tiny_checkpoint)
+
+
+@pytest.fixture(scope="module")
+def image_path(lspet_dir):
+    return lspet_dir / "images" / "im00001.jpg"
+
+
+def test_checkpoint_folder_is_self_describing(tiny_checkpoint):
+    names = {p.name for p in tiny_checkpoint.path.iterdir()}
+    assert {"weights.pt", "config.json", "skeleton.json", "calibration.json", "metrics.json", "versions.json"} <= names
+    calibration = json.loads((tiny_checkpoint.path / "calibration.json").read_text())
+    assert calibration["temperature"] > 0 and len(calibration["reference"]) > 0
+    assert json.loads((tiny_checkpoint.path / "versions.json").read_text())["torch"] == torch.__version__
+
+
+def test_save_load_gives_identical_outputs(tiny_checkpoint, tmp_path, image_path):
+    copy = save_checkpoint(tmp_path / "copy", tiny_checkpoint)
+    a = Predictor(tiny_checkpoint).predict(image_path)
+    b = Predictor(load_checkpoint(copy)).predict(image_path)
+    np.testing.assert_array_equal(a.refined, b.refined)
+    assert a.log_likelihood == b.log_likelihood and a.score == b.score
+
+
+def test_incomplete_checkpoint_names_what_is_missing(tiny_checkpoint, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_checkpoint.path, broken)
+    (broken / "weights.pt").unlink()
+    with pytest.raises(CheckpointError, match=r"missing \['weights.pt'\]"):
+        load_checkpoint(broken)
+    shutil.copy(tiny_checkpoint.path / "weights.pt", broken / "weights.pt")
+    (broken / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="config.json"):
+        load_checkpoint(broken)
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "nothing")
+
+
+def test_path_bytes_and_array_agree(predictor, image_path):
+    from vl4pose.data.sample import load_image
+
+    by_path = predictor.predict(image_path)
+    by_bytes = predictor.predict(image_path.read_bytes())
+    by_array = predictor.predict(load_image(image_path))
+    for other in (by_bytes, by_array):
+        np.testing.assert_allclose(other.refined, by_path.refined, atol=1e-4)
+    k = predictor.skeleton.num_keypoints
+    assert by_path.raw.shape == (k, 2) and by_path.confidence.shape == (k,)
+    assert 0.0 < by_path.score < 1.0 and np.isfinite(by_path.log_likelihood)
+    assert ((by_path.confidence >= 0) & (by_path.confidence <= 1)).all()
+
+
+def test_clamped_keypoint_is_kept_exactly(predictor, image_path):
+    result = predictor.predict(image_path, clamped={"left_wrist": (40.0, 30.0), 0: (12.5, 80.25)})
+    np.testing.assert_allclose(result.refined[predictor.skeleton.index("left_wrist")], [40.0, 30.0], atol=1e-3)
+    np.testing.assert_allclose(result.refined[0], [12.5, 80.25], atol=1e-3)
+    assert result.placed[0] and not result.moved[0]
+
+
+def test_batch_keeps_order_and_reports_bad_images(predictor, image_path, tmp_path):
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"garbage")
+    results = predictor.predict_batch([image_path, corrupt, tmp_path / "missing.jpg", image_path])
+    assert isinstance(results[1], ImageError) and "corrupt.jpg" in str(results[1])
+    assert isinstance(results[2], ImageError)
+    np.testing.assert_allclose(results[0].refined, results[3].refined)
+    single = predictor.predict(image_path)
+    np.testing.assert_allclose(results[0].refined, single.refined, atol=1e-4)
+
+
+def test_calibrated_score_preserves_order():
+    calibration = Calibration(reference=sorted(np.random.default_rng(0).normal(-20, 5, 200).tolist()))
+    x = np.linspace(-80, 40, 1000)
+    scores = calibration.score(x)
+    assert np.all(np.diff(scores) > 0) and scores.min() > 0 and scores.max() < 1
+    assert abs(calibration.score(np.array([np.median(calibration.reference)]))[0] - 0.5) < 0.01
+
+
+def test_cli_predict_and_evaluate_json(tiny_checkpoint, image_path, lspet_dir, capsys):
+    assert main(["predict", str(image_path), "--checkpoint", str(tiny_checkpoint.path), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out[0]["image"] == str(image_path) and set(out[0]["refined"]) == set(tiny_checkpoint.skeleton.keypoints)
+    assert main(["evaluate", "--checkpoint", str(tiny_checkpoint.path.parent), "--dataset", "lspet", "--data",
+                 str(lspet_dir), "--split", "test", "--limit", "12", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["images"] == 12 and 0.0 <= report["pck@0.2"] <= 1.0
+    assert set(report["raw"]["per_keypoint"]) == set(tiny_checkpoint.skeleton.keypoints)
+
+
+def test_cli_errors_are_messages_not_tracebacks(tmp_path, caplog):
+    assert main(["predict", "x.jpg", "--checkpoint", str(tmp_path / "none")]) == 2
+    assert "checkpoint folder" in caplog.text and "not found" in caplog.text

@@ -1,0 +1,114 @@
+"""Validation passes over cached crops: accuracy during training, and calibration of the likelihood.
+
+Both work in heatmap pixels: PCK with the torso normaliser is invariant to the similarity transform
+between image and crop, so no mapping back is needed here.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from vl4pose.checkpoint import Calibration
+from vl4pose.data.crops import CropCache
+from vl4pose.heads import BoneHead
+from vl4pose.inference import NetworkOutput, analyse, run_network
+from vl4pose.likelihood import find_candidates
+from vl4pose.metrics import auroc, correct_keypoints, pck, torso_size
+from vl4pose.models.hourglass import StackedHourglass
+from vl4pose.skeletons import Skeleton
+
+log = logging.getLogger(__name__)
+
+TEMPERATURES = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+
+
+@dataclass
+class ValidationPass:
+    """Network outputs on the validation crops with ground truth in heatmap pixels.
+
+    output: concatenated network outputs (N images); keypoints (N, K, 2); labelled (N, K) bool.
+    """
+
+    output: NetworkOutput
+    keypoints: np.ndarray
+    labelled: np.ndarray
+
+
+@torch.no_grad()
+def validation_pass(pose: StackedHourglass, bones: BoneHead, cache: CropCache, skeleton: Skeleton,
+                    sigma: float, batch_size: int = 32) -> ValidationPass:
+    """Run the networks over every cached sample, unaugmented."""
+    pose.eval()
+    bones.eval()
+    rng = np.random.default_rng(0)
+    heat, mean, logvar, keypoints, labelled = [], [], [], [], []
+    for start in range(0, len(cache), batch_size):
+        batch = cache.batch(np.arange(start, min(start + batch_size, len(cache))), skeleton, sigma, None, rng)
+        out = run_network(pose, bones, batch["image"])
+        heat.append(out.heatmaps)
+        mean.append(out.mean)
+        logvar.append(out.logvar)
+        keypoints.append(batch["keypoints"].numpy())
+        labelled.append(batch["labelled"].numpy() > 0)
+    output = NetworkOutput(torch.cat(heat), torch.cat(mean), torch.cat(logvar), [])
+    return ValidationPass(output, np.concatenate(keypoints), np.concatenate(labelled))
+
+
+def score_pass(val: ValidationPass, skeleton: Skeleton, calibration: Calibration) -> dict:
+    """PCK@0.2 of raw and refined poses, bone NLL and failure AUROC on a validation pass."""
+    poses = analyse(val.output, skeleton, calibration)
+    torso = torso_size(val.keypoints, val.labelled, skeleton)
+    raw_correct = correct_keypoints(poses.raw.numpy(), val.keypoints, val.labelled, torso, 0.2)
+    ref_correct = correct_keypoints(poses.refined.numpy(), val.keypoints, val.labelled, torso, 0.2)
+    raw_pck, _, per_image = pck(raw_correct)
+    refined_pck, _, _ = pck(ref_correct)
+    evaluated = np.isfinite(per_image)
+    ll = poses.log_likelihood.numpy()
+    return {
+        "pck@0.2": raw_pck,
+        "pck@0.2_refined": refined_pck,
+        "failure_auroc": auroc(-ll[evaluated], per_image[evaluated] < 0.5),
+        "failures": int((per_image[evaluated] < 0.5).sum()),
+        "images": int(evaluated.sum()),
+        "log_likelihood": ll,
+    }
+
+
+def fit_temperature(val: ValidationPass, max_candidates: int, sigma: float) -> tuple[float, dict[float, float]]:
+    """Temperature minimising the NLL of the correct candidate among a keypoint's candidates.
+
+    The correct candidate is the one nearest the ground truth, when it lies within 2 sigma; keypoints
+    with no candidate that close give no evidence and are skipped.
+
+    Returns:
+        the best temperature and the NLL for every temperature tried.
+    """
+    candidates = find_candidates(val.output.heatmaps.float(), max_candidates)
+    gt = torch.from_numpy(val.keypoints).float()
+    dist = torch.linalg.vector_norm(candidates.xy - gt[:, :, None, :], dim=-1)
+    dist = torch.where(candidates.valid, dist, torch.full_like(dist, torch.inf))
+    nearest, index = dist.min(dim=2)
+    usable = torch.from_numpy(val.labelled) & (nearest <= 2.0 * sigma) & (candidates.valid.sum(dim=2) > 1)
+    nll = {}
+    for tau in TEMPERATURES:
+        logp = candidates.log_probs(tau).gather(2, index[..., None])[..., 0]
+        nll[tau] = float(-logp[usable].mean()) if usable.any() else float("nan")
+    finite = {t: v for t, v in nll.items() if np.isfinite(v)}
+    best = min(finite, key=finite.get) if finite else 0.1
+    return best, nll
+
+
+def calibrate(val: ValidationPass, skeleton: Skeleton, max_candidates: int, sigma: float,
+              min_peak: float = 0.1) -> tuple[Calibration, dict]:
+    """Fit the temperature, then store the validation likelihoods that define the calibrated score."""
+    temperature, nll = fit_temperature(val, max_candidates, sigma)
+    calibration = Calibration(temperature=temperature, max_candidates=max_candidates, min_peak=min_peak)
+    scores = score_pass(val, skeleton, calibration)
+    calibration.reference = sorted(float(v) for v in scores.pop("log_likelihood"))
+    log.info("calibrated temperature %.3g (candidate NLL %s); validation failure AUROC %.3f", temperature,
+             {k: round(v, 3) for k, v in nll.items()}, scores["failure_auroc"])
+    return calibration, {"temperature_nll": {str(k): v for k, v in nll.items()}, **scores}

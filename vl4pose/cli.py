@@ -1,0 +1,175 @@
+"""The ``vl4pose`` command line: train, evaluate, predict (and the commands other modules register)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vl4pose.data import DATASETS, dataset_skeleton, load_samples
+from vl4pose.data.sample import Sample
+from vl4pose.errors import VL4PoseError
+
+log = logging.getLogger("vl4pose")
+
+COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
+
+
+def command(name: str, configure: Callable[[argparse.ArgumentParser], None]):
+    """Register a sub-command: ``configure`` adds its options, the decorated function runs it."""
+    def wrap(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        COMMANDS[name] = (configure, run)
+        return run
+    return wrap
+
+
+def add_data_options(parser: argparse.ArgumentParser, split: str | None) -> None:
+    parser.add_argument("--dataset", choices=DATASETS, required=True)
+    parser.add_argument("--data", required=True, help="dataset folder or file (see README)")
+    parser.add_argument("--split", default=split, help="split name (split.json for LSP, train/val for COCO)")
+    parser.add_argument("--split-file", help="split file (default: <data>/split.json)")
+    parser.add_argument("--skeleton", help="skeleton of a Label Studio export (default lsp14)")
+    parser.add_argument("--images", help="image folder for COCO and Label Studio exports")
+    parser.add_argument("--limit", type=int, help="use only the first N samples (smoke runs)")
+
+
+def load_from_args(args: argparse.Namespace, split: str | None) -> list[Sample]:
+    samples = load_samples(args.dataset, args.data, split, args.split_file, args.skeleton, args.images)
+    return samples[: args.limit] if args.limit else samples
+
+
+def _train_options(p: argparse.ArgumentParser) -> None:
+    add_data_options(p, "pool")
+    p.add_argument("--val-split", default="val", help="validation split; 'none' holds out --val-fraction")
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--preset", default="cpu", help="model preset: cpu (default), paper, tiny")
+    p.add_argument("--out", required=True, help="run folder (checkpoint in OUT/best)")
+    p.add_argument("--init", help="checkpoint to fine-tune from")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--aux-lr", type=float)
+    p.add_argument("--steps-per-epoch", type=int)
+    p.add_argument("--heads", nargs="*", default=[], help="extra auxiliary heads (acquisition baselines)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+@command("train", _train_options)
+def run_train(args: argparse.Namespace) -> int:
+    from vl4pose.checkpoint import load_checkpoint
+    from vl4pose.models import preset
+    from vl4pose.train import TrainConfig, Trainer
+
+    skeleton = dataset_skeleton(args.dataset, args.skeleton)
+    train = load_from_args(args, args.split)
+    if args.val_split and args.val_split != "none":
+        val = load_from_args(args, args.val_split)
+    else:
+        order = np.random.default_rng(args.seed).permutation(len(train))
+        cut = max(1, int(len(train) * args.val_fraction))
+        val, train = [train[i] for i in order[:cut]], [train[i] for i in order[cut:]]
+    overrides = {k: v for k, v in {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+                                   "aux_lr": args.aux_lr, "steps_per_epoch": args.steps_per_epoch}.items()
+                 if v is not None}
+    config = replace(TrainConfig(), seed=args.seed, heads=tuple(args.heads), **overrides)
+    init = load_checkpoint(args.init) if args.init else None
+    model_config = init.model_config if init else preset(args.preset)
+    log.info("training %s on %d samples, validating on %d, model %s", skeleton.name, len(train), len(val), model_config)
+    best = Trainer(model_config, skeleton, config, args.out, init_from=init).fit(train, val)
+    summary = {"checkpoint": str(best.path), **{k: v for k, v in best.metrics.get("calibration", {}).items()
+                                                if not isinstance(v, dict)}}
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _evaluate_options(p: argparse.ArgumentParser) -> None:
+    add_data_options(p, "test")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--box", choices=["gt", "auto"], default="gt",
+                   help="crop around the annotated person (benchmark) or find it like the product does")
+    p.add_argument("--json", action="store_true", help="print machine-readable results")
+
+
+@command("evaluate", _evaluate_options)
+def run_evaluate(args: argparse.Namespace) -> int:
+    from vl4pose.evaluate import evaluate, format_report
+    from vl4pose.predictor import Predictor
+
+    report = evaluate(Predictor(args.checkpoint), load_from_args(args, args.split), args.box)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
+
+
+def _predict_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("images", nargs="+")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--box", nargs=4, type=float, metavar=("X0", "Y0", "X1", "Y1"), help="person box for every image")
+    p.add_argument("--json", action="store_true")
+
+
+@command("predict", _predict_options)
+def run_predict(args: argparse.Namespace) -> int:
+    from vl4pose.predictor import Predictor
+
+    predictor = Predictor(args.checkpoint)
+    boxes = [np.array(args.box)] * len(args.images) if args.box else None
+    results = predictor.predict_batch(args.images, boxes)
+    out = [{"image": image, **({"error": str(r)} if isinstance(r, Exception) else r.to_dict())}
+           for image, r in zip(args.images, results)]
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        for item in out:
+            detail = item.get("error") or f"score {item['score']:.3f} log-likelihood {item['log_likelihood']:.2f}"
+            print(f"{item['image']}: {detail}")
+    return 1 if any("error" in item for item in out) else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    _register_optional_commands()
+    parser = argparse.ArgumentParser(prog="vl4pose", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (configure, _) in COMMANDS.items():
+        configure(sub.add_parser(name))
+    return parser
+
+
+def _register_optional_commands() -> None:
+    """Import modules that register further sub-commands (simulate, bench) when they exist."""
+    import importlib
+
+    for module in ("vl4pose.simulate", "vl4pose.bench"):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        return COMMANDS[args.command][1](args)
+    except VL4PoseError as exc:
+        log.error("%s", exc)
+        return 2
+    except KeyboardInterrupt:
+        log.error("interrupted; run the same command again to resume where it stopped")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,239 @@
+"""Training: pose model and auxiliary heads in one loop, validation each epoch, resumable.
+
+A run folder holds ``best/`` (the checkpoint of the best validation epoch: pose and auxiliary
+weights from that same epoch, calibrated), ``state.pt`` (everything needed to resume) and
+``history.json``. The trainer knows the models only through their forward and the heads' ``loss``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from vl4pose.calibrate import calibrate, score_pass, validation_pass
+from vl4pose.checkpoint import Calibration, Checkpoint, load_checkpoint, save_checkpoint
+from vl4pose.data.crops import CropCache
+from vl4pose.data.sample import Sample
+from vl4pose.data.transforms import AugmentConfig
+from vl4pose.errors import TrainingError
+from vl4pose.heads import build_heads
+from vl4pose.models import ModelConfig, build_pose
+from vl4pose.skeletons import Skeleton
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings. Both learning rates follow the same warm-up + cosine schedule."""
+
+    epochs: int = 16
+    batch_size: int = 16
+    lr: float = 2e-3
+    aux_lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 200
+    min_lr_ratio: float = 0.02
+    seed: int = 0
+    max_candidates: int = 5
+    heads: tuple[str, ...] = ()
+    steps_per_epoch: int | None = None
+    """Cap on steps per epoch (smoke tests); None = one pass over the data."""
+    save_every_s: float = 300.0
+    """Also save the resume state mid-epoch this often."""
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["heads"] = list(self.heads)
+        return out
+
+
+@dataclass
+class Progress:
+    """What callbacks receive: epoch (0-based), step within the epoch, steps per epoch, running loss."""
+
+    epoch: int
+    epochs: int
+    step: int
+    steps: int
+    loss: float
+    validation: dict | None = None
+
+    @property
+    def fraction(self) -> float:
+        return (self.epoch + self.step / max(self.steps, 1)) / max(self.epochs, 1)
+
+
+class Trainer:
+    """Fits a pose model and its heads on samples; writes a run folder.
+
+    Args:
+        model_config, skeleton, config: what to train and how.
+        out: the run folder.
+        init_from: a checkpoint to fine-tune from (same skeleton and model config).
+        callbacks: called with :class:`Progress` after every step and every validation.
+    """
+
+    def __init__(self, model_config: ModelConfig, skeleton: Skeleton, config: TrainConfig, out: str | Path,
+                 init_from: Checkpoint | None = None, callbacks: list[Callable[[Progress], None]] | None = None) -> None:
+        self.model_config = model_config.validate()
+        self.skeleton = skeleton
+        self.config = config
+        self.out = Path(out)
+        self.callbacks = callbacks or []
+        self.pose = build_pose(model_config, skeleton.num_keypoints)
+        self.heads = build_heads(list(config.heads), model_config, skeleton)
+        if init_from is not None:
+            self._init_from(init_from)
+        groups = [{"params": self.pose.parameters(), "lr": config.lr},
+                  {"params": self.heads.parameters(), "lr": config.aux_lr}]
+        self.optimizer = torch.optim.Adam(groups, weight_decay=config.weight_decay)
+
+    def _init_from(self, ckpt: Checkpoint) -> None:
+        if ckpt.skeleton.keypoints != self.skeleton.keypoints or ckpt.model_config != self.model_config:
+            raise TrainingError(f"cannot fine-tune from {ckpt.path}: its skeleton or model config differs")
+        self.pose.load_state_dict(ckpt.pose.state_dict())
+        for kind, head in self.heads.items():
+            if kind in ckpt.heads:
+                head.load_state_dict(ckpt.heads[kind].state_dict())
+
+    # -- schedule and state -------------------------------------------------------------------------
+    def _lr_factor(self, step: int, total: int) -> float:
+        if step < self.config.warmup_steps:
+            return (step + 1) / self.config.warmup_steps
+        progress = (step - self.config.warmup_steps) / max(total - self.config.warmup_steps, 1)
+        low = self.config.min_lr_ratio
+        return low + (1 - low) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+    def _set_lr(self, step: int, total: int) -> None:
+        factor = self._lr_factor(step, total)
+        for group, base in zip(self.optimizer.param_groups, (self.config.lr, self.config.aux_lr)):
+            group["lr"] = base * factor
+
+    def _save_state(self, epoch: int, step: int, best: float, history: list) -> None:
+        state = {"pose": self.pose.state_dict(), "heads": self.heads.state_dict(),
+                 "optimizer": self.optimizer.state_dict(), "epoch": epoch, "step": step, "best": best,
+                 "history": history, "config": self.config.to_dict(), "model": self.model_config.to_dict()}
+        tmp = self.out / "state.pt.tmp"
+        torch.save(state, tmp)
+        os.replace(tmp, self.out / "state.pt")
+
+    def _load_state(self) -> tuple[int, int, float, list]:
+        path = self.out / "state.pt"
+        if not path.is_file():
+            return 0, 0, -1.0, []
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if state["config"] != self.config.to_dict() or state["model"] != self.model_config.to_dict():
+            raise TrainingError(f"{self.out} holds a run with other settings; use another --out or delete {path}")
+        self.pose.load_state_dict(state["pose"])
+        self.heads.load_state_dict(state["heads"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        log.info("resuming %s at epoch %d step %d", self.out, state["epoch"] + 1, state["step"])
+        return state["epoch"], state["step"], state["best"], state["history"]
+
+    # -- the loop -----------------------------------------------------------------------------------
+    def fit(self, train: list[Sample], val: list[Sample]) -> Checkpoint:
+        """Train, validating each epoch; returns the calibrated best checkpoint (also in ``out/best``)."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        cfg, mc = self.config, self.model_config
+        train_cache = CropCache(train, mc.input_size, whole_image=cfg.augment.whole_image_prob > 0)
+        val_cache = CropCache(val, mc.input_size)
+        if len(train_cache) == 0 or not train_cache.labelled.any():
+            raise TrainingError(f"no usable keypoints in {len(train)} training samples "
+                                f"({len(train_cache.skipped)} unreadable images); label some keypoints first")
+        if len(val_cache) == 0:
+            raise TrainingError("no readable validation images; pass a validation split with labelled keypoints")
+        steps = len(train_cache) // cfg.batch_size or 1
+        steps = min(steps, cfg.steps_per_epoch or steps)
+        total = steps * cfg.epochs
+        epoch, start_step, best, history = self._load_state()
+        self.seconds = history[-1]["train_seconds"] if history else 0.0
+        last_save = tick = time.monotonic()
+        for epoch in range(epoch, cfg.epochs):
+            order = np.random.default_rng([cfg.seed, epoch]).permutation(len(train_cache))
+            self.pose.train()
+            self.heads.train()
+            bar = tqdm(range(start_step, steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=None)
+            running = 0.0
+            for step in bar:
+                rng = np.random.default_rng([cfg.seed, epoch, step])
+                indices = order[(step * cfg.batch_size) % len(order):][:cfg.batch_size]
+                batch = train_cache.batch(indices, self.skeleton, mc.sigma, cfg.augment, rng)
+                self._set_lr(epoch * steps + step, total)
+                loss = self._step(batch)
+                running = loss if step == start_step else 0.95 * running + 0.05 * loss
+                now = time.monotonic()
+                self.seconds += now - tick
+                tick = now
+                bar.set_postfix(loss=f"{running:.4g}")
+                self._notify(Progress(epoch, cfg.epochs, step + 1, steps, running))
+                if time.monotonic() - last_save > cfg.save_every_s:
+                    self._save_state(epoch, step + 1, best, history)
+                    last_save = time.monotonic()
+            start_step = 0
+            best = self._validate(epoch, val_cache, running, best, history)
+            self._save_state(epoch + 1, 0, best, history)
+            last_save = tick = time.monotonic()
+        return self._finish(val_cache, history)
+
+    def _step(self, batch: dict[str, torch.Tensor]) -> float:
+        output = self.pose(batch["image"])
+        weights = batch["weights"][..., None, None]
+        # squared error summed over pixels, averaged over keypoints: a per-pixel mean makes the gradients
+        # of sparse Gaussian targets so small that Adam's epsilon swamps them and training stalls
+        per_image = sum(((h - batch["heatmaps"]) ** 2 * weights).sum(dim=(2, 3)).mean(dim=1) for h in output.heatmaps)
+        features = [f.detach() for f in output.features]
+        aux = sum(head.loss(features, batch, per_image.detach()) for head in self.heads.values())
+        loss = per_image.mean() + aux
+        if not torch.isfinite(loss):
+            raise TrainingError("training diverged (loss is not finite); lower --lr")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return float(per_image.mean().detach())
+
+    def _validate(self, epoch: int, val_cache: CropCache, loss: float, best: float, history: list) -> float:
+        val = validation_pass(self.pose, self.heads["bones"], val_cache, self.skeleton, self.model_config.sigma)
+        scores = score_pass(val, self.skeleton, Calibration(max_candidates=self.config.max_candidates))
+        scores.pop("log_likelihood")
+        record = {"epoch": epoch + 1, "train_loss": loss, "train_seconds": round(self.seconds, 1), **scores}
+        history.append(record)
+        (self.out / "history.json").write_text(json.dumps(history, indent=2))
+        log.info("epoch %d: loss %.5f val PCK@0.2 %.4f (refined %.4f)", epoch + 1, loss, scores["pck@0.2"],
+                 scores["pck@0.2_refined"])
+        self._notify(Progress(epoch, self.config.epochs, 1, 1, loss, record))
+        value = scores["pck@0.2"] if np.isfinite(scores["pck@0.2"]) else 0.0
+        if value > best or not (self.out / "best").is_dir():
+            best = value
+            self._write_best(Calibration(max_candidates=self.config.max_candidates), {"best_epoch": record})
+        return best
+
+    def _write_best(self, calibration: Calibration, metrics: dict) -> None:
+        ckpt = Checkpoint(None, self.model_config, self.skeleton, self.pose, self.heads, calibration, metrics,
+                          self.config.to_dict())
+        save_checkpoint(self.out / "best", ckpt)
+
+    def _finish(self, val_cache: CropCache, history: list) -> Checkpoint:
+        best = load_checkpoint(self.out / "best")
+        val = validation_pass(best.pose, best.heads["bones"], val_cache, self.skeleton, self.model_config.sigma)
+        calibration, report = calibrate(val, self.skeleton, self.config.max_candidates, self.model_config.sigma,
+                                        best.calibration.min_peak)
+        best.calibration = calibration
+        best.metrics = {**best.metrics, "calibration": report, "history": history}
+        save_checkpoint(self.out / "best", best)
+        return best
+
+    def _notify(self, progress: Progress) -> None:
+        for callback in self.callbacks:
+            callback(progress)
