@@ -40,3 +40,31 @@ def tiny_checkpoint(tmp_path_factory, lspet_dir):
     out = tmp_path_factory.mktemp("tiny_run")
     config = TrainConfig(epochs=2, batch_size=8, steps_per_epoch=3, warmup_steps=2)
     return Trainer(preset("tiny"), LSP14, config, out).fit(train, val)
+
+
+@pytest.fixture(scope="session")
+def label_studio(tmp_path_factory):
+    """A real Label Studio 1.23.2 from .lsvenv on 127.0.0.1, shared by the whole session.
+
+    Local files under ``SHARED_DATA`` are served as ``/data/local-files/?d=<path relative to it>``
+    (a project still needs a Local Files import storage covering the folder).
+    """
+    from stack.labelstudio import DEFAULT_VENV, LabelStudioServer
+
+    if not (DEFAULT_VENV / "bin" / "label-studio").exists():
+        pytest.fail(f"Label Studio is not installed in {DEFAULT_VENV}; run `bash scripts/setup.sh`")
+    server = LabelStudioServer(tmp_path_factory.mktemp("label_studio"),
+                               files_root=SHARED_DATA if SHARED_DATA.is_dir() else None)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def model_registry(tmp_path_factory, tiny_checkpoint):
+    """A model registry with the tiny checkpoint published as version ``tiny-v1`` (current)."""
+    from vl4pose.registry import ModelRegistry
+
+    registry = ModelRegistry(tmp_path_factory.mktemp("models"))
+    registry.publish(tiny_checkpoint, "tiny-v1")
+    return registry
