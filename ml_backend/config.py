@@ -1,0 +1,140 @@
+"""Settings of the ML backend, read once from ``VL4POSE_*`` environment variables in the app factory.
+
+Every field is documented in ``docs/ML_BACKEND.md`` (keep the two in step).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vl4pose.errors import ConfigError
+
+PREFIX = "VL4POSE_"
+
+DEFAULT_FORWARD_ACTIONS = (
+    "START_TRAINING", "ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED", "ANNOTATIONS_DELETED",
+    "TASKS_CREATED", "TASKS_DELETED",
+)
+
+
+@dataclass(frozen=True)
+class MLBackendConfig:
+    """All settings of one ML backend process (environment variable = ``VL4POSE_`` + upper-case name,
+    except where ``ENV_NAMES`` says otherwise)."""
+
+    models_dir: Path = Path("storage/models")
+    image_cache_dir: Path = Path("storage/image_cache")
+    image_cache_max_mb: int = 1024
+    state_dir: Path = Path("storage/ml_backend")
+    basic_auth_user: str | None = None
+    basic_auth_password: str | None = field(default=None, repr=False)
+    coordinator_url: str | None = None
+    webhook_secret: str | None = field(default=None, repr=False)
+    webhook_timeout: float = 5.0
+    webhook_actions: tuple[str, ...] = DEFAULT_FORWARD_ACTIONS
+    label_studio_url: str | None = None
+    label_studio_token: str | None = field(default=None, repr=False)
+    max_image_bytes: int = 20 * 1024 * 1024
+    max_image_pixels: int = 40_000_000
+    max_request_bytes: int = 32 * 1024 * 1024
+    fetch_timeout: float = 10.0
+    fetch_workers: int = 4
+    predict_chunk: int = 64
+    model_poll_seconds: float = 1.0
+    interactive_cache_size: int = 32
+    torch_threads: int = 0
+    preload_model: bool = True
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.basic_auth_user)
+
+    @property
+    def forwarding_enabled(self) -> bool:
+        return bool(self.coordinator_url)
+
+
+ENV_NAMES = {
+    "basic_auth_user": "ML_BASIC_AUTH_USER",
+    "basic_auth_password": "ML_BASIC_AUTH_PASSWORD",
+    "state_dir": "ML_STATE_DIR",
+}
+
+
+def env_name(field_name: str) -> str:
+    """The environment variable of a config field, e.g. ``models_dir`` -> ``VL4POSE_MODELS_DIR``."""
+    return PREFIX + ENV_NAMES.get(field_name, field_name.upper())
+
+
+def _convert(name: str, kind: Any, raw: Any) -> Any:
+    """Turn an environment string (or a test override) into the field's type."""
+    if raw is None or (isinstance(raw, str) and raw.strip() == "" and kind is not str):
+        return None
+    kind_text = str(kind)
+    try:
+        if "Path" in kind_text:
+            return Path(raw)
+        if kind_text.startswith("tuple"):
+            items = raw.split(",") if isinstance(raw, str) else list(raw)
+            return tuple(item.strip().upper() for item in items if item.strip())
+        if "bool" in kind_text:
+            if isinstance(raw, bool):
+                return raw
+            if raw.strip().lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.strip().lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError("expected true or false")
+        if "float" in kind_text:
+            return float(raw)
+        if "int" in kind_text:
+            return int(raw)
+        return str(raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{env_name(name)}={raw!r} is not valid ({exc}); see docs/ML_BACKEND.md") from None
+
+
+def load_config(environ: Mapping[str, str], overrides: Mapping[str, Any] | None = None) -> MLBackendConfig:
+    """Build the config from ``environ`` (``VL4POSE_*`` variables), then apply ``overrides`` by field name.
+
+    Raises:
+        ConfigError: a value cannot be converted, a number is out of range, or an override names no field.
+    """
+    fields = {f.name: f for f in dataclasses.fields(MLBackendConfig)}
+    values: dict[str, Any] = {}
+    for name, f in fields.items():
+        raw = environ.get(env_name(name))
+        if raw is not None:
+            converted = _convert(name, f.type, raw)
+            if converted is not None:
+                values[name] = converted
+    for name, raw in (overrides or {}).items():
+        if name not in fields:
+            raise ConfigError(f"unknown ML backend setting {name!r}; expected one of {sorted(fields)}")
+        values[name] = _convert(name, fields[name].type, raw) if raw is not None else None
+    config = MLBackendConfig(**values)
+    _check(config)
+    return config
+
+
+def _check(config: MLBackendConfig) -> None:
+    positive = ("image_cache_max_mb", "max_image_bytes", "max_image_pixels", "max_request_bytes", "fetch_timeout",
+                "fetch_workers", "predict_chunk", "interactive_cache_size", "webhook_timeout")
+    for name in positive:
+        if getattr(config, name) is None or getattr(config, name) <= 0:
+            raise ConfigError(f"{env_name(name)} must be a positive number, got {getattr(config, name)!r}")
+    if config.model_poll_seconds < 0 or config.torch_threads < 0:
+        raise ConfigError(f"{env_name('model_poll_seconds')} and {env_name('torch_threads')} must be >= 0")
+    if bool(config.basic_auth_user) != bool(config.basic_auth_password):
+        raise ConfigError(f"set both {env_name('basic_auth_user')} and {env_name('basic_auth_password')}, or neither")
+    for name in ("coordinator_url", "label_studio_url"):
+        url = getattr(config, name)
+        if url and not url.startswith(("http://", "https://")):
+            raise ConfigError(f"{env_name(name)} must start with http:// or https://, got {url!r}")
+    if config.coordinator_url and not config.webhook_secret:
+        raise ConfigError(f"{env_name('coordinator_url')} is set: also set {env_name('webhook_secret')} "
+                          "(the shared secret the coordinator checks)")

@@ -1,0 +1,104 @@
+"""Read the annotator's clicks from ``params.context`` of an interactive ``/predict``.
+
+Label Studio sends ``{"result": [{"type": "keypointlabels", "from_name", "to_name", "original_width",
+"original_height", "value": {"x", "y", "width", "keypointlabels": [label]}, "is_positive", ...}]}``
+(see captures ``10_`` and ``10b_``). Keypoints of our KeyPointLabels control become clamped keypoints
+(image pixels); a rectangle of the config's RectangleLabels control becomes the person box.
+Negative clicks (``is_positive: false``) and results of other controls are ignored.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ml_backend.labelconfig import KeypointMapping
+from vl4pose.data.labelstudio import results_to_keypoints
+from vl4pose.errors import DataError, VL4PoseError
+
+EDGE_TOLERANCE = 1.0
+"""Percent a click may lie outside the image (a point dropped on the border)."""
+
+
+class ContextError(VL4PoseError):
+    """``params.context`` is not what Label Studio sends for an interactive request."""
+
+
+@dataclass
+class Clicks:
+    """clamped: keypoint index -> (x, y) image pixels. box: (4,) person box in pixels, or None."""
+
+    clamped: dict[int, tuple[float, float]]
+    box: np.ndarray | None = None
+
+
+def _number(value: object, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ContextError(f"context result {what} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _check_item(item: object, mapping: KeypointMapping) -> str | None:
+    """The kind of a context item we use ('keypoint' or 'box'), None for one we ignore; raise if malformed."""
+    if not isinstance(item, dict):
+        raise ContextError(f"every context result must be an object, got {type(item).__name__}")
+    config = mapping.config
+    kind, source = item.get("type"), item.get("from_name")
+    if item.get("is_positive") is False:
+        return None
+    if kind == "keypointlabels" and source in (config.keypoint_control, None):
+        usage = "keypoint"
+    elif kind == "rectanglelabels" and config.box_control is not None and source == config.box_control:
+        usage = "box"
+    else:
+        return None
+    value = item.get("value")
+    if not isinstance(value, dict):
+        raise ContextError(f"a {kind} context result has no 'value' object")
+    for axis in ("x", "y") + (("width", "height") if usage == "box" else ()):
+        number = _number(value.get(axis), f"value.{axis}")
+        if axis in ("x", "y") and not -EDGE_TOLERANCE <= number <= 100.0 + EDGE_TOLERANCE:
+            raise ContextError(f"context result value.{axis}={number} is outside the image (0-100 percent)")
+    for axis in ("original_width", "original_height"):
+        if _number(item.get(axis), axis) <= 0:
+            raise ContextError(f"context result {axis} must be positive")
+    if usage == "keypoint":
+        labels = value.get("keypointlabels") or value.get("labels")
+        if not isinstance(labels, list) or not labels or not isinstance(labels[0], str):
+            raise ContextError("a keypointlabels context result needs value.keypointlabels = [<label>]")
+        if mapping.index(labels[0]) is None:
+            raise ContextError(f"context keypoint label {labels[0]!r} is not a label of <KeyPointLabels "
+                               f"name={config.keypoint_control!r}>; expected one of "
+                               f"{[label for label in mapping.labels if label]}")
+    return usage
+
+
+def parse_context(context: object, mapping: KeypointMapping) -> Clicks | None:
+    """The clicks in ``params.context``; None when it carries none (an ordinary prediction request).
+
+    Raises:
+        ContextError: the context or one of its results is malformed.
+    """
+    if context is None:
+        return None
+    if not isinstance(context, dict):
+        raise ContextError(f"params.context must be an object or null, got {type(context).__name__}")
+    result = context.get("result")
+    if result is None or result == []:
+        return None
+    if not isinstance(result, list):
+        raise ContextError(f"params.context.result must be a list, got {type(result).__name__}")
+    used = [(item, usage) for item in result if (usage := _check_item(item, mapping)) is not None]
+    keypoint_items = [item for item, usage in used if usage == "keypoint"]
+    box_items = [{**item, "type": "rectanglelabels"} for item, usage in used if usage == "box"]
+    try:
+        keypoints, visibility, _ = results_to_keypoints(keypoint_items, mapping.skeleton)
+        _, _, box = results_to_keypoints(box_items[-1:], mapping.skeleton)
+    except DataError as exc:
+        raise ContextError(f"params.context cannot be read: {exc}") from None
+    clamped = {int(i): (float(keypoints[i, 0]), float(keypoints[i, 1])) for i in np.flatnonzero(visibility > 0)}
+    if box is not None and not (box[2] > box[0] and box[3] > box[1]):
+        raise ContextError("the person box in params.context has no area")
+    return Clicks(clamped, box)

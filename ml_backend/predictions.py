@@ -1,0 +1,182 @@
+"""``/setup`` and ``/predict``: Label Studio JSON in, Predictor calls, Label Studio JSON out.
+
+Each task gets a list of predictions, in task order: the refined pose under the served model
+version (per-keypoint score = refined confidence, prediction score = calibrated likelihood, low =
+label first) and the raw network pose under ``<version>-raw``. A task whose image fails gets ``[]``
+and a logged reason; the other tasks are unaffected. Keypoints the model does not place are left out.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ml_backend.images import ImageFetcher, ProjectAccess
+from ml_backend.interactive import Clicks, parse_context
+from ml_backend.labelconfig import KeypointMapping, guess_skeleton, map_labels, parse_label_config
+from ml_backend.models import LRUCache, ModelService, ServedModel
+from ml_backend.projects import ProjectStore, parse_project_id
+from vl4pose.data.labelstudio import keypoints_to_results
+from vl4pose.errors import ImageError, VL4PoseError
+from vl4pose.predictor import PosePrediction
+
+log = logging.getLogger(__name__)
+
+RAW_SUFFIX = "-raw"
+
+
+class RequestError(VL4PoseError):
+    """The request body is not what Label Studio sends (answered with 400)."""
+
+
+@dataclass
+class PredictionService:
+    models: ModelService
+    fetcher: ImageFetcher
+    projects: ProjectStore
+    analyses: LRUCache
+    predict_chunk: int = 64
+
+    # -- /setup -------------------------------------------------------------------------------------
+    def setup(self, body: dict) -> dict:
+        """Remember the project's hostname and token, validate its label config, answer the model version.
+
+        Raises:
+            RequestError: no ``schema``. LabelConfigError: the config does not fit the served skeleton.
+        """
+        project_id = parse_project_id(body.get("project"))
+        schema = body.get("schema")
+        self.projects.remember(project_id, body.get("hostname"), body.get("access_token"), schema)
+        if not isinstance(schema, str):
+            raise RequestError("/setup needs 'schema': the project's label config XML")
+        config = parse_label_config(schema)
+        version = self.models.current_version()
+        mapping = map_labels(config, self.models.skeleton(version)) if version else guess_skeleton(config)
+        missing = [k for k, label in zip(mapping.skeleton.keypoints, mapping.labels) if label is None]
+        if missing:
+            log.info("project %s: the config has no label for %s; those keypoints are never suggested",
+                     project_id, missing)
+        log.info("project %s set up: skeleton %s, model version %s, interactive %s", project_id,
+                 mapping.skeleton.name, version, config.smart)
+        return {"model_version": version, "skeleton": mapping.skeleton.name}
+
+    # -- /predict -----------------------------------------------------------------------------------
+    def predict(self, body: dict) -> dict:
+        """Answer a ``/predict`` body (batch, or interactive when ``params.context`` holds clicks).
+
+        Raises:
+            RequestError, LabelConfigError, ContextError: the request cannot be answered (4xx).
+        """
+        tasks = body.get("tasks")
+        if not isinstance(tasks, list) or not all(isinstance(t, dict) for t in tasks):
+            raise RequestError("/predict needs 'tasks': a list of task objects")
+        project_id = parse_project_id(body.get("project"))
+        params = body.get("params") if isinstance(body.get("params"), dict) else {}
+        xml = body.get("label_config") or self.projects.label_config(project_id)
+        if not isinstance(xml, str):
+            raise RequestError("/predict needs 'label_config' (or an earlier /setup for this project)")
+        model = self.models.get()
+        if model is None:
+            error = self.models.last_error()
+            log.warning("no model version is published in %s%s: answering %d task(s) with no predictions",
+                        self.models.registry.root, f" ({error})" if error else "", len(tasks))
+            context = params.get("context")
+            interactive = isinstance(context, dict) and bool(context.get("result"))
+            return {"results": [{"result": []} if interactive else [] for _ in tasks], "model_version": None}
+        mapping = self._mapping(xml, model)
+        clicks = parse_context(params.get("context"), mapping)
+        access = self.projects.access(project_id)
+        if clicks is not None:
+            if len(tasks) != 1:
+                raise RequestError(f"an interactive request (params.context with clicks) must carry exactly one "
+                                   f"task, got {len(tasks)}")
+            return {"results": [self._interactive(model, mapping, tasks[0], access, clicks)],
+                    "model_version": model.version}
+        return {"results": self._batch(model, mapping, tasks, access), "model_version": model.version}
+
+    @staticmethod
+    def _mapping(xml: str, model: ServedModel) -> KeypointMapping:
+        return map_labels(parse_label_config(xml), model.predictor.skeleton)
+
+    def _image_url(self, task: dict, mapping: KeypointMapping) -> str:
+        data = task.get("data")
+        url = data.get(mapping.config.image_key) if isinstance(data, dict) else None
+        if not isinstance(url, str) or not url.strip():
+            raise ImageError(f"task {task.get('id')} has no image URL in data[{mapping.config.image_key!r}]; "
+                             f"import tasks as {{\"{mapping.config.image_key}\": \"<image url>\"}}")
+        return url
+
+    def _batch(self, model: ServedModel, mapping: KeypointMapping, tasks: Sequence[dict], access: ProjectAccess
+               ) -> list[list[dict]]:
+        answers: list[list[dict]] = [[] for _ in tasks]
+        for start in range(0, len(tasks), self.predict_chunk):
+            chunk = list(range(start, min(start + self.predict_chunk, len(tasks))))
+            urls: dict[int, str] = {}
+            for i in chunk:
+                try:
+                    urls[i] = self._image_url(tasks[i], mapping)
+                except ImageError as exc:
+                    log.warning("task %s: no prediction: %s", tasks[i].get("id"), exc)
+            fetched = dict(zip(urls, self.fetcher.fetch_many(list(urls.values()), access)))
+            ready = [i for i, f in fetched.items() if not isinstance(f, ImageError)]
+            for i, f in fetched.items():
+                if isinstance(f, ImageError):
+                    log.warning("task %s: no prediction: %s", tasks[i].get("id"), f)
+            predictions = model.predictor.predict_batch([fetched[i] for i in ready]) if ready else []
+            for i, prediction in zip(ready, predictions):
+                if isinstance(prediction, ImageError):
+                    log.warning("task %s: no prediction: %s", tasks[i].get("id"), prediction)
+                    self.fetcher.forget(urls[i], access)
+                    continue
+                answers[i] = self._predictions(prediction, mapping, model.version)
+        done = sum(1 for a in answers if a)
+        log.info("predicted %d of %d task(s) with model version %s", done, len(tasks), model.version)
+        return answers
+
+    def _interactive(self, model: ServedModel, mapping: KeypointMapping, task: dict, access: ProjectAccess,
+                     clicks: Clicks) -> dict:
+        try:
+            url = self._image_url(task, mapping)
+            path = self.fetcher.fetch(url, access)
+            box_key = tuple(np.round(clicks.box, 1)) if clicks.box is not None else None
+            key = (model.version, self.fetcher.absolute_url(url, access), box_key)
+            analysis, hit = self.analyses.get_or_compute(key, lambda: model.predictor.analyse(path, clicks.box))
+        except ImageError as exc:
+            log.warning("task %s: no suggestion: %s", task.get("id"), exc)
+            return {"result": [], "model_version": model.version}
+        prediction = model.predictor.resolve(analysis, clicks.clamped)
+        keep = np.ones(mapping.skeleton.num_keypoints, dtype=bool)
+        keep[list(clicks.clamped)] = False
+        result = self._results(prediction.refined, prediction, mapping, prediction.confidence, keep)
+        log.info("task %s: %d suggestion(s) around %d clicked keypoint(s) (image analysis %s)", task.get("id"),
+                 len(result), len(clicks.clamped), "cached" if hit else "computed")
+        return {"result": result, "score": _score(prediction.score), "model_version": model.version}
+
+    # -- Label Studio results -----------------------------------------------------------------------
+    def _predictions(self, prediction: PosePrediction, mapping: KeypointMapping, version: str) -> list[dict]:
+        score = _score(prediction.score)
+        refined = self._results(prediction.refined, prediction, mapping, prediction.confidence)
+        raw = self._results(prediction.raw, prediction, mapping, np.clip(prediction.peak, 0.0, 1.0))
+        return [{"result": refined, "score": score, "model_version": version},
+                {"result": raw, "score": score, "model_version": version + RAW_SUFFIX}]
+
+    @staticmethod
+    def _results(keypoints: np.ndarray, prediction: PosePrediction, mapping: KeypointMapping, scores: np.ndarray,
+                 keep: np.ndarray | None = None) -> list[dict]:
+        """Results for the placed keypoints that have a label (and ``keep``), each with a fresh region id."""
+        labelled = np.array([label is not None for label in mapping.labels])
+        placed = np.asarray(prediction.placed, dtype=bool) & labelled & (True if keep is None else keep)
+        results = keypoints_to_results(keypoints, prediction.image_size, [label or "" for label in mapping.labels],
+                                       placed, np.nan_to_num(scores, nan=0.0), mapping.config.keypoint_control,
+                                       mapping.config.image_name)
+        for item in results:
+            item["id"] = uuid.uuid4().hex[:10]
+        return results
+
+
+def _score(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None

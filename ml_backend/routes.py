@@ -1,0 +1,134 @@
+"""HTTP only: the endpoints Label Studio calls. The logic lives in the services (``app.extensions``)."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from dataclasses import dataclass
+
+from flask import Blueprint, current_app, jsonify, request
+
+from ml_backend.config import MLBackendConfig
+from ml_backend.errors import ApiError
+from ml_backend.interactive import ContextError
+from ml_backend.labelconfig import LabelConfigError
+from ml_backend.models import ModelService
+from ml_backend.predictions import PredictionService, RequestError
+from ml_backend.projects import parse_project_id
+from ml_backend.webhooks import WebhookForwarder
+from vl4pose.errors import VL4PoseError
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("ml_backend", __name__)
+
+EXTENSION = "vl4pose_ml_backend"
+
+
+@dataclass
+class Services:
+    config: MLBackendConfig
+    models: ModelService
+    predictions: PredictionService
+    forwarder: WebhookForwarder | None
+
+
+def services() -> Services:
+    return current_app.extensions[EXTENSION]
+
+
+def _json_body() -> dict:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_json", "the request body must be a JSON object (Content-Type: application/json)")
+    return body
+
+
+def _as_api_error(exc: VL4PoseError) -> ApiError:
+    if isinstance(exc, LabelConfigError):
+        status = 400 if exc.code == "invalid_label_config" else 422
+        return ApiError(status, exc.code, exc.message, **exc.extra)
+    if isinstance(exc, ContextError):
+        return ApiError(400, "malformed_context", str(exc))
+    if isinstance(exc, RequestError):
+        return ApiError(400, "invalid_request", str(exc))
+    return ApiError(422, type(exc).__name__, str(exc))
+
+
+@bp.before_app_request
+def _basic_auth() -> None:
+    config = services().config
+    if not config.auth_enabled:
+        return
+    auth = request.authorization
+    ok = (auth is not None and auth.type == "basic"
+          and hmac.compare_digest((auth.username or "").encode(), (config.basic_auth_user or "").encode())
+          and hmac.compare_digest((auth.password or "").encode(), (config.basic_auth_password or "").encode()))
+    if not ok:
+        log.warning("refused %s %s: missing or wrong HTTP Basic credentials", request.method, request.path)
+        raise ApiError(401, "unauthorized", "this ML backend needs HTTP Basic auth: in Label Studio, connect it with "
+                                            "authentication on and the user/password of VL4POSE_ML_BASIC_AUTH_*")
+
+
+@bp.after_app_request
+def _challenge(response):
+    if response.status_code == 401:
+        response.headers["WWW-Authenticate"] = 'Basic realm="vl4pose-ml-backend"'
+    return response
+
+
+@bp.get("/health")
+@bp.get("/")
+def health():
+    s = services()
+    s.models.refresh_in_background()
+    loaded = s.models.loaded
+    version = loaded.version if loaded else s.models.current_version()
+    return jsonify({"status": "UP", "model_class": "VL4Pose", "model_version": version,
+                    "model_loaded": loaded is not None,
+                    "skeleton": loaded.predictor.skeleton.name if loaded else None,
+                    "model_error": s.models.last_error()})
+
+
+@bp.post("/setup")
+def setup():
+    try:
+        return jsonify(services().predictions.setup(_json_body()))
+    except VL4PoseError as exc:
+        raise _as_api_error(exc) from None
+
+
+@bp.post("/predict")
+def predict():
+    try:
+        return jsonify(services().predictions.predict(_json_body()))
+    except VL4PoseError as exc:
+        raise _as_api_error(exc) from None
+
+
+@bp.post("/webhook")
+def webhook():
+    """Answer at once; forward the event to the coordinator in the background (never train here)."""
+    body = _json_body()
+    action = body.get("action")
+    forwarder = services().forwarder
+    forwarded = forwarder.submit(body) if forwarder is not None else False
+    log.info("webhook %s%s", action, " (forwarded to the coordinator)" if forwarded else "")
+    return jsonify({"status": "ok", "action": action, "forwarded": forwarded})
+
+
+@bp.post("/train")
+def train():
+    """Legacy training call (Label Studio without the webhook flag): forwarded as START_TRAINING."""
+    body = _json_body()
+    project_id = parse_project_id(body.get("project"))
+    forwarder = services().forwarder
+    event = {"action": "START_TRAINING", "project": {"id": int(project_id)} if project_id else None}
+    forwarded = forwarder.submit(event) if forwarder is not None else False
+    return jsonify({"status": "ok", "job": None, "forwarded": forwarded})
+
+
+@bp.get("/versions")
+def versions():
+    models = services().models
+    return jsonify({"versions": models.registry.versions(), "current": models.current_version()})
