@@ -1,0 +1,276 @@
+"""``vl4pose bench``: speed and memory figures of the engine, as one JSON object or a readable table.
+
+Figures (milliseconds per image unless named otherwise; medians of repeated runs):
+
+- ``pose_forward_ms``: the pose model alone, ``single`` (batch of 1) and ``batch`` (per image in a batch).
+- ``vl4pose_overhead_ms``: what VL4Pose adds on top: auxiliary net (bone head) + candidates + expected
+  log-likelihood + tree-DP refinement, with the parts and the ratio to the pose forward.
+- ``refine_dp_ms_k5`` / ``refine_bruteforce_ms_k5``: refinement on the full LSP-14 tree with 5 candidates
+  per keypoint. The brute force is the research code's: recursion over the tree without memoisation
+  (each parent candidate re-solves its children's subtrees, K^depth work, log q recomputed inline). The
+  bench checks that it and the DP choose identical poses (``refine_identical``).
+- ``rank_images_per_s``: real LSPET files through ``Predictor.predict_batch`` (decoding, the product's
+  automatic person box, network, likelihood, refinement).
+- ``egl_backward_ms``: one image forward + backward through the pose model, the per-image cost EGL++
+  would add (why it is not among the strategies).
+- ``peak_rss_mb`` and the machine (cores, torch threads).
+
+Speed does not depend on the weights, so the default model is a randomly initialised ``--preset``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vl4pose.cli import command
+
+_LOG_2PI = math.log(2 * math.pi)
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    preset: str = "cpu"
+    checkpoint: str | None = None
+    batch_size: int = 16
+    repeats: int = 5
+    refine_images: int = 20
+    rank_images: int = 64
+    data: str = "../shared/data/lspet"
+
+
+def machine_info() -> dict:
+    """Cores, torch threads and versions of the machine running this process."""
+    model = ""
+    try:
+        model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("model name")), "")
+    except OSError:
+        pass
+    return {"cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+            else os.cpu_count(), "torch_threads": torch.get_num_threads(), "cpu": model or platform.processor(),
+            "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__}
+
+
+def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def load_model(config: BenchConfig):
+    """The checkpoint to time: ``config.checkpoint``, or a randomly initialised ``config.preset`` on LSP-14."""
+    from vl4pose.checkpoint import Calibration, Checkpoint, load_checkpoint
+    from vl4pose.heads import build_heads
+    from vl4pose.models import build_pose, preset
+    from vl4pose.skeletons import LSP14
+
+    if config.checkpoint:
+        return load_checkpoint(config.checkpoint)
+    torch.manual_seed(0)
+    model_config = preset(config.preset)
+    return Checkpoint(None, model_config, LSP14, build_pose(model_config, LSP14.num_keypoints).eval(),
+                      build_heads([], model_config, LSP14).eval(), Calibration())
+
+
+@torch.no_grad()
+def bench_network(ckpt, batch_size: int, repeats: int) -> dict:
+    """Pose forward and VL4Pose overhead, single image and per image in a batch."""
+    from vl4pose.likelihood import expected_log_likelihood, find_candidates
+    from vl4pose.refine import refine
+
+    size, cal, skeleton = ckpt.model_config.input_size, ckpt.calibration, ckpt.skeleton
+    bones = ckpt.heads["bones"]
+    out: dict = {"pose_forward_ms": {"batch_size": batch_size}, "vl4pose_overhead_ms": {"batch_size": batch_size}}
+    for mode, n in (("single", 1), ("batch", batch_size)):
+        images = torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(0))
+        output = ckpt.pose(images)
+        heatmaps, features = output.heatmaps[-1], output.features
+        mean, logvar = bones.params(features)
+        heat = float(heatmaps.shape[-1])
+        cands = find_candidates(heatmaps, cal.max_candidates)
+        log_probs = cands.log_probs(cal.temperature)
+        parts = {
+            "aux_net": median_seconds(lambda: bones.params(features), repeats),
+            "candidates": median_seconds(lambda: find_candidates(heatmaps, cal.max_candidates), repeats),
+            "expectation": median_seconds(lambda: expected_log_likelihood(
+                cands, cands.log_probs(cal.temperature), mean, logvar, skeleton, heat), repeats),
+            "refinement": median_seconds(lambda: refine(cands, log_probs, mean, logvar, skeleton, heat), repeats),
+        }
+        forward = median_seconds(lambda: ckpt.pose(images), repeats) * 1000 / n
+        overhead = {k: v * 1000 / n for k, v in parts.items()}
+        out["pose_forward_ms"][mode] = forward
+        out["vl4pose_overhead_ms"][mode] = sum(overhead.values())
+        out["vl4pose_overhead_ms"][f"{mode}_parts"] = overhead
+        out["vl4pose_overhead_ms"][f"{mode}_ratio"] = sum(overhead.values()) / forward
+    return out
+
+
+def refine_recursive(unary: np.ndarray, xy: np.ndarray, mean: np.ndarray, logvar: np.ndarray, skeleton,
+                     size: float) -> tuple[list[int], float]:
+    """The research code's brute force for one image: max over the tree by plain recursion, no memoisation.
+
+    Args:
+        unary: (K, M) log p̂ (-inf for invalid candidates); xy: (K, M, 2); mean, logvar: (E,).
+
+    Returns:
+        the chosen candidate per keypoint and the maximised objective.
+    """
+    children = skeleton.children()
+    edge_of = {child: e for e, (_, child) in enumerate(skeleton.edges)}
+    valid = [[m for m in range(unary.shape[1]) if math.isfinite(unary[k, m])] for k in range(unary.shape[0])]
+
+    def best(node: int, a: int) -> tuple[float, dict[int, int]]:
+        total, choice = float(unary[node, a]), {node: a}
+        for child in children[node]:
+            e = edge_of[child]
+            top, top_choice = -math.inf, {}
+            for b in valid[child]:
+                length = math.hypot(xy[child, b, 0] - xy[node, a, 0], xy[child, b, 1] - xy[node, a, 1]) / size
+                logq = -0.5 * (_LOG_2PI + logvar[e] + (length - mean[e]) ** 2 * math.exp(-logvar[e]))
+                score, sub = best(child, b)
+                if logq + score > top:
+                    top, top_choice = logq + score, sub
+            total += top
+            choice.update(top_choice)
+        return total, choice
+
+    score, choice = max((best(skeleton.root, a) for a in valid[skeleton.root]), key=lambda item: item[0])
+    return [choice[k] for k in range(unary.shape[0])], score
+
+
+def bench_refine(images: int, repeats: int, candidates: int = 5) -> dict:
+    """DP vs research-code brute force on LSP-14 with ``candidates`` valid candidates per keypoint."""
+    from vl4pose.likelihood import Candidates
+    from vl4pose.refine import refine
+    from vl4pose.skeletons import LSP14
+
+    rng = np.random.default_rng(0)
+    k, e, size = LSP14.num_keypoints, LSP14.num_edges, 32.0
+    xy = torch.from_numpy(rng.uniform(0, size, (images, k, candidates, 2)))
+    value = torch.from_numpy(np.sort(rng.uniform(0.1, 1.0, (images, k, candidates)), axis=2)[..., ::-1].copy())
+    cands = Candidates(xy, value, torch.ones(images, k, candidates, dtype=torch.bool))
+    log_probs = cands.log_probs(0.1)
+    mean = torch.from_numpy(rng.uniform(0.1, 0.4, (images, e)))
+    logvar = torch.from_numpy(rng.uniform(-5.0, -2.0, (images, e)))
+    dp = refine(cands, log_probs, mean, logvar, LSP14, size)
+    arrays = [a.numpy() for a in (log_probs, xy, mean, logvar)]
+    start = time.perf_counter()
+    brute = [refine_recursive(arrays[0][i], arrays[1][i], arrays[2][i], arrays[3][i], LSP14, size) for i in range(images)]
+    brute_ms = (time.perf_counter() - start) * 1000 / images
+    identical = all(choice == dp.choice[i].tolist() and math.isclose(score, float(dp.score[i]), rel_tol=1e-9, abs_tol=1e-9)
+                    for i, (choice, score) in enumerate(brute))
+    batch_ms = median_seconds(lambda: refine(cands, log_probs, mean, logvar, LSP14, size), repeats) * 1000 / images
+    one = Candidates(xy[:1], value[:1], cands.valid[:1])
+    single_ms = median_seconds(lambda: refine(one, log_probs[:1], mean[:1], logvar[:1], LSP14, size), repeats) * 1000
+    return {"refine_dp_ms_k5": batch_ms, "refine_dp_single_ms_k5": single_ms, "refine_bruteforce_ms_k5": brute_ms,
+            "refine_speedup_k5": brute_ms / batch_ms, "refine_speedup_single_k5": brute_ms / single_ms,
+            "refine_identical": identical, "refine_images": images,
+            "refine_bruteforce": "research-code recursion over the LSP-14 tree without memoisation (K^depth)"}
+
+
+def bench_rank(ckpt, data: str, images: int, batch_size: int) -> dict:
+    """Images per second through ``Predictor.predict_batch`` on real files (automatic person box)."""
+    from vl4pose.errors import DataError
+    from vl4pose.predictor import Predictor, PredictorConfig
+
+    folder = Path(data) / "images"
+    files = sorted(folder.glob("*.jpg"))[:images]
+    if not files:
+        raise DataError(f"no images in {folder}; pass --data with the LSPET folder")
+    predictor = Predictor(ckpt, PredictorConfig(batch_size=batch_size))
+    predictor.predict_batch(files[:2])
+    start = time.perf_counter()
+    results = predictor.predict_batch(files)
+    seconds = time.perf_counter() - start
+    return {"rank_images_per_s": len(files) / seconds, "rank_images": len(files),
+            "rank_errors": sum(isinstance(r, Exception) for r in results), "rank_box": "auto"}
+
+
+def bench_egl(ckpt, repeats: int) -> float:
+    """ms for one image forward + backward through the pose model (heatmap loss)."""
+    size = ckpt.model_config.input_size
+    image = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(1))
+
+    def step() -> None:
+        ckpt.pose.zero_grad(set_to_none=True)
+        output = ckpt.pose(image)
+        sum((h ** 2).sum() for h in output.heatmaps).backward()
+
+    ms = median_seconds(step, repeats) * 1000
+    ckpt.pose.zero_grad(set_to_none=True)
+    return ms
+
+
+def run_bench(config: BenchConfig) -> dict:
+    """Every figure, as one dict (see the module docstring)."""
+    ckpt = load_model(config)
+    report: dict = {"preset": config.preset if not config.checkpoint else None, "checkpoint": config.checkpoint,
+                    "model": ckpt.model_config.to_dict(), "max_candidates": ckpt.calibration.max_candidates}
+    report |= bench_network(ckpt, config.batch_size, config.repeats)
+    report |= bench_refine(config.refine_images, config.repeats)
+    report |= bench_rank(ckpt, config.data, config.rank_images, config.batch_size)
+    report["egl_backward_ms"] = bench_egl(ckpt, config.repeats)
+    report["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    report["machine"] = machine_info()
+    return report
+
+
+def format_bench(report: dict) -> str:
+    """A readable table of :func:`run_bench`'s figures."""
+    fwd, over = report["pose_forward_ms"], report["vl4pose_overhead_ms"]
+    rows = [("pose forward, single image (ms)", f"{fwd['single']:.2f}"),
+            (f"pose forward, per image in a batch of {fwd['batch_size']} (ms)", f"{fwd['batch']:.2f}")]
+    for mode in ("single", "batch"):
+        parts = ", ".join(f"{k} {v:.3f}" for k, v in over[f"{mode}_parts"].items())
+        rows.append((f"VL4Pose overhead, {mode} (ms)", f"{over[mode]:.3f} = {100 * over[f'{mode}_ratio']:.1f}% ({parts})"))
+    rows += [("refinement DP, K=5, per image in a batch (ms)", f"{report['refine_dp_ms_k5']:.4f}"),
+             ("refinement DP, K=5, single image (ms)", f"{report['refine_dp_single_ms_k5']:.3f}"),
+             ("refinement brute force, K=5 (ms)", f"{report['refine_bruteforce_ms_k5']:.2f}"),
+             ("DP speed-up (batch / single)", f"{report['refine_speedup_k5']:.0f}x / {report['refine_speedup_single_k5']:.0f}x"),
+             ("DP and brute force identical", str(report["refine_identical"])),
+             ("ranking through Predictor.predict_batch (images/s)", f"{report['rank_images_per_s']:.1f}"),
+             ("EGL++ forward+backward per image (ms)", f"{report['egl_backward_ms']:.1f}"),
+             ("peak RSS (MB)", f"{report['peak_rss_mb']:.0f}")]
+    machine = report["machine"]
+    rows.append(("machine", f"{machine['cores']} cores, {machine['torch_threads']} torch threads, {machine['cpu']}"))
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:{width}s}  {value}" for name, value in rows)
+
+
+def _bench_options(p: argparse.ArgumentParser) -> None:
+    defaults = BenchConfig()
+    p.add_argument("--preset", default=defaults.preset, help="model preset timed when no --checkpoint (default cpu)")
+    p.add_argument("--checkpoint", help="time this checkpoint instead of a random model of --preset")
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    p.add_argument("--repeats", type=int, default=defaults.repeats)
+    p.add_argument("--refine-images", type=int, default=defaults.refine_images)
+    p.add_argument("--rank-images", type=int, default=defaults.rank_images)
+    p.add_argument("--data", default=defaults.data, help="LSPET folder whose images/ are ranked")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+@command("bench", _bench_options)
+def run_bench_command(args: argparse.Namespace) -> int:
+    config = BenchConfig(args.preset, args.checkpoint, args.batch_size, args.repeats, args.refine_images,
+                         args.rank_images, args.data)
+    report = run_bench(config)
+    print(json.dumps(report, indent=2) if args.json else format_bench(report))
+    return 0 if report["refine_identical"] else 1
