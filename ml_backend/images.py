@@ -140,8 +140,8 @@ class ImageFetcher:
         try:
             with self._session().get(absolute, headers=headers, stream=True, timeout=(timeout, timeout)) as response:
                 if response.status_code in (401, 403):
-                    raise ImageError(f"image {shown}: Label Studio refused access (HTTP {response.status_code}); "
-                                     "reconnect the ML backend so /setup sends a valid token")
+                    raise ImageError(f"image {shown}: access refused (HTTP {response.status_code}); for Label Studio "
+                                     "images, reconnect the ML backend so /setup sends a valid token")
                 if response.status_code == 404:
                     raise ImageError(f"image {shown} not found (HTTP 404); check the task's image URL and the "
                                      "project's storage")

@@ -151,8 +151,9 @@ class ModelService:
                 started = time.monotonic()
                 try:
                     predictor = Predictor(self.registry.path(version), self.predictor_config)
-                except VL4PoseError as exc:
-                    self._failed[version] = (time.monotonic(), str(exc))
+                except Exception as exc:  # noqa: BLE001 - a bad version must never stop the serving one
+                    message = str(exc) if isinstance(exc, VL4PoseError) else f"{type(exc).__name__}: {exc}"
+                    self._failed[version] = (time.monotonic(), f"model version {version}: {message}"[:500])
                     log.error("cannot load model version %s (still serving %s): %s", version,
                               model.version if model else "nothing", exc)
                     return

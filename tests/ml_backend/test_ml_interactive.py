@@ -1,0 +1,139 @@
+"""Interactive correction: clicked keypoints are clamped, the rest of the skeleton is re-solved around them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ml_helpers import LSP_CONFIG, keypoint_click, lspet_task, predict_body
+
+from ml_backend.routes import EXTENSION
+from vl4pose.data.sample import image_size
+
+
+def label_name(item: dict) -> str:
+    return item["value"]["keypointlabels"][0].lower().replace(" ", "_")
+
+
+def test_suggestions_are_the_dp_solution_with_the_click_clamped(connected, lspet_dir, model_registry):
+    from vl4pose.predictor import Predictor
+
+    path = lspet_dir / "images" / "im00005.jpg"
+    w, h = image_size(path)
+    click = keypoint_click("Left Wrist", 40.0, 60.0, w, h)
+    response = connected.post("/predict", json=predict_body([lspet_task(5, 5)], {"result": [click]}))
+    assert response.status_code == 200
+    suggestion = response.json["results"][0]
+    assert suggestion["model_version"] == "tiny-v1"
+
+    expected = Predictor(model_registry.path("tiny-v1")).predict(path, clamped={"left_wrist": (0.4 * w, 0.6 * h)})
+    assert suggestion["score"] == pytest.approx(expected.score, abs=1e-6)
+    got = {label_name(item): item for item in suggestion["result"]}
+    placed = {n for n, p in zip(expected.keypoint_names, expected.placed) if p} - {"left_wrist"}
+    assert set(got) == placed and "left_wrist" not in got
+    for name, item in got.items():
+        i = expected.keypoint_names.index(name)
+        xy = (item["value"]["x"] * w / 100, item["value"]["y"] * h / 100)
+        assert np.allclose(xy, np.clip(expected.refined[i], 0, (w, h)), atol=0.5)
+        assert item["score"] == pytest.approx(expected.confidence[i], abs=1e-6)
+        assert (item["original_width"], item["original_height"]) == (w, h)
+
+
+def test_a_click_moves_the_rest_of_the_skeleton(connected, lspet_dir):
+    """Clamping a keypoint far from where the model put it changes at least one other keypoint."""
+    path = lspet_dir / "images" / "im00006.jpg"
+    w, h = image_size(path)
+    answers = []
+    for x, y in ((5.0, 5.0), (95.0, 95.0)):
+        body = predict_body([lspet_task(6, 6)], {"result": [keypoint_click("Neck", x, y, w, h)]})
+        answers.append({label_name(r): (r["value"]["x"], r["value"]["y"])
+                        for r in connected.post("/predict", json=body).json["results"][0]["result"]})
+    shared = set(answers[0]) & set(answers[1])
+    assert shared and any(not np.allclose(answers[0][k], answers[1][k]) for k in shared)
+
+
+def test_the_network_pass_runs_once_per_image_and_model_version(app, connected, lspet_dir, monkeypatch):
+    services = app.extensions[EXTENSION]
+    model = services.models.get()
+    calls = []
+    original = model.predictor.analyse
+    monkeypatch.setattr(model.predictor, "analyse", lambda *a, **k: calls.append(a) or original(*a, **k))
+    w, h = image_size(lspet_dir / "images" / "im00002.jpg")
+    for x in (10.0, 30.0, 50.0, 70.0):
+        body = predict_body([lspet_task(2, 2)], {"result": [keypoint_click("Right Knee", x, 50.0, w, h)]})
+        assert connected.post("/predict", json=body).status_code == 200
+    assert len(calls) == 1
+    body = predict_body([lspet_task(3, 3)], {"result": [keypoint_click("Right Knee", 50.0, 50.0, w, h)]})
+    connected.post("/predict", json=body)
+    assert len(calls) == 2
+
+
+def test_several_clicks_are_all_clamped_and_negative_clicks_ignored(connected, lspet_dir):
+    w, h = image_size(lspet_dir / "images" / "im00001.jpg")
+    clicks = [keypoint_click("Neck", 50.0, 20.0, w, h), keypoint_click("Head Top", 50.0, 5.0, w, h),
+              keypoint_click("Left Knee", 30.0, 80.0, w, h, is_positive=False),
+              {"type": "choices", "from_name": "other", "value": {"choices": ["a"]}}]
+    result = connected.post("/predict", json=predict_body([lspet_task(1, 1)], {"result": clicks})).json
+    names = {label_name(r) for r in result["results"][0]["result"]}
+    assert not names & {"neck", "head_top"}
+
+
+def test_person_box_from_rectangle_labels_is_used(make_app, image_server, lspet_dir):
+    from ml_helpers import TOKEN
+
+    config = LSP_CONFIG.replace("</View>", '<RectangleLabels name="person" toName="image"><Label value="Person"/>'
+                                           "</RectangleLabels></View>")
+    client = make_app().test_client()
+    client.post("/setup", json={"project": "7.1", "schema": config, "hostname": image_server.url, "access_token": TOKEN})
+    w, h = image_size(lspet_dir / "images" / "im00003.jpg")
+    box = {"type": "rectanglelabels", "from_name": "person", "to_name": "image", "original_width": w,
+           "original_height": h, "value": {"x": 10.0, "y": 10.0, "width": 50.0, "height": 80.0,
+                                          "rectanglelabels": ["Person"]}}
+    click = keypoint_click("Neck", 30.0, 20.0, w, h)
+    with_box = client.post("/predict", json=predict_body([lspet_task(3, 3)], {"result": [click, box]},
+                                                         label_config=config)).json["results"][0]
+    without = client.post("/predict", json=predict_body([lspet_task(3, 3)], {"result": [click]},
+                                                        label_config=config)).json["results"][0]
+    assert with_box["score"] != without["score"]  # a different crop, so a different network pass
+
+
+MALFORMED = [
+    "a string",
+    {"result": "not a list"},
+    {"result": ["not an object"]},
+    {"result": [{"type": "keypointlabels", "from_name": "kp"}]},
+    {"result": [keypoint_click("Neck", "50", 20.0, 100, 100)]},
+    {"result": [keypoint_click("Neck", float("nan"), 20.0, 100, 100)]},
+    {"result": [keypoint_click("Neck", 150.0, 20.0, 100, 100)]},
+    {"result": [keypoint_click("Tail", 50.0, 20.0, 100, 100)]},
+    {"result": [keypoint_click("Neck", 50.0, 20.0, 0, 100)]},
+    {"result": [{**keypoint_click("Neck", 50.0, 20.0, 100, 100), "value": {"x": 1, "y": 2, "keypointlabels": []}}]},
+]
+
+
+@pytest.mark.parametrize("context", MALFORMED, ids=range(len(MALFORMED)))
+def test_malformed_context_is_a_400_with_a_reason(connected, context):
+    body = predict_body([lspet_task(1, 1)], context)  # NaN travels as a bare NaN token, as Python's json writes it
+    response = connected.post("/predict", json=body)
+    assert response.status_code == 400
+    assert response.json["error"] == "malformed_context" and response.json["message"]
+
+
+def test_interactive_request_must_carry_one_task(connected):
+    body = predict_body([lspet_task(1, 1), lspet_task(2, 2)], {"result": [keypoint_click("Neck", 5, 5, 10, 10)]})
+    response = connected.post("/predict", json=body)
+    assert response.status_code == 400 and response.json["error"] == "invalid_request"
+
+
+def test_empty_context_is_an_ordinary_prediction(connected):
+    for context in (None, {}, {"result": []}):
+        results = connected.post("/predict", json=predict_body([lspet_task(1, 1)], context)).json["results"]
+        assert len(results) == 1 and len(results[0]) == 2
+
+
+def test_interactive_image_failure_and_missing_model_answer_an_empty_suggestion(connected, make_app, tmp_path):
+    body = predict_body([{"id": 1, "data": {"image": "/missing.jpg"}}],
+                        {"result": [keypoint_click("Neck", 5, 5, 10, 10)]})
+    assert connected.post("/predict", json=body).json == {"results": [{"result": [], "model_version": "tiny-v1"}],
+                                                          "model_version": "tiny-v1"}
+    empty = make_app(models_dir=tmp_path / "none").test_client()
+    assert empty.post("/predict", json=body).json == {"results": [{"result": []}], "model_version": None}

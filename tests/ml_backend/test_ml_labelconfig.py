@@ -1,0 +1,114 @@
+"""Label configs: our four annotation configs pass /setup; wrong ones get a 4xx naming the problem."""
+
+from __future__ import annotations
+
+import pytest
+from ml_helpers import CONFIGS, LSP_CONFIG
+
+from ml_backend.labelconfig import LabelConfigError, guess_skeleton, map_labels, parse_label_config
+from vl4pose.skeletons import SKELETONS, normalise_name
+
+
+@pytest.mark.parametrize("skeleton", sorted(SKELETONS))
+def test_each_annotation_config_maps_every_keypoint_of_its_skeleton(skeleton):
+    config = parse_label_config((CONFIGS / f"{skeleton}.xml").read_text())
+    assert (config.image_name, config.image_key, config.keypoint_control, config.smart) == ("image", "image", "kp", True)
+    mapping = map_labels(config, SKELETONS[skeleton])
+    assert all(label is not None for label in mapping.labels)
+    assert [normalise_name(label) for label in mapping.labels] == list(SKELETONS[skeleton].keypoints)
+    assert guess_skeleton(config).skeleton.name == skeleton
+
+
+@pytest.mark.parametrize("skeleton", sorted(SKELETONS))
+def test_each_annotation_config_has_distinct_hotkeys_and_colours(skeleton):
+    import xml.etree.ElementTree as ET
+
+    labels = [el for el in ET.fromstring((CONFIGS / f"{skeleton}.xml").read_text()).iter("Label")]
+    hotkeys = [el.get("hotkey") for el in labels]
+    colours = [el.get("background") for el in labels]
+    assert all(hotkeys) and len(set(hotkeys)) == len(hotkeys)
+    assert all(c and c.startswith("#") for c in colours) and len(set(colours)) == len(colours)
+    # Label Studio's own tool keys (K key point, V move, H pan, R rect, E eraser, B brush, ...) stay free
+    assert not set(hotkeys) & set("kvhrebpowmu")
+
+
+def test_lsp_config_answers_setup_with_the_served_version(client):
+    response = client.post("/setup", json={"project": "3.1", "schema": LSP_CONFIG, "hostname": "http://127.0.0.1:1",
+                                           "access_token": "x" * 40})
+    assert response.status_code == 200
+    assert response.json == {"model_version": "tiny-v1", "skeleton": "lsp14"}
+
+
+@pytest.mark.parametrize("skeleton", ["mpii16", "coco17", "hand21"])
+def test_other_skeleton_configs_are_refused_by_an_lsp_model(client, skeleton):
+    response = client.post("/setup", json={"project": "3.1", "schema": (CONFIGS / f"{skeleton}.xml").read_text()})
+    if skeleton == "mpii16":  # mpii16 has pelvis and thorax, which lsp14 lacks
+        assert response.json["unknown"] == ["Thorax", "Pelvis"]
+    assert response.status_code == 422
+    assert response.json["error"] == "unknown_labels" and response.json["skeleton"] == "lsp14"
+    assert response.json["expected"] == list(SKELETONS["lsp14"].keypoints)
+
+
+@pytest.mark.parametrize("skeleton", sorted(SKELETONS))
+def test_every_config_passes_setup_without_a_model(make_app, tmp_path, skeleton):
+    client = make_app(models_dir=tmp_path / "empty").test_client()
+    response = client.post("/setup", json={"project": "3.1", "schema": (CONFIGS / f"{skeleton}.xml").read_text()})
+    assert response.status_code == 200
+    assert response.json == {"model_version": None, "skeleton": skeleton}
+
+
+def test_subset_of_keypoints_and_other_names_are_accepted():
+    xml = """<View><Image name="img" value="$photo"/>
+      <KeyPointLabels name="points" toName="img"><Label value="right-ankle"/><Label value="HEAD TOP"/></KeyPointLabels>
+    </View>"""
+    config = parse_label_config(xml)
+    assert (config.image_name, config.image_key, config.keypoint_control, config.smart) == ("img", "photo", "points", False)
+    mapping = map_labels(config, SKELETONS["lsp14"])
+    assert mapping.labels[0] == "right-ankle" and mapping.labels[13] == "HEAD TOP"
+    assert sum(label is not None for label in mapping.labels) == 2
+    assert mapping.index("HEAD TOP") == 13 and mapping.index("Neck") is None
+
+
+def test_rectangle_labels_person_box_is_found():
+    xml = LSP_CONFIG.replace("</View>", '<RectangleLabels name="person" toName="image"><Label value="Person"/>'
+                                        "</RectangleLabels></View>")
+    config = parse_label_config(xml)
+    assert config.box_control == "person" and config.box_labels == ("Person",)
+
+
+BAD = [
+    ("<View><Image", 400, "invalid_label_config"),
+    ("", 400, "invalid_label_config"),
+    ('<View><Text name="t" value="$text"/></View>', 422, "no_image_tag"),
+    ('<View><Image name="image" value="$image"/><RectangleLabels name="r" toName="image"><Label value="a"/>'
+     "</RectangleLabels></View>", 422, "no_keypoint_labels"),
+    ('<View><Image name="image" value="$image"/><KeyPointLabels name="kp" toName="other"><Label value="Neck"/>'
+     "</KeyPointLabels></View>", 422, "no_keypoint_labels"),
+    ('<View><Image name="image" value="$image"/><KeyPointLabels name="kp" toName="image"></KeyPointLabels></View>',
+     422, "no_keypoint_labels"),
+    ('<View><Image name="image" value="image"/><KeyPointLabels name="kp" toName="image"><Label value="Neck"/>'
+     "</KeyPointLabels></View>", 400, "invalid_label_config"),
+    ('<View><Image name="image" value="$image"/><KeyPointLabels name="kp" toName="image"><Label value="Neck"/>'
+     '<Label value="neck "/></KeyPointLabels></View>', 422, "duplicate_labels"),
+    ('<View><Image name="image" value="$image"/><KeyPointLabels name="kp" toName="image"><Label value="Neck"/>'
+     '<Label value="Tail"/></KeyPointLabels></View>', 422, "unknown_labels"),
+]
+
+
+@pytest.mark.parametrize("xml,status,code", BAD)
+def test_wrong_label_configs_get_a_4xx_naming_the_problem(client, xml, status, code):
+    for endpoint, body in (("/setup", {"project": "3.1", "schema": xml}),
+                           ("/predict", {"tasks": [], "project": "3.1", "label_config": xml, "params": {}})):
+        if endpoint == "/predict" and not xml:
+            continue  # an empty label_config in /predict falls back to the one from /setup
+        response = client.post(endpoint, json=body)
+        assert response.status_code == status, (endpoint, response.json)
+        assert response.json["error"] == code
+        assert response.json["message"] and "Traceback" not in response.json["message"]
+    if code == "unknown_labels":
+        assert response.json["unknown"] == ["Tail"]
+
+
+def test_setup_without_schema_is_a_400(client):
+    response = client.post("/setup", json={"project": "3.1"})
+    assert response.status_code == 400 and response.json["error"] == "invalid_request"
