@@ -1,0 +1,153 @@
+"""Coordinator settings: read once from ``VL4POSE_*`` environment variables in each process's factory.
+
+Every field of :class:`Settings` is one environment variable: the field name upper-cased with the
+``VL4POSE_`` prefix (``database_url`` -> ``VL4POSE_DATABASE_URL``). ``docs/COORDINATOR.md`` lists them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+PREFIX = "VL4POSE_"
+REQUIRED = ("webhook_secret", "api_token")
+SECRETS = ("webhook_secret", "api_token", "label_studio_token", "secret_key")
+MIN_SECRET_LENGTH = 16
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names the environment variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All coordinator settings (see docs/COORDINATOR.md for the meaning of each)."""
+
+    # storage
+    database_url: str = "sqlite:///storage/coordinator.sqlite"
+    storage_dir: str = "storage"
+    models_dir: str = "storage/models"
+    auto_migrate: bool = True
+    # Label Studio and the other services
+    label_studio_url: str = "http://127.0.0.1:8080"
+    label_studio_token: str = ""
+    label_studio_files_root: str = ""
+    label_studio_timeout_s: float = 30.0
+    ml_backend_url: str = ""
+    public_url: str = "http://127.0.0.1:8200"
+    image_import: str = "auto"
+    # security
+    webhook_secret: str = ""
+    api_token: str = ""
+    secret_key: str = ""
+    max_request_bytes: int = 4 * 1024 * 1024
+    # queue and worker
+    queue: str = "sqlite"
+    worker_threads: int = 2
+    reconcile_minutes: int = 2
+    job_retries: int = 5
+    job_retry_delay_s: float = 30.0
+    job_stale_s: float = 600.0
+    torch_threads: int = 0
+    # rounds and training
+    round_budget: int = 100
+    holdout_fraction: float = 0.1
+    train_preset: str = "cpu"
+    train_epochs: int = 4
+    train_batch_size: int = 16
+    train_steps_per_epoch: int = 0
+    train_lr: float = 1e-3
+    train_aux_lr: float = 1e-3
+    train_warmup_steps: int = 50
+    train_save_every_s: float = 120.0
+    train_val_fraction: float = 0.1
+    eval_box: str = "auto"
+    rank_batch_size: int = 32
+    import_chunk: int = 500
+    image_max_bytes: int = 50 * 1024 * 1024
+    log_level: str = "INFO"
+
+    # -- derived ------------------------------------------------------------------------------------
+    @property
+    def storage_path(self) -> Path:
+        return Path(self.storage_dir)
+
+    @property
+    def session_secret(self) -> str:
+        """Signs the dashboard's session cookie: ``secret_key`` or a key derived from the API token."""
+        return self.secret_key or hashlib.sha256(b"vl4pose-session:" + self.api_token.encode()).hexdigest()
+
+    @property
+    def queue_file(self) -> Path:
+        return self.storage_path / "queue.sqlite"
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings with secrets replaced, safe to log or show."""
+        out = dataclasses.asdict(self)
+        for name in SECRETS:
+            out[name] = "***" if out[name] else ""
+        return out
+
+    # -- construction -------------------------------------------------------------------------------
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None,
+                 require_secrets: bool = True) -> "Settings":
+        """Settings from ``VL4POSE_*`` variables, then ``overrides`` (field names, e.g. a test config)."""
+        environ = os.environ if environ is None else environ
+        known = {f.name: f for f in fields(cls)}
+        values: dict[str, Any] = {}
+        for name, field in known.items():
+            raw = environ.get(PREFIX + name.upper())
+            if raw is not None:
+                values[name] = _convert(name, field.type, raw)
+        for name, value in (overrides or {}).items():
+            if name not in known:
+                raise SettingsError(f"unknown setting {name!r}; known: {sorted(known)}")
+            values[name] = value
+        settings = cls(**values)
+        settings.validate(require_secrets)
+        return settings
+
+    def validate(self, require_secrets: bool = True) -> None:
+        if require_secrets:
+            for name in REQUIRED:
+                value = getattr(self, name)
+                if len(value) < MIN_SECRET_LENGTH:
+                    raise SettingsError(
+                        f"{PREFIX}{name.upper()} must be set to a random string of at least {MIN_SECRET_LENGTH} "
+                        f"characters (got {len(value)}); e.g. `python -c 'import secrets; print(secrets.token_urlsafe())'`")
+        if self.image_import not in ("auto", "local-files", "upload"):
+            raise SettingsError(f"{PREFIX}IMAGE_IMPORT must be auto, local-files or upload, not {self.image_import!r}")
+        if self.eval_box not in ("auto", "gt"):
+            raise SettingsError(f"{PREFIX}EVAL_BOX must be auto or gt, not {self.eval_box!r}")
+        if not (self.queue in ("sqlite", "memory", "immediate") or self.queue.startswith(("redis://", "rediss://"))):
+            raise SettingsError(f"{PREFIX}QUEUE must be sqlite, immediate, memory or a redis:// URL, not {self.queue!r}")
+        for name in ("holdout_fraction", "train_val_fraction"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise SettingsError(f"{PREFIX}{name.upper()} must be in [0, 1), not {getattr(self, name)}")
+        for name in ("round_budget", "train_epochs", "train_batch_size", "rank_batch_size", "import_chunk",
+                     "worker_threads", "reconcile_minutes"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{PREFIX}{name.upper()} must be at least 1, not {getattr(self, name)}")
+
+
+def _convert(name: str, kind: Any, raw: str) -> Any:
+    kind = kind if isinstance(kind, str) else getattr(kind, "__name__", str(kind))
+    try:
+        if kind == "bool":
+            lowered = raw.strip().lower()
+            if lowered not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                raise ValueError(raw)
+            return lowered in ("1", "true", "yes", "on")
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+    except ValueError:
+        raise SettingsError(f"{PREFIX}{name.upper()}={raw!r} is not a valid {kind}") from None
+    return raw

@@ -1,0 +1,192 @@
+"""Annotation records: idempotent upserts from webhook events and reconciles, and the served-vs-submitted
+comparison behind the round's first accuracy measure.
+
+An annotation is identified by its Label Studio id; an event only changes the record when its
+``updated_at`` is newer than the stored one, so duplicates and out-of-order deliveries are harmless.
+A deleted annotation stays deleted (Label Studio never reuses ids).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from backend.models import AnnotationRecord, AnnotationStatus, Project, Round, TaskPrediction, utcnow
+from backend.services.rounds import current_round
+from vl4pose.data.labelstudio import results_to_keypoints
+from vl4pose.errors import ConfigError, DataError
+from vl4pose.metrics import correct_keypoints, torso_size
+from vl4pose.skeletons import Skeleton, get_skeleton
+
+log = logging.getLogger(__name__)
+
+PCK_ALPHA = 0.2
+UNCHANGED_PX = 1.0
+"""A submitted keypoint within this many pixels of the served one counts as accepted unchanged."""
+
+
+def parse_time(value: Any) -> dt.datetime | None:
+    """Label Studio's ISO time (``2026-11-24T06:38:54.943787Z``) as a naive UTC datetime."""
+    if isinstance(value, dt.datetime):
+        parsed = value
+    elif isinstance(value, str) and value:
+        try:
+            parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    else:
+        return None
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
+    return parsed
+
+
+def keypoints_to_json(keypoints: np.ndarray) -> list[list[float] | None]:
+    """(K, 2) pixels with NaN rows -> JSON list of [x, y] or null."""
+    return [None if not np.isfinite(p).all() else [round(float(p[0]), 3), round(float(p[1]), 3)] for p in keypoints]
+
+
+def keypoints_from_json(items: list[Any], k: int) -> np.ndarray:
+    """JSON list of [x, y] or null -> (K, 2) pixels with NaN rows."""
+    out = np.full((k, 2), np.nan)
+    for i, item in enumerate(items[:k]):
+        if item is not None:
+            out[i] = item
+    return out
+
+
+def read_keypoints(results: list[dict], skeleton: Skeleton) -> tuple[np.ndarray, str | None]:
+    """(K, 2) keypoints of a result list; results with labels the skeleton lacks are dropped and named."""
+    known, unknown = [], []
+    for item in results or []:
+        labels = (item.get("value") or {}).get("keypointlabels") or []
+        if item.get("type") == "keypointlabels" and labels:
+            try:
+                skeleton.index(labels[0])
+            except ConfigError:
+                unknown.append(labels[0])
+                continue
+        known.append(item)
+    error = f"labels {sorted(set(unknown))} are not keypoints of {skeleton.name}" if unknown else None
+    try:
+        keypoints, _, _ = results_to_keypoints(known, skeleton)
+    except DataError as exc:
+        return np.full((skeleton.num_keypoints, 2), np.nan), str(exc)
+    return keypoints, error
+
+
+def is_holdout(project: Project, task_id: int) -> bool:
+    """Fixed held-out membership for the ``share`` policy: a hash of the task id below the share."""
+    if project.validation_policy != "share" or project.holdout_fraction <= 0:
+        return False
+    digest = hashlib.sha256(f"{project.ls_project_id}:{task_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < project.holdout_fraction
+
+
+def compare_poses(served: np.ndarray, submitted: np.ndarray, skeleton: Skeleton) -> tuple[int, int, bool]:
+    """PCK@0.2 counts of a served pose against the submitted one, and whether it was accepted unchanged.
+
+    Args:
+        served, submitted: (K, 2) pixels, NaN rows = keypoint not served / not submitted.
+
+    Returns:
+        (correct, evaluated, unchanged). A submitted keypoint the model did not serve counts as wrong;
+        evaluated is 0 when the submitted pose has no torso (no normaliser).
+    """
+    labelled = np.isfinite(submitted).all(axis=1)
+    served_placed = np.isfinite(served).all(axis=1)
+    unchanged = bool(np.array_equal(labelled, served_placed) and (
+        not labelled.any() or np.linalg.norm(served[labelled] - submitted[labelled], axis=1).max() <= UNCHANGED_PX))
+    torso = torso_size(submitted[None], labelled[None], skeleton)
+    pred = np.where(served_placed[:, None], served, 1e9)[None]
+    correct = correct_keypoints(pred, submitted[None], labelled[None], torso, PCK_ALPHA)
+    evaluated = int(np.isfinite(correct).sum())
+    return int(np.nansum(correct)), evaluated, unchanged
+
+
+def served_pose(session: Session, project: Project, annotation: dict, task_id: int, round_: Round | None,
+                skeleton: Skeleton) -> tuple[np.ndarray, str | None] | None:
+    """The pre-annotation the annotator was served: the prediction they started from when the event says
+    so, else the stored prediction of the round's model version; None when there was none."""
+    prediction = annotation.get("prediction") or {}
+    if prediction.get("result"):
+        keypoints, _ = read_keypoints(prediction["result"], skeleton)
+        return keypoints, prediction.get("model_version")
+    version = round_.model_version if round_ is not None else None
+    if version is None:
+        return None
+    row = session.scalar(select(TaskPrediction).where(
+        TaskPrediction.project_id == project.id, TaskPrediction.task_id == task_id,
+        TaskPrediction.model_version == version))
+    if row is None:
+        return None
+    keypoints = keypoints_from_json(row.keypoints, skeleton.num_keypoints)
+    keypoints[~np.asarray(row.placed, dtype=bool)] = np.nan
+    return keypoints, version
+
+
+def upsert_annotation(session: Session, project: Project, annotation: dict, task: dict | None,
+                      source: str) -> AnnotationRecord | None:
+    """Create or update the record of one Label Studio annotation; None when the event changes nothing."""
+    annotation_id = annotation.get("id")
+    task_id = annotation.get("task") or (task or {}).get("id")
+    if not isinstance(annotation_id, int) or not isinstance(task_id, int):
+        raise DataError("the annotation has no integer id or task id")
+    updated_at = parse_time(annotation.get("updated_at")) or parse_time(annotation.get("created_at"))
+    record = session.scalar(select(AnnotationRecord).where(
+        AnnotationRecord.project_id == project.id, AnnotationRecord.annotation_id == annotation_id))
+    if record is not None:
+        if record.status == AnnotationStatus.DELETED:
+            return None
+        if record.updated_at is not None and (updated_at is None or updated_at <= record.updated_at):
+            return None  # a duplicate or an older state arriving late
+    else:
+        round_ = current_round(session, project.id)
+        record = AnnotationRecord(project_id=project.id, annotation_id=annotation_id, task_id=task_id,
+                                  round_id=round_.id if round_ else None, source=source,
+                                  holdout=is_holdout(project, task_id), first_seen_at=utcnow())
+        session.add(record)
+    skeleton = get_skeleton(project.skeleton)
+    keypoints, error = read_keypoints(annotation.get("result") or [], skeleton)
+    record.updated_at = updated_at
+    record.status = AnnotationStatus.CANCELLED if annotation.get("was_cancelled") else AnnotationStatus.SUBMITTED
+    record.keypoints = keypoints_to_json(keypoints)
+    record.keypoint_count = int(np.isfinite(keypoints).all(axis=1).sum())
+    record.error = error
+    record.from_prediction = annotation.get("parent_prediction")
+    image_key = project.label_config.get("image_key", "image")
+    if task and isinstance((task.get("data") or {}).get(image_key), str):
+        record.image_url = task["data"][image_key]
+    round_ = session.get(Round, record.round_id) if record.round_id else None
+    served = served_pose(session, project, annotation, task_id, round_, skeleton)
+    if served is None or record.status != AnnotationStatus.SUBMITTED:
+        record.served_model_version = record.accepted = record.served_correct = record.served_total = None
+    else:
+        correct, total, unchanged = compare_poses(served[0], keypoints, skeleton)
+        record.served_model_version, record.accepted = served[1], unchanged
+        record.served_correct, record.served_total = correct, total
+    session.flush()
+    return record
+
+
+def mark_deleted(session: Session, project: Project, annotation_ids: list[int]) -> set[int]:
+    """Mark annotations deleted (tombstones for ones never seen); returns the ids of the rounds they counted in."""
+    rounds: set[int] = set()
+    for annotation_id in annotation_ids:
+        record = session.scalar(select(AnnotationRecord).where(
+            AnnotationRecord.project_id == project.id, AnnotationRecord.annotation_id == annotation_id))
+        if record is None:
+            session.add(AnnotationRecord(project_id=project.id, annotation_id=annotation_id, task_id=0,
+                                         status=AnnotationStatus.DELETED, source="tombstone"))
+        elif record.status != AnnotationStatus.DELETED:
+            record.status = AnnotationStatus.DELETED
+            if record.round_id is not None:
+                rounds.add(record.round_id)
+    session.flush()
+    return rounds

@@ -1,0 +1,210 @@
+"""The Label Studio adapter: every call the coordinator makes to Label Studio goes through here.
+
+Built on ``label-studio-sdk`` 2.1.2; the few endpoints the SDK does not wrap well (paged task listing,
+the synchronous JSON export, file upload, image download) use the SDK's own authentication headers
+over httpx. Errors become :class:`LabelStudioUnavailable` (connection problems, timeouts, 5xx: worth
+retrying) or :class:`LabelStudioError` (4xx: fix the request). Messages never contain the token.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from backend.errors import CoordinatorError, TransientError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+WEBHOOK_ACTIONS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED")
+PAGE_SIZE = 1000
+
+
+class LabelStudioUnavailable(TransientError):
+    """Label Studio could not be reached, timed out or failed (5xx); the job retries later."""
+
+
+class LabelStudioError(CoordinatorError):
+    """Label Studio refused a request (4xx)."""
+
+
+class LabelStudio:
+    """A connection to one Label Studio server with one API token (legacy token or personal JWT)."""
+
+    def __init__(self, url: str, token: str, timeout: float = 30.0) -> None:
+        if not token:
+            raise LabelStudioError("no Label Studio API token: set VL4POSE_LABEL_STUDIO_TOKEN "
+                                   "(Label Studio > Account & Settings > Access Token)")
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        from label_studio_sdk import LabelStudio as Client
+
+        self.sdk = Client(base_url=self.url, api_key=token, timeout=timeout, max_retries=0)
+        self._http = httpx.Client(timeout=timeout, follow_redirects=False)
+
+    # -- plumbing -----------------------------------------------------------------------------------
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": self.sdk._client_wrapper.get_headers()["Authorization"]}
+
+    def call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run an SDK call, translating its errors."""
+        from label_studio_sdk.core.api_error import ApiError
+
+        try:
+            return fn(*args, **kwargs)
+        except ApiError as exc:
+            raise self._status_error(what, exc.status_code or 0, exc.body) from None
+        except httpx.TransportError as exc:
+            raise LabelStudioUnavailable(f"Label Studio at {self.url} is unreachable ({type(exc).__name__}) "
+                                         f"while trying to {what}; is it running?") from None
+
+    def request(self, what: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """A raw authenticated request to ``path`` (relative to the server URL)."""
+        try:
+            response = self._http.request(method, self.url + path, headers=self._headers(), **kwargs)
+        except httpx.TransportError as exc:
+            raise LabelStudioUnavailable(f"Label Studio at {self.url} is unreachable ({type(exc).__name__}) "
+                                         f"while trying to {what}; is it running?") from None
+        if response.status_code >= 400:
+            raise self._status_error(what, response.status_code, response.text)
+        return response
+
+    def _status_error(self, what: str, status: int, body: Any) -> CoordinatorError:
+        text = str(body)[:300]
+        if status >= 500 or status in (0, 429):
+            return LabelStudioUnavailable(f"Label Studio failed ({status}) to {what}: {text}")
+        return LabelStudioError(f"Label Studio refused ({status}) to {what}: {text}")
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- projects -----------------------------------------------------------------------------------
+    def whoami(self) -> dict:
+        return self.request("check the API token", "GET", "/api/current-user/whoami").json()
+
+    def create_project(self, title: str, label_config: str) -> int:
+        project = self.call("create a project", self.sdk.projects.create, title=title[:50], label_config=label_config)
+        return int(project.id)
+
+    def project(self, project_id: int) -> dict:
+        return self.request(f"read project {project_id}", "GET", f"/api/projects/{project_id}/").json()
+
+    def update_project(self, project_id: int, **fields: Any) -> None:
+        self.call(f"update project {project_id}", self.sdk.projects.update, id=project_id, **fields)
+
+    # -- tasks and storage --------------------------------------------------------------------------
+    def local_storages(self, project_id: int) -> list[dict]:
+        return self.request("list local storages", "GET", "/api/storages/localfiles/",
+                            params={"project": project_id}).json()
+
+    def add_local_storage(self, project_id: int, path: str, title: str) -> int:
+        storage = self.call("add a local-files storage", self.sdk.import_storage.local.create, project=project_id,
+                            path=path, title=title[:64], use_blob_urls=False)
+        return int(storage.id)
+
+    def import_tasks(self, project_id: int, tasks: list[dict]) -> list[int]:
+        """Create tasks (``{"data": {...}, "annotations": [...]?}``); returns their ids in order."""
+        response = self.call("import tasks", self.sdk.projects.import_tasks, id=project_id, request=tasks,
+                             return_task_ids=True)
+        return [int(t) for t in (response.task_ids or [])]
+
+    def create_annotation(self, task_id: int, result: list[dict]) -> int:
+        annotation = self.call(f"annotate task {task_id}", self.sdk.annotations.create, id=task_id, result=result)
+        return int(annotation.id)
+
+    def upload_files(self, project_id: int, paths: list[Path]) -> list[int]:
+        """Upload image files as new tasks; returns the task ids (one per file, in order)."""
+        handles = [open(p, "rb") for p in paths]
+        try:
+            files = {f"file{i}": (p.name, h, "application/octet-stream") for i, (p, h) in enumerate(zip(paths, handles))}
+            response = self.request("upload images", "POST", f"/api/projects/{project_id}/import",
+                                    params={"return_task_ids": "true"}, files=files)
+        finally:
+            for handle in handles:
+                handle.close()
+        return [int(t) for t in response.json().get("task_ids", [])]
+
+    def list_tasks(self, project_id: int) -> Iterator[dict]:
+        """Every task of a project (``id``, ``data``, ``total_annotations``, ``cancelled_annotations``...)."""
+        page = 1
+        while True:
+            response = self._http_tasks_page(project_id, page)
+            if response is None:
+                return
+            yield from response["tasks"]
+            if page * PAGE_SIZE >= int(response.get("total", 0)):
+                return
+            page += 1
+
+    def _http_tasks_page(self, project_id: int, page: int) -> dict | None:
+        try:
+            return self.request("list tasks", "GET", "/api/tasks/",
+                                params={"project": project_id, "fields": "task_only", "page": page,
+                                        "page_size": PAGE_SIZE}).json()
+        except LabelStudioError as exc:
+            if "(404)" in str(exc):  # past the last page
+                return None
+            raise
+
+    def export_annotated(self, project_id: int) -> list[dict]:
+        """All annotated tasks with their annotations (Label Studio's synchronous JSON export)."""
+        data = self.request("export annotations", "GET", f"/api/projects/{project_id}/export",
+                            params={"exportType": "JSON", "download_all_tasks": "false"}).json()
+        if not isinstance(data, list):
+            raise LabelStudioError(f"the export of project {project_id} is not a list of tasks")
+        return data
+
+    def import_predictions(self, project_id: int, predictions: list[dict]) -> int:
+        """Bulk-create predictions ``{"task", "result", "score", "model_version"}``; returns the count."""
+        response = self.request("import predictions", "POST", f"/api/projects/{project_id}/import/predictions",
+                                json=predictions)
+        body = response.json() if response.content else {}
+        return int(body.get("created", len(predictions))) if isinstance(body, dict) else len(predictions)
+
+    def fetch(self, url: str, max_bytes: int) -> bytes:
+        """Download a task's file (``/data/...`` relative URLs are on this server)."""
+        target = url if url.startswith(("http://", "https://")) else self.url + "/" + url.lstrip("/")
+        if not target.startswith(self.url + "/"):
+            raise LabelStudioError(f"image URL {url[:200]!r} is not on Label Studio ({self.url}); "
+                                   "the coordinator only downloads images from Label Studio")
+        path = target[len(self.url):]
+        with self._http.stream("GET", self.url + path, headers=self._headers()) as response:
+            if response.status_code >= 400:
+                raise self._status_error(f"download image {url[:200]}", response.status_code, "")
+            chunks, size = [], 0
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if size > max_bytes:
+                    raise LabelStudioError(f"image {url[:200]} is larger than {max_bytes} bytes "
+                                           "(VL4POSE_IMAGE_MAX_BYTES)")
+                chunks.append(chunk)
+        return b"".join(chunks)
+
+    # -- ML backend and webhooks --------------------------------------------------------------------
+    def ml_backends(self, project_id: int) -> list[dict]:
+        backends = self.call("list ML backends", self.sdk.ml.list, project=project_id)
+        return [{"id": b.id, "url": b.url, "title": b.title} for b in backends]
+
+    def add_ml_backend(self, project_id: int, url: str, title: str) -> int:
+        backend = self.call("connect the ML backend", self.sdk.ml.create, project=project_id, url=url,
+                            title=title, is_interactive=True)
+        return int(backend.id)
+
+    def webhooks(self, project_id: int) -> list[dict]:
+        hooks = self.call("list webhooks", self.sdk.webhooks.list, project=str(project_id))
+        return [{"id": h.id, "url": h.url, "project": h.project} for h in hooks]
+
+    def add_webhook(self, project_id: int, url: str, headers: dict[str, str]) -> int:
+        hook = self.call("register the coordinator's webhook", self.sdk.webhooks.create, project=project_id, url=url,
+                         send_payload=True, send_for_all_actions=False, actions=list(WEBHOOK_ACTIONS),
+                         headers=headers, is_active=True)
+        return int(hook.id)
+
+    def update_webhook(self, webhook_id: int, url: str, headers: dict[str, str]) -> None:
+        self.call("update the coordinator's webhook", self.sdk.webhooks.update, id=webhook_id, url=url,
+                  headers=headers, actions=list(WEBHOOK_ACTIONS), send_payload=True, send_for_all_actions=False,
+                  is_active=True)

@@ -1,0 +1,152 @@
+"""The ``train`` job (sync labels -> fine-tune -> evaluate on the held-out set -> publish) and the
+``evaluate`` job (held-out accuracy of an already published version, e.g. the initial model).
+
+Re-running a train job continues where it stopped: the label snapshot is kept in ``samples.json``,
+the Trainer resumes from ``run/state.pt``, and publication is idempotent by version name; the version
+becomes *current* only when ranking has put its predictions in Label Studio.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select
+
+from backend.jobs import Handler, JobContext
+from backend.models import JobKind, ModelVersion, Project, Round, RoundState
+from backend.services.reconcile import reconcile
+from backend.services.rounds import add_timing, set_round_state
+from backend.services.samples import clean, evaluate_version, labelled_records, records_to_samples, split_validation
+from vl4pose.skeletons import get_skeleton
+
+if TYPE_CHECKING:
+    from backend.services import Services
+
+log = logging.getLogger(__name__)
+
+
+def train_config(services: Services, round_number: int, heads: list[str]) -> dict:
+    """The TrainConfig fields of a round (stored in the job so that a resumed run uses the same ones)."""
+    s = services.settings
+    return {"epochs": s.train_epochs, "batch_size": s.train_batch_size,
+            "steps_per_epoch": s.train_steps_per_epoch or None, "lr": s.train_lr, "aux_lr": s.train_aux_lr,
+            "warmup_steps": s.train_warmup_steps, "save_every_s": s.train_save_every_s, "seed": round_number,
+            "heads": [h for h in heads if h != "bones"]}
+
+
+def record_version(services: Services, project_id: int, round_id: int | None, version: str, parent: str | None,
+                   train_images: int, metrics: dict) -> None:
+    """The database row of a published version (idempotent)."""
+    folder = str(services.registry().path(version))
+    with services.db.session() as session:
+        row = session.scalar(select(ModelVersion).where(ModelVersion.version == version))
+        if row is None:
+            session.add(ModelVersion(project_id=project_id, round_id=round_id, version=version, folder=folder,
+                                     parent=parent, train_images=train_images, metrics=clean(metrics)))
+        else:
+            row.metrics = clean({**(row.metrics or {}), **metrics})
+
+
+class TrainHandler(Handler):
+    def run(self, ctx: JobContext) -> None:
+        services, payload = ctx.services, ctx.payload
+        version, parent = payload["version"], payload.get("parent")
+        registry = services.registry()
+        set_round_state(services, ctx.round_id, RoundState.TRAINING)
+        if not registry.exists(version):
+            started = time.monotonic()
+            ctx.progress(0.0, "reading annotations from Label Studio", force=True)
+            reconcile(services, ctx.project_id, close_rounds=False)
+            checkpoint, train_images = self._train(ctx, parent)
+            train_s = time.monotonic() - started
+            set_round_state(services, ctx.round_id, RoundState.EVALUATING)
+            ctx.progress(0.9, "evaluating on the held-out set", force=True)
+            started = time.monotonic()
+            metrics = evaluate_version(services, ctx.project_id, checkpoint)
+            add_timing(services, ctx.round_id, train_s=train_s, evaluate_s=time.monotonic() - started)
+            ctx.progress(0.98, f"publishing {version}", force=True)
+            registry.publish(checkpoint, version, parent=parent, make_current=False, train_images=train_images,
+                             **metrics)
+        info = registry.info(version)
+        metrics = {k: v for k, v in info.items() if k.startswith("holdout")}
+        record_version(services, ctx.project_id, ctx.round_id, version, parent, int(info.get("train_images", 0)),
+                       metrics)
+        with services.db.session() as session:
+            round_ = session.get(Round, ctx.round_id)
+            round_.metrics = clean({**(round_.metrics or {}), "trained_version": version, **metrics,
+                                    "train_images": info.get("train_images")})
+            round_.state = RoundState.RANKING
+        ctx.then(JobKind.RANK, {"version": version})
+
+    def _train(self, ctx: JobContext, parent: str | None):
+        from vl4pose.checkpoint import load_checkpoint
+        from vl4pose.models import preset
+        from vl4pose.train import TrainConfig, Trainer
+
+        services = ctx.services
+        with services.db.session() as session:
+            project = session.get(Project, ctx.project_id)
+            skeleton = get_skeleton(project.skeleton)
+            round_number = session.get(Round, ctx.round_id).number if ctx.round_id else 0
+        snapshot = ctx.dir / "samples.json"
+        if not snapshot.is_file():
+            records = labelled_records(services, ctx.project_id, holdout=False)
+            snapshot.write_text(json.dumps(records))
+        records = json.loads(snapshot.read_text())
+        ctx.progress(0.02, f"fetching {len(records)} labelled images", force=True)
+        samples, unreadable = records_to_samples(services, records, skeleton.num_keypoints)
+        train, val = split_validation(samples, services.settings.train_val_fraction)
+        init = load_checkpoint(services.registry().path(parent)) if parent else None
+        model_config = init.model_config if init is not None else preset(services.settings.train_preset)
+        if "train" not in ctx.payload:
+            ctx.save_payload(train=train_config(services, round_number, list(init.heads) if init else []))
+        fields = dict(ctx.payload["train"])
+        fields["heads"] = tuple(fields.get("heads", ()))
+        config = TrainConfig(**fields)
+        ctx.progress(0.05, f"training on {len(train)} images ({len(val)} for validation, {unreadable} unreadable)",
+                     force=True)
+
+        def report(progress) -> None:
+            ctx.progress(0.05 + 0.85 * progress.fraction,
+                         f"training epoch {progress.epoch + 1}/{progress.epochs}" if progress.step <= 1 else None)
+
+        trainer = Trainer(model_config, skeleton, config, ctx.dir / "run", init_from=init, callbacks=[report])
+        trainer.fit(train, val)
+        return ctx.dir / "run" / "best", len(train)
+
+    def failed(self, ctx: JobContext, message: str) -> None:
+        set_round_state(ctx.services, ctx.round_id, RoundState.FAILED, f"training failed: {message}")
+
+    def reset(self, services: Services, job_id: int) -> None:
+        folder = services.job_dir(job_id)
+        (folder / "samples.json").unlink(missing_ok=True)
+        shutil.rmtree(folder / "run", ignore_errors=True)
+        _reset_round(services, job_id, RoundState.TRAINING)
+
+
+class EvaluateHandler(Handler):
+    """Held-out accuracy of a published version, stored on its row (payload ``{"version"}``)."""
+
+    def run(self, ctx: JobContext) -> None:
+        version = ctx.payload["version"]
+        ctx.progress(0.1, f"evaluating {version} on the held-out set", force=True)
+        metrics = evaluate_version(ctx.services, ctx.project_id, ctx.services.registry().path(version))
+        with ctx.services.db.session() as session:
+            row = session.scalar(select(ModelVersion).where(ModelVersion.version == version))
+            if row is not None:
+                row.metrics = clean({**(row.metrics or {}), **metrics})
+
+
+def _reset_round(services: Services, job_id: int, state: RoundState) -> None:
+    from backend.models import Job
+
+    with services.db.session() as session:
+        job = session.get(Job, job_id)
+        if job is not None and job.round_id is not None:
+            round_ = session.get(Round, job.round_id)
+            if round_ is not None and round_.state == RoundState.FAILED:
+                round_.state, round_.error = state, None

@@ -1,0 +1,1 @@
+"""HTTP only: blueprints for the webhook, the JSON API and the dashboard. Logic lives in ``backend.services``."""

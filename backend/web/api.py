@@ -1,0 +1,145 @@
+"""The JSON API: the dashboard's data, linking, closing rounds, reconcile, jobs. Bearer token or session."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from flask import Blueprint, Response, current_app, jsonify, request
+from sqlalchemy import select, text
+
+from backend.errors import CoordinatorError, NotFound
+from backend.models import Job, TaskPrediction
+from backend.services import reports
+from backend.web.auth import require_auth
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+
+def services():
+    return current_app.extensions["vl4pose"]
+
+
+def _int_arg(name: str, default: int, low: int, high: int) -> int:
+    raw = request.args.get(name, str(default))
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise CoordinatorError(f"query parameter {name!r} must be an integer in [{low}, {high}]")
+    return int(raw)
+
+
+@bp.get("/health")
+def health():
+    with services().db.session() as session:
+        session.execute(text("SELECT 1"))
+    return jsonify({"ok": True, "queue": services().settings.queue.split("://")[0]})
+
+
+@bp.get("/projects")
+@require_auth
+def projects():
+    with services().db.session() as session:
+        return jsonify({"projects": reports.list_projects(session)})
+
+
+@bp.post("/projects")
+@require_auth
+def link():
+    from backend.services.linking import LinkRequest, link_project
+
+    body = request.get_json(silent=True)
+    if body is None:
+        raise CoordinatorError("send a JSON object, e.g. {\"images\": \"/data/photos\", \"skeleton\": \"lsp14\"}")
+    result = link_project(services(), LinkRequest.from_dict(body))
+    return jsonify(dataclasses.asdict(result)), 201
+
+
+@bp.get("/projects/<int:project_id>")
+@require_auth
+def project(project_id: int):
+    limit = _int_arg("queue", 12, 0, 200)
+    with services().db.session() as session:
+        return jsonify(reports.project_report(session, project_id, limit))
+
+
+@bp.get("/projects/<int:project_id>/rounds")
+@require_auth
+def rounds(project_id: int):
+    with services().db.session() as session:
+        project = reports.get_project(session, project_id)
+        return jsonify({"rounds": [reports.round_summary(r) for r in project.rounds],
+                        "accuracy": reports.accuracy_series(session, project)})
+
+
+@bp.get("/projects/<int:project_id>/queue")
+@require_auth
+def queue(project_id: int):
+    limit = _int_arg("limit", 50, 1, 1000)
+    with services().db.session() as session:
+        return jsonify({"queue": reports.queue_head(session, reports.get_project(session, project_id), limit)})
+
+
+@bp.post("/projects/<int:project_id>/rounds/close")
+@require_auth
+def close(project_id: int):
+    from backend.services.rounds import close_round
+
+    return jsonify({"job_id": close_round(services(), project_id)}), 202
+
+
+@bp.post("/projects/<int:project_id>/reconcile")
+@require_auth
+def reconcile(project_id: int):
+    from backend.services.events import process_pending
+    from backend.services.reconcile import reconcile as run
+
+    with services().db.session() as session:
+        reports.get_project(session, project_id)
+    processed = process_pending(services())
+    return jsonify({"events_processed": processed, **run(services(), project_id)})
+
+
+@bp.get("/jobs/<int:job_id>")
+@require_auth
+def job(job_id: int):
+    with services().db.session() as session:
+        row = session.get(Job, job_id)
+        if row is None:
+            raise NotFound(f"job {job_id} does not exist")
+        return jsonify(reports.job_summary(row))
+
+
+@bp.post("/jobs/<int:job_id>/retry")
+@require_auth
+def retry(job_id: int):
+    return jsonify({"job_id": services().jobs.retry(job_id)}), 202
+
+
+@bp.get("/projects/<int:project_id>/tasks/<int:task_id>/pose.png")
+@require_auth
+def pose_png(project_id: int, task_id: int):
+    """The task's image with the current round's refined prediction drawn on it."""
+    from backend.services.render import render_pose
+    from vl4pose.skeletons import get_skeleton
+
+    svc = services()
+    with svc.db.session() as session:
+        project = reports.get_project(session, project_id)
+        version = request.args.get("version") or (project.rounds[-1].model_version if project.rounds else None)
+        row = session.scalar(select(TaskPrediction).where(
+            TaskPrediction.project_id == project_id, TaskPrediction.task_id == task_id,
+            TaskPrediction.model_version == version))
+        if row is None:
+            raise NotFound(f"task {task_id} has no prediction of model version {version}")
+        skeleton = get_skeleton(project.skeleton)
+    try:
+        image = svc.images.get(row.image_url)
+    except CoordinatorError:
+        image = None  # Label Studio unreachable or image gone: draw the pose on a blank canvas
+    from backend.services.annotations import keypoints_from_json
+
+    png = render_pose(image, tuple(row.image_size), keypoints_from_json(row.keypoints, skeleton.num_keypoints),
+                      np.asarray(row.placed, dtype=bool), np.asarray(row.confidence, dtype=float), skeleton)
+    return Response(png, mimetype="image/png", headers={"Cache-Control": "private, max-age=300"})
+
+
+
