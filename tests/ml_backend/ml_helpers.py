@@ -79,3 +79,62 @@ def keypoint_click(label: str, x: float, y: float, width: int, height: int, **ex
             "value": {"x": x, "y": y, "width": 0.75, "keypointlabels": [label]}, "is_positive": True,
             "id": "click1", "from_name": "kp", "to_name": "image", "type": "keypointlabels", "origin": "manual",
             **extra}
+
+
+def backend_env(**settings: object) -> dict[str, str]:
+    """The environment of a backend subprocess: ours without VL4POSE_* variables, plus ``settings``
+    (``models_dir="..."`` -> ``VL4POSE_MODELS_DIR``), one torch thread (the machine is shared)."""
+    import os
+
+    from ml_backend.config import env_name
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VL4POSE_")}
+    env.update({"OMP_NUM_THREADS": "1", "VL4POSE_TORCH_THREADS": "1", "PYTHONPATH": str(REPO)})
+    env.update({env_name(k): str(v) for k, v in settings.items()})
+    return env
+
+
+def start_backend(argv: list[str], env: dict[str, str], url: str, log_path: Path, timeout: float = 120.0):
+    """Start a backend process and wait until ``{url}/health`` reports a loaded model (or any 200
+    when the registry is empty). Returns the ``Popen``; stop it with :func:`stop_backend`."""
+    import subprocess
+    import time
+
+    import requests
+
+    log = open(log_path, "ab")
+    process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    log.close()
+    deadline = time.monotonic() + timeout
+    auth = (env.get("VL4POSE_ML_BASIC_AUTH_USER"), env.get("VL4POSE_ML_BASIC_AUTH_PASSWORD"))
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{argv[0]} exited with {process.returncode}; see {log_path}:\n{log_path.read_text()}")
+        try:
+            health = requests.get(f"{url}/health", timeout=2, auth=auth if auth[0] else None)
+            if health.status_code == 200 and (health.json()["model_loaded"] or health.json()["model_version"] is None):
+                return process
+        except requests.RequestException:
+            pass
+        time.sleep(0.3)
+    stop_backend(process)
+    raise RuntimeError(f"the backend did not get ready on {url} within {timeout} s; see {log_path}")
+
+
+def stop_backend(process) -> int | None:
+    """SIGTERM the process group (the server and its workers), then SIGKILL if needed; the exit code."""
+    import os
+    import signal
+    import subprocess
+
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(30)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            process.wait(10)
+    return process.returncode
