@@ -8,9 +8,9 @@ import uuid
 import numpy as np
 import pytest
 import requests
-from ml_helpers import CONFIGS, LSP_CONFIG, REPO, backend_env, start_backend, stop_backend
+from ml_helpers import CONFIGS, LSP_CONFIG
 
-from stack.labelstudio import free_port
+from ml_backend.process import BackendProcess
 from vl4pose.data.sample import image_size
 
 pytestmark = pytest.mark.integration
@@ -22,14 +22,10 @@ IMAGE_NUMBERS = [1, 2, 3, 4, 5, 6]
 def backend_url(tmp_path_factory, model_registry):
     """Our backend under gunicorn, serving the tiny model of the ``model_registry`` fixture."""
     tmp = tmp_path_factory.mktemp("ml_backend_gunicorn")
-    port = free_port()
-    env = backend_env(models_dir=model_registry.root, image_cache_dir=tmp / "cache", ml_state_dir=tmp / "state")
-    argv = [str(REPO / ".venv" / "bin" / "gunicorn"), "-c", "python:ml_backend.gunicorn_conf",
-            "--bind", f"127.0.0.1:{port}", "ml_backend:create_app()"]
-    url = f"http://127.0.0.1:{port}"
-    process = start_backend(argv, env, url, tmp / "gunicorn.log")
-    yield url
-    stop_backend(process)
+    settings = {"models_dir": model_registry.root, "image_cache_dir": tmp / "cache", "state_dir": tmp / "state",
+                "torch_threads": 1}
+    with BackendProcess(tmp / "gunicorn.log", settings, server="gunicorn") as backend:
+        yield backend.url
 
 
 @pytest.fixture(scope="module")

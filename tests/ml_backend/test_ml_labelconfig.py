@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from ml_helpers import CONFIGS, LSP_CONFIG
 
-from ml_backend.labelconfig import LabelConfigError, guess_skeleton, map_labels, parse_label_config
+from ml_backend.labelconfig import guess_skeleton, map_labels, parse_label_config
 from vl4pose.skeletons import SKELETONS, normalise_name
 
 

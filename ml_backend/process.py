@@ -1,0 +1,118 @@
+"""Run the ML backend as a subprocess on 127.0.0.1 (gunicorn or the development server).
+
+Used by the integration tests and ``scripts/bench_ml_backend.py``; a start script can use it too.
+Settings go in as :class:`~ml_backend.config.MLBackendConfig` field names and become ``VL4POSE_*``
+variables of the child; the parent's own ``VL4POSE_*`` variables are not inherited.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from ml_backend.config import env_name
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class BackendProcessError(RuntimeError):
+    """The backend process exited or did not become ready."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class BackendProcess:
+    """A backend process. ``server`` is ``"gunicorn"`` (production settings) or ``"dev"``.
+
+    Attributes:
+        settings: config field name -> value, e.g. ``{"models_dir": path, "torch_threads": 1}``.
+        log_file: where the child's stdout and stderr go.
+        auth: (user, password) for the readiness check when Basic auth is on.
+    """
+
+    log_file: Path
+    settings: dict[str, object] = field(default_factory=dict)
+    server: str = "gunicorn"
+    port: int = field(default_factory=free_port)
+    auth: tuple[str, str] | None = None
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def argv(self) -> list[str]:
+        if self.server == "gunicorn":
+            gunicorn = Path(sys.executable).with_name("gunicorn")
+            return [str(gunicorn), "-c", "python:ml_backend.gunicorn_conf", "--bind", f"127.0.0.1:{self.port}",
+                    "ml_backend:create_app()"]
+        if self.server == "dev":
+            return [sys.executable, "-m", "ml_backend", "--port", str(self.port)]
+        raise ValueError(f"server must be 'gunicorn' or 'dev', got {self.server!r}")
+
+    def environment(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("VL4POSE_")}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+        threads = self.settings.get("torch_threads")
+        if threads:
+            env["OMP_NUM_THREADS"] = str(threads)
+        env.update({env_name(name): str(value) for name, value in self.settings.items() if value is not None})
+        return env
+
+    def start(self, timeout: float = 120.0) -> "BackendProcess":
+        """Start the process and wait until ``/health`` answers with the model loaded (or none published)."""
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_file, "ab") as log:
+            self.process = subprocess.Popen(self.argv(), cwd=REPO, env=self.environment(), stdout=log,
+                                            stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise BackendProcessError(f"the backend exited with code {self.process.returncode}; "
+                                          f"see {self.log_file}")
+            try:
+                health = requests.get(f"{self.url}/health", timeout=2, auth=self.auth)
+                body = health.json() if health.status_code == 200 else {}
+                if body.get("model_loaded") or (body and body.get("model_version") is None):
+                    return self
+            except (requests.RequestException, ValueError):
+                pass
+            time.sleep(0.3)
+        self.stop()
+        raise BackendProcessError(f"the backend did not get ready on {self.url} within {timeout:.0f} s; "
+                                  f"see {self.log_file}")
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM the process group (server and workers), SIGKILL after ``timeout``; the exit code."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGTERM)
+                self.process.wait(timeout)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                try:
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.process.wait(10)
+        return self.process.returncode
+
+    def __enter__(self) -> "BackendProcess":
+        return self.start() if self.process is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
