@@ -4,7 +4,9 @@ Label Studio sends ``{"result": [{"type": "keypointlabels", "from_name", "to_nam
 "original_height", "value": {"x", "y", "width", "keypointlabels": [label]}, "is_positive", ...}]}``
 (see captures ``10_`` and ``10b_``). Keypoints of our KeyPointLabels control become clamped keypoints
 (image pixels); a rectangle of the config's RectangleLabels control becomes the person box.
-Negative clicks (``is_positive: false``) and results of other controls are ignored.
+Negative clicks (``is_positive: false``) and results of other controls are ignored. Percentages are
+converted with the size of the fetched image itself (``original_width``/``original_height`` are not
+needed), so a click lands where the annotator put it even if those fields disagree with the file.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 from ml_backend.labelconfig import KeypointMapping
 from vl4pose.data.labelstudio import results_to_keypoints
 from vl4pose.errors import DataError, VL4PoseError
+from vl4pose.skeletons import Skeleton
 
 EDGE_TOLERANCE = 1.0
 """Percent a click may lie outside the image (a point dropped on the border)."""
@@ -28,10 +31,25 @@ class ContextError(VL4PoseError):
 
 @dataclass
 class Clicks:
-    """clamped: keypoint index -> (x, y) image pixels. box: (4,) person box in pixels, or None."""
+    """Validated context results: keypoint clicks and the last person rectangle (Label Studio percentages)."""
 
-    clamped: dict[int, tuple[float, float]]
-    box: np.ndarray | None = None
+    keypoints: list[dict]
+    box: dict | None = None
+
+    def in_pixels(self, skeleton: Skeleton, image_size: tuple[int, int]
+                  ) -> tuple[dict[int, tuple[float, float]], np.ndarray | None]:
+        """(clamped: keypoint index -> (x, y) image pixels, person box (4,) in pixels or None)."""
+        try:
+            keypoints, visibility, _ = results_to_keypoints([_unsized(i) for i in self.keypoints], skeleton, image_size)
+            box = results_to_keypoints([_unsized(self.box)], skeleton, image_size)[2] if self.box else None
+        except DataError as exc:
+            raise ContextError(f"params.context cannot be read: {exc}") from None
+        clamped = {int(i): (float(keypoints[i, 0]), float(keypoints[i, 1])) for i in np.flatnonzero(visibility > 0)}
+        return clamped, box
+
+
+def _unsized(item: dict) -> dict:
+    return {k: v for k, v in item.items() if k not in ("original_width", "original_height")}
 
 
 def _number(value: object, what: str) -> float:
@@ -61,9 +79,8 @@ def _check_item(item: object, mapping: KeypointMapping) -> str | None:
         number = _number(value.get(axis), f"value.{axis}")
         if axis in ("x", "y") and not -EDGE_TOLERANCE <= number <= 100.0 + EDGE_TOLERANCE:
             raise ContextError(f"context result value.{axis}={number} is outside the image (0-100 percent)")
-    for axis in ("original_width", "original_height"):
-        if _number(item.get(axis), axis) <= 0:
-            raise ContextError(f"context result {axis} must be positive")
+    if usage == "box" and (value["width"] <= 0 or value["height"] <= 0):
+        raise ContextError("the person box in params.context has no area")
     if usage == "keypoint":
         labels = value.get("keypointlabels") or value.get("labels")
         if not isinstance(labels, list) or not labels or not isinstance(labels[0], str):
@@ -91,14 +108,5 @@ def parse_context(context: object, mapping: KeypointMapping) -> Clicks | None:
     if not isinstance(result, list):
         raise ContextError(f"params.context.result must be a list, got {type(result).__name__}")
     used = [(item, usage) for item in result if (usage := _check_item(item, mapping)) is not None]
-    keypoint_items = [item for item, usage in used if usage == "keypoint"]
-    box_items = [{**item, "type": "rectanglelabels"} for item, usage in used if usage == "box"]
-    try:
-        keypoints, visibility, _ = results_to_keypoints(keypoint_items, mapping.skeleton)
-        _, _, box = results_to_keypoints(box_items[-1:], mapping.skeleton)
-    except DataError as exc:
-        raise ContextError(f"params.context cannot be read: {exc}") from None
-    clamped = {int(i): (float(keypoints[i, 0]), float(keypoints[i, 1])) for i in np.flatnonzero(visibility > 0)}
-    if box is not None and not (box[2] > box[0] and box[3] > box[1]):
-        raise ContextError("the person box in params.context has no area")
-    return Clicks(clamped, box)
+    boxes = [{**item, "type": "rectanglelabels"} for item, usage in used if usage == "box"]
+    return Clicks([item for item, usage in used if usage == "keypoint"], boxes[-1] if boxes else None)

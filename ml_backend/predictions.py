@@ -21,6 +21,7 @@ from ml_backend.labelconfig import KeypointMapping, guess_skeleton, map_labels, 
 from ml_backend.models import LRUCache, ModelService, ServedModel
 from ml_backend.projects import ProjectStore, parse_project_id
 from vl4pose.data.labelstudio import keypoints_to_results
+from vl4pose.data.sample import image_size
 from vl4pose.errors import ImageError, VL4PoseError
 from vl4pose.predictor import PosePrediction
 
@@ -142,18 +143,19 @@ class PredictionService:
         try:
             url = self._image_url(task, mapping)
             path = self.fetcher.fetch(url, access)
-            box_key = tuple(np.round(clicks.box, 1)) if clicks.box is not None else None
+            clamped, box = clicks.in_pixels(mapping.skeleton, image_size(path))
+            box_key = tuple(np.round(box, 1)) if box is not None else None
             key = (model.version, self.fetcher.absolute_url(url, access), box_key)
-            analysis, hit = self.analyses.get_or_compute(key, lambda: model.predictor.analyse(path, clicks.box))
+            analysis, hit = self.analyses.get_or_compute(key, lambda: model.predictor.analyse(path, box))
         except ImageError as exc:
             log.warning("task %s: no suggestion: %s", task.get("id"), exc)
             return {"result": [], "model_version": model.version}
-        prediction = model.predictor.resolve(analysis, clicks.clamped)
+        prediction = model.predictor.resolve(analysis, clamped)
         keep = np.ones(mapping.skeleton.num_keypoints, dtype=bool)
-        keep[list(clicks.clamped)] = False
+        keep[list(clamped)] = False
         result = self._results(prediction.refined, prediction, mapping, prediction.confidence, keep)
         log.info("task %s: %d suggestion(s) around %d clicked keypoint(s) (image analysis %s)", task.get("id"),
-                 len(result), len(clicks.clamped), "cached" if hit else "computed")
+                 len(result), len(clamped), "cached" if hit else "computed")
         return {"result": result, "score": _score(prediction.score), "model_version": model.version}
 
     # -- Label Studio results -----------------------------------------------------------------------
