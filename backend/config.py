@@ -50,6 +50,7 @@ class Settings:
     queue: str = "sqlite"
     worker_threads: int = 2
     reconcile_minutes: int = 2
+    inbox_keep_days: int = 30
     job_retries: int = 5
     job_retry_delay_s: float = 30.0
     job_stale_s: float = 600.0

@@ -64,11 +64,12 @@ def register_tasks(huey: Huey, services: Services) -> Tasks:
 
     @huey.periodic_task(crontab(minute=f"*/{services.settings.reconcile_minutes}"), name="vl4pose.reconcile_all")
     def reconcile_all() -> None:
-        from backend.services.events import process_pending
+        from backend.services.events import process_pending, prune_inbox
         from backend.services.reconcile import reconcile_all_projects
 
         process_pending(services)
         reconcile_all_projects(services)
+        prune_inbox(services)
 
     @huey.periodic_task(crontab(minute="*"), name="vl4pose.recover_jobs")
     def recover_jobs() -> None:

@@ -7,10 +7,11 @@ a crash changes nothing more.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from backend.models import Project, Round, WebhookEvent, utcnow
 from backend.services.annotations import mark_deleted, upsert_annotation
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 
 ANNOTATION_ACTIONS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED")
 DELETE_ACTIONS = ("ANNOTATIONS_DELETED",)
-BATCH = 100
+BATCH = 25
 _DROP = ("token",)
 """Project fields not worth keeping (the project's invite token)."""
 
@@ -110,3 +111,15 @@ def process_pending(services: Services, limit: int | None = None) -> int:
     if done:
         log.info("processed %d webhook events", done)
     return done
+
+
+def prune_inbox(services: Services) -> int:
+    """Delete processed events older than ``VL4POSE_INBOX_KEEP_DAYS`` (0 keeps them forever)."""
+    days = services.settings.inbox_keep_days
+    if days <= 0:
+        return 0
+    cutoff = utcnow() - dt.timedelta(days=days)
+    with services.db.session() as session:
+        result = session.execute(delete(WebhookEvent).where(WebhookEvent.processed.is_(True),
+                                                            WebhookEvent.received_at < cutoff))
+    return result.rowcount or 0

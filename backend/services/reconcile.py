@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 
 from backend.models import AnnotationRecord, AnnotationStatus, Project, Round, utcnow
-from backend.services.annotations import upsert_annotation
+from backend.services.annotations import parse_time, upsert_annotation
 from backend.services.rounds import check_budget, refresh_stats
 from vl4pose.errors import DataError
 
@@ -23,27 +23,42 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+BATCH = 50
+
 
 def reconcile(services: Services, project_id: int, close_rounds: bool = True) -> dict[str, int]:
-    """Sync one project's annotations from Label Studio; returns counts (raises on Label Studio errors)."""
+    """Sync one project's annotations from Label Studio; returns counts (raises on Label Studio errors).
+
+    Only new or newer annotations are written, in short transactions of :data:`BATCH`, so webhooks
+    arriving meanwhile are not kept waiting for the database.
+    """
     with services.db.session() as session:
         project = session.get(Project, project_id)
         if project is None:
             raise DataError(f"project {project_id} is not linked")
         ls_project_id = project.ls_project_id
+        known = {r.annotation_id: (r.updated_at, r.status, r.first_seen_at) for r in session.execute(select(
+            AnnotationRecord.annotation_id, AnnotationRecord.updated_at, AnnotationRecord.status,
+            AnnotationRecord.first_seen_at).where(AnnotationRecord.project_id == project_id))}
     started = utcnow()
     tasks = services.ls().export_annotated(ls_project_id)
     seen: set[int] = set()
-    changed, malformed = 0, 0
-    rounds: set[int] = set()
-    with services.db.session() as session:
-        project = session.get(Project, project_id)
-        for task in tasks:
-            for annotation in task.get("annotations") or []:
-                if not isinstance(annotation.get("id"), int):
-                    continue
-                seen.add(annotation["id"])
-                annotation = {**annotation, "task": annotation.get("task") or task.get("id")}
+    todo: list[tuple[dict, dict]] = []
+    for task in tasks:
+        for annotation in task.get("annotations") or []:
+            if not isinstance(annotation.get("id"), int):
+                continue
+            seen.add(annotation["id"])
+            previous = known.get(annotation["id"])
+            updated = parse_time(annotation.get("updated_at"))
+            if previous is None or (previous[1] != AnnotationStatus.DELETED and updated is not None
+                                    and (previous[0] is None or updated > previous[0])):
+                todo.append(({**annotation, "task": annotation.get("task") or task.get("id")}, task))
+    changed, malformed, rounds = 0, 0, set()
+    for start in range(0, len(todo), BATCH):
+        with services.db.session() as session:
+            project = session.get(Project, project_id)
+            for annotation, task in todo[start:start + BATCH]:
                 try:
                     with session.begin_nested():
                         record = upsert_annotation(session, project, annotation, task, source="reconcile")
@@ -53,17 +68,15 @@ def reconcile(services: Services, project_id: int, close_rounds: bool = True) ->
                     continue
                 if record is not None:
                     changed += 1
-                    if record.round_id is not None:
-                        rounds.add(record.round_id)
-        known = session.scalars(select(AnnotationRecord).where(
-            AnnotationRecord.project_id == project_id, AnnotationRecord.status != AnnotationStatus.DELETED,
-            AnnotationRecord.first_seen_at < started)).all()
-        gone = [record for record in known if record.annotation_id not in seen]
-        for record in gone:
+                    rounds.add(record.round_id)
+    gone = [a for a, (_, status, first_seen) in known.items()
+            if a not in seen and status != AnnotationStatus.DELETED and first_seen < started]
+    with services.db.session() as session:
+        for record in session.scalars(select(AnnotationRecord).where(
+                AnnotationRecord.project_id == project_id, AnnotationRecord.annotation_id.in_(gone[:30000]))):
             record.status = AnnotationStatus.DELETED
-            if record.round_id is not None:
-                rounds.add(record.round_id)
-        for round_id in rounds:
+            rounds.add(record.round_id)
+        for round_id in rounds - {None}:
             refresh_stats(session, session.get(Round, round_id))
     result = {"annotations": len(seen), "changed": changed, "deleted": len(gone), "malformed": malformed}
     if changed or gone:

@@ -17,7 +17,8 @@ import numpy as np
 
 from backend.services.labelstudio import LabelStudioError, LabelStudioUnavailable
 
-SHARED_DATA = Path(os.environ.get("VL4POSE_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
+REPO = Path(__file__).resolve().parents[2]
+SHARED_DATA = Path(os.environ.get("VL4POSE_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 SECRET = "test-webhook-secret-0123456789"
 TOKEN = "test-api-token-0123456789abcdef"
@@ -66,6 +67,7 @@ class FakeLabelStudio:
         self.storages: list[dict] = []
         self.fail: dict[str, int] = {}
         self.calls: list[str] = []
+        self.on_call = None  # fn(name, failing) called before every adapter call
         self._ids = itertools.count(1)
         self._clock = dt.datetime(2026, 1, 1, 12, 0, 0)
 
@@ -73,6 +75,8 @@ class FakeLabelStudio:
     def _check(self, name: str) -> None:
         self.calls.append(name)
         left = self.fail.get(name, 0)
+        if self.on_call is not None:
+            self.on_call(name, bool(left))
         if left:
             self.fail[name] = left - 1
             raise LabelStudioUnavailable(f"Label Studio at http://fake is unreachable (ConnectError) while trying to {name}")

@@ -159,3 +159,24 @@ def test_unknown_labels_are_recorded_as_an_error_not_a_crash(linked, fake_ls, ho
     _process(app)
     [record] = _records(app)
     assert record.keypoint_count == 0 and "Tail" in record.error
+
+
+def test_old_processed_events_are_pruned(linked, fake_ls, hook_headers):
+    import datetime as dt
+
+    from sqlalchemy import update
+
+    from backend.services.events import prune_inbox
+
+    app, _ = linked
+    client = app.test_client()
+    for index in range(3):
+        client.post(HOOK, json=fake_ls.annotate(_task(fake_ls, index), []), headers=hook_headers)
+    _process(app)
+    client.post(HOOK, json=fake_ls.annotate(_task(fake_ls, 3), []), headers=hook_headers)  # not processed yet
+    services = app.extensions["vl4pose"]
+    with services.db.session() as session:
+        session.execute(update(WebhookEvent).values(received_at=dt.datetime(2020, 1, 1)))
+    assert prune_inbox(services) == 3
+    [left] = _events(app)
+    assert not left.processed
