@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -64,8 +65,9 @@ def _simulate_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rounds", type=int, default=defaults.rounds, help="acquisition rounds after round 0")
     p.add_argument("--seeds", type=int, nargs="+", default=list(defaults.seeds))
     p.add_argument("--preset", default=defaults.preset, help="model preset: cpu, paper, tiny")
-    p.add_argument("--epochs", type=int, default=defaults.epochs, help="epochs per fine-tuning round")
-    p.add_argument("--initial-epochs", type=int, help="epochs of the round-0 model (default --epochs)")
+    p.add_argument("--epochs", type=int, default=defaults.epochs, help="epochs per fine-tuning round (default 4)")
+    p.add_argument("--initial-epochs", type=int, default=defaults.initial_epochs,
+                   help="epochs of the round-0 model, trained from scratch (0 = --epochs)")
     p.add_argument("--steps-per-epoch", type=int, help="cap on steps per epoch")
     p.add_argument("--batch-size", type=int, default=defaults.batch_size)
     p.add_argument("--lr", type=float)
@@ -102,6 +104,8 @@ def _analyse_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, help="use only the first N images of each split")
     p.add_argument("--strategies", nargs="+", help="scores to compare (default: all the checkpoint supports)")
     p.add_argument("--inference-batch", type=int, default=32)
+    p.add_argument("--temperature", type=float, help="override the checkpoint's calibrated softmax temperature")
+    p.add_argument("--max-candidates", type=int, help="override the candidates per keypoint (K)")
     p.add_argument("--json", action="store_true")
 
 
@@ -114,6 +118,9 @@ def run_analyse_scores(args: argparse.Namespace) -> int:
     from vl4pose.strategies import get_strategies
 
     ckpt = load_checkpoint(args.checkpoint)
+    overrides = {k: v for k, v in {"temperature": args.temperature, "max_candidates": args.max_candidates}.items()
+                 if v is not None}
+    ckpt.calibration = replace(ckpt.calibration, **overrides)
     if args.strategies:
         strategies = get_strategies(args.strategies)
     else:
@@ -132,5 +139,8 @@ def run_analyse_scores(args: argparse.Namespace) -> int:
         train = cache(args.labelled_split)
         labelled = (train, np.arange(len(train)))
     report = analyse_model(ckpt, cache(args.split), strategies, labelled, args.inference_batch)
+    report["calibration"] = {"temperature": ckpt.calibration.temperature, "max_candidates": ckpt.calibration.max_candidates}
+    if any(s.uses_labelled for s in strategies) and labelled is None:
+        report["left_out"] = "coreset (pass --labelled-split: its score is the distance to the labelled set)"
     print(json.dumps(report, indent=2) if args.json else format_analysis(report))
     return 0

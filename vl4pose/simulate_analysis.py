@@ -94,6 +94,8 @@ def format_analysis(report: dict) -> str:
     ref = report["refinement"]
     lines = [f"test images: {report['images']} (evaluated {report['evaluated']}, failures {report['failures']}: "
              "per-image PCK@0.2 < 0.5)",
+             *([f"calibration: {report['calibration']}"] if "calibration" in report else []),
+             *([f"left out: {report['left_out']}"] if "left_out" in report else []),
              f"PCK@0.2 raw {report['pck@0.2']:.4f}, refined {report['pck@0.2_refined']:.4f}",
              "", f"{'score':20s} {'failure AUROC':>14s}"]
     lines += [f"{name:20s} {value:14.4f}" for name, value in report["failure_auroc"].items()]

@@ -22,7 +22,8 @@ ALL_STRATEGIES = ("random", "multipeak_entropy", "learning_loss", "coreset", "al
 
 @dataclass(frozen=True)
 class SimulationConfig:
-    """The protocol. ``epochs`` per fine-tuning round (``initial_epochs`` for round 0, default the same);
+    """The protocol. ``epochs`` per fine-tuning round, ``initial_epochs`` for the round-0 model trained from
+    scratch (0 or None = ``epochs``);
     ``pool_subset`` > 0 scores only that many random unlabelled images per round (0 = the whole pool)."""
 
     strategies: tuple[str, ...] = ALL_STRATEGIES
@@ -31,8 +32,8 @@ class SimulationConfig:
     rounds: int = 4
     seeds: tuple[int, ...] = (0, 1, 2)
     preset: str = "cpu"
-    epochs: int = 8
-    initial_epochs: int | None = None
+    epochs: int = 4
+    initial_epochs: int | None = 40
     steps_per_epoch: int | None = None
     batch_size: int = 16
     lr: float | None = None

@@ -42,6 +42,7 @@ from vl4pose.train import Progress, Trainer
 
 log = logging.getLogger(__name__)
 
+
 class Simulation:
     """Runs (or resumes) a protocol into ``out``. ``callbacks`` reach every Trainer (see ``current``)."""
 
@@ -258,16 +259,17 @@ class Simulation:
         models = {"round0": (round0, self._folder(None, seed, 0))}
         models |= {name: (final, self._folder(name, seed, self.config.rounds)) for name, final in finals.items()}
         for name, ((ckpt, ids), folder) in models.items():
-            if name in entry:
-                continue
-            self._start(f"analyse {name}", seed, self.config.rounds if name != "round0" else 0)
+            round_index = 0 if name == "round0" else self.config.rounds
+            if entry.get(name, {}).get("round") == round_index:
+                continue  # done (a run with more --rounds analyses the new final models)
+            self._start(f"analyse {name}", seed, round_index)
             ckpt = ckpt or load_checkpoint(folder / "best")
             labelled = None
             if any(s.uses_labelled for s in self.strategies):
                 cache = self.pool_cache
                 labelled = (cache, np.array([self.pool_index[i] for i in ids if i in self.pool_index], dtype=np.int64))
             entry[name] = analyse_model(ckpt, self.test_cache, self.strategies, labelled, self.config.inference_batch)
-            entry[name]["labelled"] = len(ids)
+            entry[name] |= {"labelled": len(ids), "round": round_index}
             write_json(self.out / "analysis.json", analysis)
 
     # -- progress -----------------------------------------------------------------------------------

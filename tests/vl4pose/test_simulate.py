@@ -16,7 +16,7 @@ from vl4pose.simulate_config import json_safe
 from vl4pose.simulate_report import format_table, summarise
 from vl4pose.skeletons import LSP14
 
-SMOKE = ["--initial", "8", "--budget", "4", "--rounds", "2", "--preset", "tiny", "--epochs", "1",
+SMOKE = ["--initial", "8", "--budget", "4", "--rounds", "2", "--preset", "tiny", "--epochs", "1", "--initial-epochs", "1",
          "--steps-per-epoch", "2", "--batch-size", "4", "--warmup-steps", "1"]
 
 
@@ -89,7 +89,7 @@ def test_an_interrupted_simulation_resumes_without_redoing_finished_rounds(tmp_p
     data = SimulationData(LSP14, *(load_samples("lspet", lspet_dir, s, split_file) for s in ("pool", "val", "test")),
                           {"test": "resume"})
     config = SimulationConfig(strategies=("random", "coreset"), initial=8, budget=4, rounds=2, seeds=(0,),
-                              preset="tiny", epochs=2, steps_per_epoch=2, batch_size=4, warmup_steps=1)
+                              preset="tiny", epochs=2, initial_epochs=1, steps_per_epoch=2, batch_size=4, warmup_steps=1)
     holder: dict = {}
 
     def stop(progress):
