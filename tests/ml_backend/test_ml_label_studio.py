@@ -159,3 +159,13 @@ def test_label_studio_accepts_each_annotation_config(label_studio, skeleton):
     created = ls.projects.create(title=f"ml-config-{skeleton}-{uuid.uuid4().hex[:6]}",
                                  label_config=(CONFIGS / f"{skeleton}.xml").read_text())
     assert created.id and "KeyPointLabels" in ls.projects.get(id=created.id).label_config
+
+
+def test_versions_and_train_button_go_through_label_studio(project, label_studio):
+    url, headers = label_studio.url, label_studio.headers
+    versions = requests.get(f"{url}/api/ml/{project['ml_id']}/versions", headers=headers, timeout=30)
+    assert versions.status_code == 200 and versions.json()["versions"] == ["tiny-v1"]
+    train = requests.post(f"{url}/api/ml/{project['ml_id']}/train", headers=headers, json={}, timeout=30)
+    assert train.status_code == 200, train.text  # our /webhook (or legacy /train) answered at once
+    backend = requests.get(f"{url}/api/ml/{project['ml_id']}", headers=headers, timeout=30).json()
+    assert backend["state"] != "ER", backend.get("error_message")
