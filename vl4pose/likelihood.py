@@ -69,19 +69,30 @@ def find_candidates(heatmaps: torch.Tensor, max_candidates: int) -> Candidates:
 def edge_log_likelihood(
     child_xy: torch.Tensor, parent_xy: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor, size: float
 ) -> torch.Tensor:
-    """log q(child = a | parent = b) for every candidate pair of one edge.
+    """log q(child = a | parent = b) = log N(|a - b| / size; mean, exp(logvar)) for every candidate pair.
 
     Args:
-        child_xy: (N, Mc, 2) and parent_xy: (N, Mp, 2) heatmap pixels.
-        mean, logvar: (N,) bone-length Gaussian in units of the heatmap side.
+        child_xy: (..., Mc, 2) and parent_xy: (..., Mp, 2) heatmap pixels (same leading dims).
+        mean, logvar: (...) bone-length Gaussian in units of the heatmap side.
         size: heatmap side H.
 
     Returns:
-        (N, Mc, Mp) log-densities.
+        (..., Mc, Mp) log-densities.
     """
-    length = torch.linalg.vector_norm(child_xy[:, :, None, :] - parent_xy[:, None, :, :], dim=-1) / size
-    mean, logvar = mean[:, None, None], logvar[:, None, None]
+    length = torch.linalg.vector_norm(child_xy[..., :, None, :] - parent_xy[..., None, :, :], dim=-1) / size
+    mean, logvar = mean[..., None, None], logvar[..., None, None]
     return -0.5 * (_LOG_2PI + logvar + (length - mean) ** 2 * torch.exp(-logvar))
+
+
+def edge_tables(candidates: Candidates, mean: torch.Tensor, logvar: torch.Tensor, skeleton: Skeleton,
+                size: float) -> torch.Tensor:
+    """(N, E, M, M) log q(child candidate a | parent candidate b) for every edge at once."""
+    parents, children = _edge_index(skeleton)
+    return edge_log_likelihood(candidates.xy[:, children], candidates.xy[:, parents], mean, logvar, size)
+
+
+def _edge_index(skeleton: Skeleton) -> tuple[list[int], list[int]]:
+    return [p for p, _ in skeleton.edges], [c for _, c in skeleton.edges]
 
 
 def expected_log_likelihood(
@@ -97,13 +108,11 @@ def expected_log_likelihood(
     Returns:
         total (N,) and per-edge (N, E) expected log-likelihoods.
     """
+    parents, children = _edge_index(skeleton)
     probs = log_probs.exp()
-    per_edge = []
-    for e, (parent, child) in enumerate(skeleton.edges):
-        logq = edge_log_likelihood(candidates.xy[:, child], candidates.xy[:, parent], mean[:, e], logvar[:, e], size)
-        weights = probs[:, child, :, None] * probs[:, parent, None, :]
-        per_edge.append((weights * logq).sum(dim=(1, 2)))
-    edges = torch.stack(per_edge, dim=1)
+    logq = edge_tables(candidates, mean, logvar, skeleton, size)  # (N, E, Mc, Mp)
+    weights = probs[:, children, :, None] * probs[:, parents, None, :]
+    edges = (weights * logq).sum(dim=(2, 3))
     return edges.sum(dim=1), edges
 
 

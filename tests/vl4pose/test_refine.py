@@ -42,11 +42,12 @@ def problems(draw, max_keypoints: int = 6, max_candidates: int = 4):
 
 
 def objective(choice: torch.Tensor, log_probs, pair, skeleton) -> torch.Tensor:
+    pair = torch.as_tensor(pair)
     k = skeleton.num_keypoints
     rows = torch.arange(choice.shape[0])
     total = log_probs.double()[rows[:, None], torch.arange(k)[None], choice].sum(dim=1)
     for e, (p, c) in enumerate(skeleton.edges):
-        total = total + pair[e][rows, choice[:, c], choice[:, p]]
+        total = total + pair[rows, e, choice[:, c], choice[:, p]]
     return total
 
 
@@ -73,7 +74,7 @@ def test_confidence_is_max_marginal_share(problem):
     configs = torch.tensor(list(itertools.product(range(m), repeat=k)))
     for i in range(n):
         totals = objective(configs, log_probs[i:i + 1].expand(len(configs), k, m),
-                           [p[i:i + 1].expand(len(configs), m, m) for p in pair], skeleton)
+                           torch.as_tensor(pair[i:i + 1]).expand(len(configs), -1, m, m), skeleton)
         for kp in range(k):
             mm = torch.stack([totals[configs[:, kp] == a].max() for a in range(m)])
             expected = torch.exp(mm[result.choice[i, kp]] - torch.logsumexp(mm, 0))
