@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 import platform
 import shutil
 import time
@@ -166,7 +167,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             head.load_state_dict(weights["heads"][kind])
     except CheckpointError:
         raise
-    except (KeyError, TypeError, ValueError, RuntimeError, OSError, EOFError) as exc:
+    except (KeyError, TypeError, ValueError, RuntimeError, OSError, EOFError, pickle.UnpicklingError) as exc:
         raise CheckpointError(f"checkpoint {path} cannot be loaded ({type(exc).__name__}: {exc})") from exc
     pose.eval()
     heads.eval()

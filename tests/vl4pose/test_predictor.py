@@ -51,6 +51,10 @@ def test_incomplete_checkpoint_names_what_is_missing(tiny_checkpoint, tmp_path):
     (broken / "config.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="config.json"):
         load_checkpoint(broken)
+    (broken / "config.json").write_text((tiny_checkpoint.path / "config.json").read_text())
+    (broken / "weights.pt").write_bytes(b"not a torch file")
+    with pytest.raises(CheckpointError, match="cannot be loaded"):
+        load_checkpoint(broken)
     with pytest.raises(CheckpointError, match="not found"):
         load_checkpoint(tmp_path / "nothing")
 
