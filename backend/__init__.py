@@ -27,8 +27,13 @@ def create_app(test_config: Mapping[str, Any] | None = None, ls_factory: Callabl
     overrides = {k: v for k, v in (test_config or {}).items() if not k.isupper()}
     settings = Settings.from_env(overrides=overrides)
     app = Flask(__name__)
-    app.config.update(SECRET_KEY=settings.session_secret, MAX_CONTENT_LENGTH=settings.max_request_bytes,
-                      SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax", JSON_SORT_KEYS=False)
+    app.config.update(
+        SECRET_KEY=settings.session_secret,
+        MAX_CONTENT_LENGTH=settings.max_request_bytes,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        JSON_SORT_KEYS=False,
+    )
     app.config.update({k: v for k, v in (test_config or {}).items() if k.isupper()})
     services = build_services(settings, ls_factory)
     app.extensions["vl4pose"] = services

@@ -28,8 +28,12 @@ def _parser() -> argparse.ArgumentParser:
     link.add_argument("--data", help="the dataset folder or file")
     link.add_argument("--split", help="split of the dataset (LSP split.json name, COCO train/val)")
     link.add_argument("--image-dir", help="images of a COCO or Label Studio export")
-    link.add_argument("--labels", default="annotations", choices=["annotations", "ground-truth", "ignore"],
-                      help="what existing labels become (default: annotations)")
+    link.add_argument(
+        "--labels",
+        default="annotations",
+        choices=["annotations", "ground-truth", "ignore"],
+        help="what existing labels become (default: annotations)",
+    )
     link.add_argument("--limit", type=int, help="import at most this many images")
     link.add_argument("--holdout-dataset", help="a labelled dataset used as the fixed held-out set")
     link.add_argument("--holdout-data")
@@ -54,11 +58,14 @@ def _parser() -> argparse.ArgumentParser:
     db.add_argument("action", choices=["upgrade", "downgrade", "current"])
     db.add_argument("revision", nargs="?", default="head")
 
-    for name, text in (("close-round", "close the current round by hand and retrain"),
-                       ("reconcile", "read every annotation from Label Studio now")):
+    for name, text in (
+        ("close-round", "close the current round by hand and retrain"),
+        ("reconcile", "read every annotation from Label Studio now"),
+    ):
         command = sub.add_parser(name, help=text)
-        command.add_argument("project", type=int, nargs="?" if name == "reconcile" else None,
-                             help="coordinator project id")
+        command.add_argument(
+            "project", type=int, nargs="?" if name == "reconcile" else None, help="coordinator project id"
+        )
 
     status = sub.add_parser("status", help="rounds, accuracy and jobs of a project (or list projects)")
     status.add_argument("project", type=int, nargs="?")
@@ -79,9 +86,11 @@ def _link(services, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(dataclasses.asdict(result), indent=2))
     else:
-        print(f"linked Label Studio project {result.ls_project_id} as coordinator project {result.project_id}: "
-              f"{result.tasks_imported} tasks ({result.annotations_imported} with labels, {result.image_source}), "
-              f"{result.holdout_samples} held-out samples")
+        print(
+            f"linked Label Studio project {result.ls_project_id} as coordinator project {result.project_id}: "
+            f"{result.tasks_imported} tasks ({result.annotations_imported} with labels, {result.image_source}), "
+            f"{result.holdout_samples} held-out samples"
+        )
         if result.initial_version:
             print(f"initial model {result.initial_version} published; ranking job(s) {result.jobs}")
         for warning in result.warnings:
@@ -100,16 +109,22 @@ def _print_status(services, project: int | None, as_json: bool) -> int:
     if project is None:
         for p in data:
             c = p["current_round"] or {}
-            print(f"{p['id']:4d}  LS {p['ls_project_id']:<5d} {p['title'][:40]:40s} round {c.get('number', '-')} "
-                  f"{c.get('state', '')} {c.get('labelled', 0)}/{c.get('budget', '')}")
+            print(
+                f"{p['id']:4d}  LS {p['ls_project_id']:<5d} {p['title'][:40]:40s} round {c.get('number', '-')} "
+                f"{c.get('state', '')} {c.get('labelled', 0)}/{c.get('budget', '')}"
+            )
         return 0
-    print(f"{'round':>5s} {'state':10s} {'served by':14s} {'labelled':>9s} {'served PCK':>10s} {'held-out PCK':>12s} "
-          f"{'close->ranked':>13s}")
+    print(
+        f"{'round':>5s} {'state':10s} {'served by':14s} {'labelled':>9s} {'served PCK':>10s} {'held-out PCK':>12s} "
+        f"{'close->ranked':>13s}"
+    )
     for r in data["rounds"]:
         pct = lambda v: f"{100 * v:.1f}%" if v is not None else "-"  # noqa: E731
         secs = f"{r['close_to_ranked_s']:.0f} s" if r["close_to_ranked_s"] is not None else "-"
-        print(f"{r['number']:5d} {r['state']:10s} {str(r['model_version'] or '-'):14s} "
-              f"{r['labelled']:4d}/{r['budget']:<4d} {pct(r['served_pck']):>10s} {pct(r['holdout_pck']):>12s} {secs:>13s}")
+        print(
+            f"{r['number']:5d} {r['state']:10s} {str(r['model_version'] or '-'):14s} "
+            f"{r['labelled']:4d}/{r['budget']:<4d} {pct(r['served_pck']):>10s} {pct(r['holdout_pck']):>12s} {secs:>13s}"
+        )
     job = data["current_job"]
     if job:
         print(f"job {job['id']} {job['kind']} {job['state']} {100 * job['progress']:.0f}% {job['stage']}")
@@ -202,6 +217,8 @@ def _jobs(services, args: argparse.Namespace) -> int:
         with services.db.session() as session:
             for job in session.scalars(select(Job).order_by(Job.id.desc()).limit(30)):
                 s = job_summary(job)
-                print(f"{s['id']:5d} {s['kind']:8s} {s['state']:9s} {100 * s['progress']:5.1f}% "
-                      f"attempts {s['attempts']} {s['stage'][:60]} {s['error'] or ''}")
+                print(
+                    f"{s['id']:5d} {s['kind']:8s} {s['state']:9s} {100 * s['progress']:5.1f}% "
+                    f"attempts {s['attempts']} {s['stage'][:60]} {s['error'] or ''}"
+                )
     return 0

@@ -96,8 +96,12 @@ class Settings:
 
     # -- construction -------------------------------------------------------------------------------
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None,
-                 require_secrets: bool = True) -> "Settings":
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        require_secrets: bool = True,
+    ) -> "Settings":
         """Settings from ``VL4POSE_*`` variables, then ``overrides`` (field names, e.g. a test config)."""
         environ = os.environ if environ is None else environ
         known = {f.name: f for f in fields(cls)}
@@ -121,18 +125,30 @@ class Settings:
                 if len(value) < MIN_SECRET_LENGTH:
                     raise SettingsError(
                         f"{PREFIX}{name.upper()} must be set to a random string of at least {MIN_SECRET_LENGTH} "
-                        f"characters (got {len(value)}); e.g. `python -c 'import secrets; print(secrets.token_urlsafe())'`")
+                        f"characters (got {len(value)}); e.g. "
+                        "`python -c 'import secrets; print(secrets.token_urlsafe())'`"
+                    )
         if self.image_import not in ("auto", "local-files", "upload"):
             raise SettingsError(f"{PREFIX}IMAGE_IMPORT must be auto, local-files or upload, not {self.image_import!r}")
         if self.eval_box not in ("auto", "gt"):
             raise SettingsError(f"{PREFIX}EVAL_BOX must be auto or gt, not {self.eval_box!r}")
         if not (self.queue in ("sqlite", "memory", "immediate") or self.queue.startswith(("redis://", "rediss://"))):
-            raise SettingsError(f"{PREFIX}QUEUE must be sqlite, immediate, memory or a redis:// URL, not {self.queue!r}")
+            raise SettingsError(
+                f"{PREFIX}QUEUE must be sqlite, immediate, memory or a redis:// URL, not {self.queue!r}"
+            )
+        if not 1 <= self.reconcile_minutes <= 59:
+            raise SettingsError(f"{PREFIX}RECONCILE_MINUTES must be between 1 and 59, not {self.reconcile_minutes}")
         for name in ("holdout_fraction", "train_val_fraction"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise SettingsError(f"{PREFIX}{name.upper()} must be in [0, 1), not {getattr(self, name)}")
-        for name in ("round_budget", "train_epochs", "train_batch_size", "rank_batch_size", "import_chunk",
-                     "worker_threads", "reconcile_minutes"):
+        for name in (
+            "round_budget",
+            "train_epochs",
+            "train_batch_size",
+            "rank_batch_size",
+            "import_chunk",
+            "worker_threads",
+        ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{PREFIX}{name.upper()} must be at least 1, not {getattr(self, name)}")
 

@@ -40,6 +40,7 @@ def make_engine(url: str) -> Engine:
     is_sqlite = make_url(url).get_backend_name() == "sqlite"
     engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000} if is_sqlite else {})
     if is_sqlite:
+
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_connection, _record) -> None:  # pragma: no cover - exercised by every test
             dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
@@ -54,6 +55,7 @@ def make_engine(url: str) -> Engine:
         @event.listens_for(engine, "begin")
         def _on_begin(connection) -> None:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
+
     return engine
 
 

@@ -19,20 +19,15 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
-import socket
 import threading
-import time
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from huey.exceptions import RetryTask
 from sqlalchemy import and_, or_, select, update
 
 from backend.errors import CoordinatorError, NotFound, TransientError
+from backend.job_context import Handler, JobContext, owner_id, owner_is_dead
 from backend.models import Job, JobKind, JobState, utcnow
 
 if TYPE_CHECKING:
@@ -41,99 +36,6 @@ if TYPE_CHECKING:
     from backend.services import Services
 
 log = logging.getLogger(__name__)
-
-PROCESS_TOKEN = uuid.uuid4().hex[:8]
-
-
-def owner_id() -> str:
-    """This process: ``host:pid:token`` (the token tells a restarted process with a reused pid apart)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{PROCESS_TOKEN}"
-
-
-def owner_is_dead(owner: str | None) -> bool:
-    """True when ``owner`` was a process on this host that no longer runs."""
-    if not owner or owner.count(":") < 2:
-        return False
-    host, pid_text, token = owner.rsplit(":", 2)
-    if host != socket.gethostname():
-        return False
-    pid = int(pid_text) if pid_text.isdigit() else -1
-    if pid == os.getpid():
-        return token != PROCESS_TOKEN
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except (PermissionError, OSError):
-        return False
-    return False
-
-
-@dataclass
-class Followup:
-    kind: JobKind
-    project_id: int | None
-    round_id: int | None
-    payload: dict
-
-
-@dataclass
-class JobContext:
-    """What a handler gets: the job's identity, folder, payload, and ways to report progress."""
-
-    services: Services
-    job_id: int
-    kind: JobKind
-    project_id: int | None
-    round_id: int | None
-    payload: dict
-    attempt: int
-    followups: list[Followup] = field(default_factory=list)
-    _last: float = 0.0
-
-    @property
-    def dir(self) -> Path:
-        path = self.services.job_dir(self.job_id)
-        path.mkdir(parents=True, exist_ok=True)
-        return path
-
-    def progress(self, fraction: float, stage: str | None = None, force: bool = False) -> None:
-        """Record progress in [0, 1] (throttled to two writes a second unless the stage changes)."""
-        now = time.monotonic()
-        if not force and stage is None and now - self._last < 0.5:
-            return
-        self._last = now
-        values: dict[str, Any] = {"progress": max(0.0, min(1.0, float(fraction))), "heartbeat_at": utcnow()}
-        if stage is not None:
-            values["stage"] = stage[:200]
-            log.info("job %d (%s): %s", self.job_id, self.kind.value, stage)
-        with self.services.db.session() as session:
-            session.execute(update(Job).where(Job.id == self.job_id).values(**values))
-
-    def save_payload(self, **values: Any) -> None:
-        """Merge values into the job's payload (a handler's resumable bookkeeping)."""
-        self.payload.update(values)
-        with self.services.db.session() as session:
-            session.execute(update(Job).where(Job.id == self.job_id).values(payload=dict(self.payload)))
-
-    def then(self, kind: JobKind, payload: dict, round_id: int | None = None) -> None:
-        """Submit another job once this one is done."""
-        self.followups.append(Followup(kind, self.project_id, round_id if round_id is not None else self.round_id,
-                                       payload))
-
-
-class Handler:
-    """A job kind: ``run`` does the work; ``failed`` records a final failure (e.g. on the round)."""
-
-    def run(self, ctx: JobContext) -> None:
-        raise NotImplementedError
-
-    def failed(self, ctx: JobContext, message: str) -> None:
-        """Called once when the job fails for good."""
-
-    def reset(self, services: Services, job_id: int) -> None:
-        """Forget resumable state before a failed job is retried by hand."""
-
 
 def _handlers() -> dict[JobKind, Handler]:
     from backend.services.ranking import RankHandler
@@ -157,17 +59,30 @@ class JobRunner:
         return self._handlers
 
     # -- creating -----------------------------------------------------------------------------------
-    def create(self, session: Session, kind: JobKind, project_id: int | None, round_id: int | None = None,
-               payload: dict | None = None) -> Job:
+    def create(
+        self,
+        session: Session,
+        kind: JobKind,
+        project_id: int | None,
+        round_id: int | None = None,
+        payload: dict | None = None,
+    ) -> Job:
         """A queued job row inside the caller's transaction; call :meth:`enqueue` after the commit."""
-        job = Job(kind=kind, project_id=project_id, round_id=round_id, payload=payload or {},
-                  state=JobState.QUEUED, heartbeat_at=utcnow())
+        job = Job(
+            kind=kind,
+            project_id=project_id,
+            round_id=round_id,
+            payload=payload or {},
+            state=JobState.QUEUED,
+            heartbeat_at=utcnow(),
+        )
         session.add(job)
         session.flush()
         return job
 
-    def submit(self, kind: JobKind, project_id: int | None, round_id: int | None = None,
-               payload: dict | None = None) -> int:
+    def submit(
+        self, kind: JobKind, project_id: int | None, round_id: int | None = None, payload: dict | None = None
+    ) -> int:
         with self.services.db.session() as session:
             job_id = self.create(session, kind, project_id, round_id, payload).id
         self.enqueue(job_id)
@@ -195,12 +110,16 @@ class JobRunner:
     def _claim(self, job_id: int, me: str) -> Job | None:
         now = utcnow()
         stale = now - dt.timedelta(seconds=self.settings.job_stale_s)
-        claimable = or_(Job.state.in_([JobState.QUEUED, JobState.RETRYING]),
-                        and_(Job.state == JobState.RUNNING, or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < stale)))
+        claimable = or_(
+            Job.state.in_([JobState.QUEUED, JobState.RETRYING]),
+            and_(Job.state == JobState.RUNNING, or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < stale)),
+        )
         with self.services.db.session() as session:
-            result = session.execute(update(Job).where(Job.id == job_id, claimable).values(
-                state=JobState.RUNNING, owner=me, attempts=Job.attempts + 1, heartbeat_at=now,
-                started_at=now))
+            result = session.execute(
+                update(Job)
+                .where(Job.id == job_id, claimable)
+                .values(state=JobState.RUNNING, owner=me, attempts=Job.attempts + 1, heartbeat_at=now, started_at=now)
+            )
             if result.rowcount != 1:
                 return None
             return session.get(Job, job_id)
@@ -222,8 +141,11 @@ class JobRunner:
             return
         except Exception as exc:  # every failure is recorded on the job, none escapes to the worker loop
             stop()
-            message = str(exc) if isinstance(exc, CoordinatorError) or _is_vl4pose_error(exc) else \
-                f"unexpected {type(exc).__name__}: {exc}"
+            message = (
+                str(exc)
+                if isinstance(exc, CoordinatorError) or _is_vl4pose_error(exc)
+                else f"unexpected {type(exc).__name__}: {exc}"
+            )
             if not isinstance(exc, CoordinatorError) and not _is_vl4pose_error(exc):
                 log.exception("job %d (%s) failed", job_id, job.kind.value)
             self._fail(ctx, handler, message)
@@ -239,8 +161,11 @@ class JobRunner:
             while not done.wait(interval):
                 try:
                     with self.services.db.session() as session:
-                        session.execute(update(Job).where(Job.id == job_id, Job.state == JobState.RUNNING)
-                                        .values(heartbeat_at=utcnow()))
+                        session.execute(
+                            update(Job)
+                            .where(Job.id == job_id, Job.state == JobState.RUNNING)
+                            .values(heartbeat_at=utcnow())
+                        )
                 except Exception:  # a missed heartbeat is not fatal
                     log.warning("heartbeat of job %d failed", job_id, exc_info=True)
 
@@ -258,19 +183,29 @@ class JobRunner:
             self._fail(ctx, handler, f"gave up after {ctx.attempt} attempts: {message}")
             return
         delay = self.settings.job_retry_delay_s
-        log.warning("job %d (%s) attempt %d: %s; retrying in %.0f s", ctx.job_id, ctx.kind.value, ctx.attempt,
-                    message, delay)
+        log.warning(
+            "job %d (%s) attempt %d: %s; retrying in %.0f s", ctx.job_id, ctx.kind.value, ctx.attempt, message, delay
+        )
         with self.services.db.session() as session:
-            session.execute(update(Job).where(Job.id == ctx.job_id).values(
-                state=JobState.RETRYING, error=f"attempt {ctx.attempt} failed, retrying: {message}",
-                heartbeat_at=utcnow()))
+            session.execute(
+                update(Job)
+                .where(Job.id == ctx.job_id)
+                .values(
+                    state=JobState.RETRYING,
+                    error=f"attempt {ctx.attempt} failed, retrying: {message}",
+                    heartbeat_at=utcnow(),
+                )
+            )
         raise RetryTask(delay=delay) if delay > 0 else RetryTask()
 
     def _fail(self, ctx: JobContext, handler: Handler, message: str) -> None:
         log.error("job %d (%s) failed: %s", ctx.job_id, ctx.kind.value, message)
         with self.services.db.session() as session:
-            session.execute(update(Job).where(Job.id == ctx.job_id).values(
-                state=JobState.FAILED, error=message, finished_at=utcnow()))
+            session.execute(
+                update(Job)
+                .where(Job.id == ctx.job_id)
+                .values(state=JobState.FAILED, error=message, finished_at=utcnow())
+            )
         try:
             handler.failed(ctx, message)
         except Exception:
@@ -278,8 +213,11 @@ class JobRunner:
 
     def _finish(self, ctx: JobContext) -> None:
         with self.services.db.session() as session:
-            session.execute(update(Job).where(Job.id == ctx.job_id).values(
-                state=JobState.DONE, progress=1.0, error=None, finished_at=utcnow(), payload=dict(ctx.payload)))
+            session.execute(
+                update(Job)
+                .where(Job.id == ctx.job_id)
+                .values(state=JobState.DONE, progress=1.0, error=None, finished_at=utcnow(), payload=dict(ctx.payload))
+            )
             created = [self.create(session, f.kind, f.project_id, f.round_id, f.payload).id for f in ctx.followups]
         log.info("job %d (%s) done", ctx.job_id, ctx.kind.value)
         for job_id in created:

@@ -25,8 +25,14 @@ class Base(DeclarativeBase):
 
 
 def _enum(kind: type[enum.Enum]) -> Enum:
-    return Enum(kind, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e],
-                validate_strings=True, create_constraint=False)
+    return Enum(
+        kind,
+        native_enum=False,
+        length=16,
+        values_callable=lambda e: [m.value for m in e],
+        validate_strings=True,
+        create_constraint=False,
+    )
 
 
 class RoundState(str, enum.Enum):
@@ -85,8 +91,9 @@ class Project(Base):
     webhook_id: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
-    rounds: Mapped[list[Round]] = relationship(back_populates="project", order_by="Round.number",
-                                               cascade="all, delete-orphan", passive_deletes=True)
+    rounds: Mapped[list[Round]] = relationship(
+        back_populates="project", order_by="Round.number", cascade="all, delete-orphan", passive_deletes=True
+    )
 
 
 class Round(Base):
@@ -169,7 +176,10 @@ class AnnotationRecord(Base):
     """
 
     __tablename__ = "annotation_record"
-    __table_args__ = (UniqueConstraint("project_id", "annotation_id"), Index("ix_annotation_task", "project_id", "task_id"))
+    __table_args__ = (
+        UniqueConstraint("project_id", "annotation_id"),
+        Index("ix_annotation_task", "project_id", "task_id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"))
@@ -229,8 +239,10 @@ class TaskPrediction(Base):
     """
 
     __tablename__ = "task_prediction"
-    __table_args__ = (UniqueConstraint("project_id", "task_id", "model_version"),
-                      Index("ix_task_prediction_rank", "project_id", "model_version", "score"))
+    __table_args__ = (
+        UniqueConstraint("project_id", "task_id", "model_version"),
+        Index("ix_task_prediction_rank", "project_id", "model_version", "score"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"))

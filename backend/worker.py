@@ -15,8 +15,9 @@ log = logging.getLogger(__name__)
 
 
 def configure_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
@@ -38,8 +39,10 @@ def run_worker(settings: Settings, threads: int | None = None, periodic: bool = 
     requeued = services.jobs.recover()
     if requeued:
         log.warning("re-queued jobs left running by a stopped worker: %s", requeued)
-    consumer = services.huey.create_consumer(workers=threads or settings.worker_threads, worker_type="thread",
-                                             periodic=periodic, check_worker_health=True)
-    log.info("worker started: %d threads on queue %s", threads or settings.worker_threads,
-             settings.queue.split("@")[-1])
+    consumer = services.huey.create_consumer(
+        workers=threads or settings.worker_threads, worker_type="thread", periodic=periodic, check_worker_health=True
+    )
+    log.info(
+        "worker started: %d threads on queue %s", threads or settings.worker_threads, settings.queue.split("@")[-1]
+    )
     consumer.run()

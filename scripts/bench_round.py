@@ -33,7 +33,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 SHARED = Path(os.environ.get("VL4POSE_SHARED_DATA", REPO.parent / "shared" / "data"))
-CAPTURE = SHARED.parent / "docs" / "label-studio-captures" / "11_coordinator_webhook_ANNOTATION_CREATED_from_UI_submit.json"
+CAPTURE = (
+    SHARED.parent / "docs" / "label-studio-captures" / "11_coordinator_webhook_ANNOTATION_CREATED_from_UI_submit.json"
+)
 SECRET, TOKEN = "bench-webhook-secret-0123456789", "bench-api-token-0123456789abcdef"
 
 
@@ -47,8 +49,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps-per-epoch", type=int, default=0, help="cap steps per epoch (0: a full pass)")
     parser.add_argument("--batch-size", type=int, help="training batch size (default: the coordinator's)")
     parser.add_argument("--torch-threads", type=int, default=0, help="torch threads (0: torch's default)")
-    parser.add_argument("--download-images", action="store_true",
-                        help="fetch images from Label Studio over HTTP instead of reading the local-files root")
+    parser.add_argument(
+        "--download-images",
+        action="store_true",
+        help="fetch images from Label Studio over HTTP instead of reading the local-files root",
+    )
     parser.add_argument("--label-studio-url", help="use a running Label Studio (default: start one from .lsvenv)")
     parser.add_argument("--label-studio-token")
     parser.add_argument("--webhooks", type=int, default=1000, help="webhook POSTs to time (0: skip)")
@@ -74,11 +79,20 @@ def tiny_starter(out: Path) -> Path:
 
 def settings_for(args: argparse.Namespace, work: Path, ls_url: str, ls_token: str, queue: str, db: str) -> dict:
     values = {
-        "database_url": f"sqlite:///{work / db}", "storage_dir": str(work / "storage"),
-        "models_dir": str(work / "models"), "queue": queue, "webhook_secret": SECRET, "api_token": TOKEN,
-        "label_studio_url": ls_url, "label_studio_token": ls_token, "public_url": "http://127.0.0.1:9",
-        "label_studio_files_root": str(SHARED), "round_budget": args.labels,
-        "train_steps_per_epoch": args.steps_per_epoch, "torch_threads": args.torch_threads, "job_retries": 0,
+        "database_url": f"sqlite:///{work / db}",
+        "storage_dir": str(work / "storage"),
+        "models_dir": str(work / "models"),
+        "queue": queue,
+        "webhook_secret": SECRET,
+        "api_token": TOKEN,
+        "label_studio_url": ls_url,
+        "label_studio_token": ls_token,
+        "public_url": "http://127.0.0.1:9",
+        "label_studio_files_root": str(SHARED),
+        "round_budget": args.labels,
+        "train_steps_per_epoch": args.steps_per_epoch,
+        "torch_threads": args.torch_threads,
+        "job_retries": 0,
     }
     if args.epochs:
         values["train_epochs"] = args.epochs
@@ -102,24 +116,37 @@ def bench_round(args: argparse.Namespace, work: Path, ls_url: str, ls_token: str
     overrides = settings_for(args, work, ls_url, ls_token, "memory", "round.sqlite")
     services = build_services(Settings.from_env(overrides=overrides))
     started = time.monotonic()
-    result = link_project(services, LinkRequest(
-        dataset="lspet", data=str(SHARED / "lspet"), split="pool", limit=args.pool, labels="ignore",
-        holdout_dataset="lspet", holdout_data=str(SHARED / "lspet"), holdout_split="test",
-        holdout_limit=args.holdout, init_checkpoint=str(checkpoint), round_budget=args.labels,
-        title=f"bench-{uuid.uuid4().hex[:6]}").validate())
+    result = link_project(
+        services,
+        LinkRequest(
+            dataset="lspet",
+            data=str(SHARED / "lspet"),
+            split="pool",
+            limit=args.pool,
+            labels="ignore",
+            holdout_dataset="lspet",
+            holdout_data=str(SHARED / "lspet"),
+            holdout_split="test",
+            holdout_limit=args.holdout,
+            init_checkpoint=str(checkpoint),
+            round_budget=args.labels,
+            title=f"bench-{uuid.uuid4().hex[:6]}",
+        ).validate(),
+    )
     link_s = time.monotonic() - started
     if args.download_images:  # tasks still point at local files; the coordinator fetches them over HTTP instead
         from backend.services.images import ImageStore
 
-        services.images = ImageStore(services.storage / "cache" / "images", None, services.ls,
-                                     services.settings.image_max_bytes)
+        services.images = ImageStore(
+            services.storage / "cache" / "images", None, services.ls, services.settings.image_max_bytes
+        )
     with services.db.session() as session:  # skip the initial ranking of the whole pool (not part of a round)
         session.execute(update(Job).where(Job.kind == JobKind.RANK).values(state=JobState.DONE, stage="skipped"))
         session.execute(update(Round).values(model_version=result.initial_version))
         project = session.scalar(select(Project))
         evaluate_id = session.scalar(select(Job.id).where(Job.kind == JobKind.EVALUATE))
     ls = services.ls()
-    tasks = sorted(ls.list_tasks(result.ls_project_id), key=lambda t: t["id"])[:args.labels]
+    tasks = sorted(ls.list_tasks(result.ls_project_id), key=lambda t: t["id"])[: args.labels]
     from vl4pose.data import load_samples
 
     pool = {s.sample_id: s for s in load_samples("lspet", SHARED / "lspet", "pool")}
@@ -127,8 +154,15 @@ def bench_round(args: argparse.Namespace, work: Path, ls_url: str, ls_token: str
     for task in tasks:
         sample = pool[Path(task["data"]["image"].split("?d=", 1)[1]).stem]
         labels = project.label_config["labels"]
-        result_items = keypoints_to_results(sample.keypoints, image_size(sample.image), labels, sample.labelled, None,
-                                            project.label_config["from_name"], project.label_config["to_name"])
+        result_items = keypoints_to_results(
+            sample.keypoints,
+            image_size(sample.image),
+            labels,
+            sample.labelled,
+            None,
+            project.label_config["from_name"],
+            project.label_config["to_name"],
+        )
         ls.create_annotation(task["id"], result_items)
     annotate_s = time.monotonic() - started
 
@@ -159,19 +193,31 @@ def bench_round(args: argparse.Namespace, work: Path, ls_url: str, ls_token: str
         initial = session.scalar(select(ModelVersion).where(ModelVersion.version == result.initial_version))
         initial_pck = (initial.metrics or {}).get("holdout_pck")
     ranked = metrics.get("ranked_tasks", 0)
-    train = {"epochs": services.settings.train_epochs, "batch_size": services.settings.train_batch_size,
-             "steps_per_epoch": services.settings.train_steps_per_epoch or "full pass"}
+    train = {
+        "epochs": services.settings.train_epochs,
+        "batch_size": services.settings.train_batch_size,
+        "steps_per_epoch": services.settings.train_steps_per_epoch or "full pass",
+    }
     services.close()
     return {
-        "pool": args.pool, "labels": args.labels, "holdout": args.holdout, "checkpoint": str(checkpoint),
+        "pool": args.pool,
+        "labels": args.labels,
+        "holdout": args.holdout,
+        "checkpoint": str(checkpoint),
         "images": "downloaded from Label Studio" if args.download_images else "read from the local-files root",
         "train": train,
-        "train_images": metrics.get("train_images"), "ranked_tasks": ranked,
+        "train_images": metrics.get("train_images"),
+        "ranked_tasks": ranked,
         "setup": {"link_s": round(link_s, 1), "annotate_s": round(annotate_s, 1)},
-        "round": {"reconcile_s": round(reconcile_s, 2), "train_job_s": round(timings["train_job_s"], 1),
-                  "of_which_train_s": round_timings.get("train_s"), "of_which_evaluate_s": round_timings.get("evaluate_s"),
-                  "rank_job_s": round(timings["rank_job_s"], 1), "close_to_ranked_s": round(total, 1),
-                  "rank_images_per_s": round(ranked / timings["rank_job_s"], 2) if ranked else None},
+        "round": {
+            "reconcile_s": round(reconcile_s, 2),
+            "train_job_s": round(timings["train_job_s"], 1),
+            "of_which_train_s": round_timings.get("train_s"),
+            "of_which_evaluate_s": round_timings.get("evaluate_s"),
+            "rank_job_s": round(timings["rank_job_s"], 1),
+            "close_to_ranked_s": round(total, 1),
+            "rank_images_per_s": round(ranked / timings["rank_job_s"], 2) if ranked else None,
+        },
         "holdout_pck": {"initial": initial_pck, "trained": metrics.get("holdout_pck")},
         "initial_evaluate_s": round(initial_eval_s, 1),
     }
@@ -191,8 +237,11 @@ def bench_webhook(args: argparse.Namespace, work: Path) -> dict:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{server.port}/hooks/label-studio"
-    body = json.loads(CAPTURE.read_text())["json"] if CAPTURE.is_file() else {
-        "action": "ANNOTATION_CREATED", "project": {"id": 1}, "annotation": {"id": 1, "task": 1, "result": []}}
+    body = (
+        json.loads(CAPTURE.read_text())["json"]
+        if CAPTURE.is_file()
+        else {"action": "ANNOTATION_CREATED", "project": {"id": 1}, "annotation": {"id": 1, "task": 1, "result": []}}
+    )
     counter = iter(range(1, 10**9))
     lock = threading.Lock()
     latencies: list[float] = []
@@ -223,28 +272,42 @@ def bench_webhook(args: argparse.Namespace, work: Path) -> dict:
     server.shutdown()
     app.extensions["vl4pose"].close()
     ms = sorted(1000 * x for x in latencies)
-    return {"requests": len(ms), "clients": args.clients, "server": "werkzeug threaded, SQLite inbox + SQLite queue",
-            "p50_ms": round(statistics.median(ms), 2), "p99_ms": round(ms[int(0.99 * (len(ms) - 1))], 2),
-            "max_ms": round(ms[-1], 2), "per_s": round(len(ms) / wall, 1)}
+    return {
+        "requests": len(ms),
+        "clients": args.clients,
+        "server": "werkzeug threaded, SQLite inbox + SQLite queue",
+        "p50_ms": round(statistics.median(ms), 2),
+        "p99_ms": round(ms[int(0.99 * (len(ms) - 1))], 2),
+        "max_ms": round(ms[-1], 2),
+        "per_s": round(len(ms) / wall, 1),
+    }
+
+
+def _pct(value: float | None) -> str:
+    return f"{100 * value:.1f}%" if value is not None else "n/a"
 
 
 def table(report: dict) -> str:
     lines = ["| measure | value |", "| --- | --- |"]
     round_ = report.get("round")
     if round_:
-        lines += [f"| round | pool {round_['pool']}, {round_['labels']} new labels, {round_['holdout']} held-out |",
-                  f"| train job (reconcile + fetch + train + evaluate + publish) | {round_['round']['train_job_s']} s |",
-                  f"| of which training | {round_['round']['of_which_train_s']} s |",
-                  f"| of which held-out evaluation | {round_['round']['of_which_evaluate_s']} s |",
-                  f"| rank job ({round_['ranked_tasks']} tasks, import, switch) | {round_['round']['rank_job_s']} s "
-                  f"({round_['round']['rank_images_per_s']} images/s) |",
-                  f"| round close -> re-ranked queue | {round_['round']['close_to_ranked_s']} s |",
-                  f"| held-out PCK@0.2 initial -> trained | {round_['holdout_pck']['initial']} -> "
-                  f"{round_['holdout_pck']['trained']} |"]
+        lines += [
+            f"| round | pool {round_['pool']}, {round_['labels']} new labels, {round_['holdout']} held-out |",
+            f"| train job (reconcile + fetch + train + evaluate + publish) | {round_['round']['train_job_s']} s |",
+            f"| of which training | {round_['round']['of_which_train_s']} s |",
+            f"| of which held-out evaluation | {round_['round']['of_which_evaluate_s']} s |",
+            f"| rank job ({round_['ranked_tasks']} tasks, import, switch) | {round_['round']['rank_job_s']} s "
+            f"({round_['round']['rank_images_per_s']} images/s) |",
+            f"| round close -> re-ranked queue | {round_['round']['close_to_ranked_s']} s |",
+            f"| held-out PCK@0.2 initial -> trained | {_pct(round_['holdout_pck']['initial'])} -> "
+            f"{_pct(round_['holdout_pck']['trained'])} |",
+        ]
     hook = report.get("webhook")
     if hook:
-        lines += [f"| webhook answer p50 / p99 / max ({hook['requests']} requests, {hook['clients']} clients) | "
-                  f"{hook['p50_ms']} / {hook['p99_ms']} / {hook['max_ms']} ms |"]
+        lines += [
+            f"| webhook answer p50 / p99 / max ({hook['requests']} requests, {hook['clients']} clients) | "
+            f"{hook['p50_ms']} / {hook['p99_ms']} / {hook['max_ms']} ms |"
+        ]
     return "\n".join(lines)
 
 
@@ -253,14 +316,20 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     if args.torch_threads:
         import torch
 
         torch.set_num_threads(args.torch_threads)
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="bench_round_"))
     work.mkdir(parents=True, exist_ok=True)
-    report: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                                "torch_threads": args.torch_threads or "default"}}
+    report: dict = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "torch_threads": args.torch_threads or "default",
+        }
+    }
     server = None
     try:
         if not args.skip_round:

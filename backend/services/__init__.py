@@ -48,8 +48,12 @@ class Services:
         self.huey = make_huey(self.settings)
         self.tasks = register_tasks(self.huey, self)
         self.jobs = JobRunner(self)
-        self.images = ImageStore(self.storage / "cache" / "images", self.settings.label_studio_files_root or None,
-                                 self.ls, self.settings.image_max_bytes)
+        self.images = ImageStore(
+            self.storage / "cache" / "images",
+            self.settings.label_studio_files_root or None,
+            self.ls,
+            self.settings.image_max_bytes,
+        )
 
     @property
     def storage(self) -> Path:

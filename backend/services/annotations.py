@@ -101,8 +101,10 @@ def compare_poses(served: np.ndarray, submitted: np.ndarray, skeleton: Skeleton)
     """
     labelled = np.isfinite(submitted).all(axis=1)
     served_placed = np.isfinite(served).all(axis=1)
-    unchanged = bool(np.array_equal(labelled, served_placed) and (
-        not labelled.any() or np.linalg.norm(served[labelled] - submitted[labelled], axis=1).max() <= UNCHANGED_PX))
+    unchanged = bool(
+        np.array_equal(labelled, served_placed)
+        and (not labelled.any() or np.linalg.norm(served[labelled] - submitted[labelled], axis=1).max() <= UNCHANGED_PX)
+    )
     torso = torso_size(submitted[None], labelled[None], skeleton)
     pred = np.where(served_placed[:, None], served, 1e9)[None]
     correct = correct_keypoints(pred, submitted[None], labelled[None], torso, PCK_ALPHA)
@@ -110,8 +112,9 @@ def compare_poses(served: np.ndarray, submitted: np.ndarray, skeleton: Skeleton)
     return int(np.nansum(correct)), evaluated, unchanged
 
 
-def served_pose(session: Session, project: Project, annotation: dict, task_id: int, round_: Round | None,
-                skeleton: Skeleton) -> tuple[np.ndarray, str | None] | None:
+def served_pose(
+    session: Session, project: Project, annotation: dict, task_id: int, round_: Round | None, skeleton: Skeleton
+) -> tuple[np.ndarray, str | None] | None:
     """The pre-annotation the annotator was served: the prediction they started from when the event says
     so, else the stored prediction of the round's model version; None when there was none."""
     prediction = annotation.get("prediction") or {}
@@ -121,9 +124,13 @@ def served_pose(session: Session, project: Project, annotation: dict, task_id: i
     version = round_.model_version if round_ is not None else None
     if version is None:
         return None
-    row = session.scalar(select(TaskPrediction).where(
-        TaskPrediction.project_id == project.id, TaskPrediction.task_id == task_id,
-        TaskPrediction.model_version == version))
+    row = session.scalar(
+        select(TaskPrediction).where(
+            TaskPrediction.project_id == project.id,
+            TaskPrediction.task_id == task_id,
+            TaskPrediction.model_version == version,
+        )
+    )
     if row is None:
         return None
     keypoints = keypoints_from_json(row.keypoints, skeleton.num_keypoints)
@@ -131,16 +138,20 @@ def served_pose(session: Session, project: Project, annotation: dict, task_id: i
     return keypoints, version
 
 
-def upsert_annotation(session: Session, project: Project, annotation: dict, task: dict | None,
-                      source: str) -> AnnotationRecord | None:
+def upsert_annotation(
+    session: Session, project: Project, annotation: dict, task: dict | None, source: str
+) -> AnnotationRecord | None:
     """Create or update the record of one Label Studio annotation; None when the event changes nothing."""
     annotation_id = annotation.get("id")
     task_id = annotation.get("task") or (task or {}).get("id")
     if not isinstance(annotation_id, int) or not isinstance(task_id, int):
         raise DataError("the annotation has no integer id or task id")
     updated_at = parse_time(annotation.get("updated_at")) or parse_time(annotation.get("created_at"))
-    record = session.scalar(select(AnnotationRecord).where(
-        AnnotationRecord.project_id == project.id, AnnotationRecord.annotation_id == annotation_id))
+    record = session.scalar(
+        select(AnnotationRecord).where(
+            AnnotationRecord.project_id == project.id, AnnotationRecord.annotation_id == annotation_id
+        )
+    )
     if record is not None:
         if record.status == AnnotationStatus.DELETED:
             return None
@@ -148,9 +159,15 @@ def upsert_annotation(session: Session, project: Project, annotation: dict, task
             return None  # a duplicate or an older state arriving late
     else:
         round_ = current_round(session, project.id)
-        record = AnnotationRecord(project_id=project.id, annotation_id=annotation_id, task_id=task_id,
-                                  round_id=round_.id if round_ else None, source=source,
-                                  holdout=is_holdout(project, task_id), first_seen_at=utcnow())
+        record = AnnotationRecord(
+            project_id=project.id,
+            annotation_id=annotation_id,
+            task_id=task_id,
+            round_id=round_.id if round_ else None,
+            source=source,
+            holdout=is_holdout(project, task_id),
+            first_seen_at=utcnow(),
+        )
         session.add(record)
     skeleton = get_skeleton(project.skeleton)
     keypoints, error = read_keypoints(annotation.get("result") or [], skeleton)
@@ -179,11 +196,21 @@ def mark_deleted(session: Session, project: Project, annotation_ids: list[int]) 
     """Mark annotations deleted (tombstones for ones never seen); returns the ids of the rounds they counted in."""
     rounds: set[int] = set()
     for annotation_id in annotation_ids:
-        record = session.scalar(select(AnnotationRecord).where(
-            AnnotationRecord.project_id == project.id, AnnotationRecord.annotation_id == annotation_id))
+        record = session.scalar(
+            select(AnnotationRecord).where(
+                AnnotationRecord.project_id == project.id, AnnotationRecord.annotation_id == annotation_id
+            )
+        )
         if record is None:
-            session.add(AnnotationRecord(project_id=project.id, annotation_id=annotation_id, task_id=0,
-                                         status=AnnotationStatus.DELETED, source="tombstone"))
+            session.add(
+                AnnotationRecord(
+                    project_id=project.id,
+                    annotation_id=annotation_id,
+                    task_id=0,
+                    status=AnnotationStatus.DELETED,
+                    source="tombstone",
+                )
+            )
         elif record.status != AnnotationStatus.DELETED:
             record.status = AnnotationStatus.DELETED
             if record.round_id is not None:

@@ -22,14 +22,13 @@ def label_text(keypoint: str) -> str:
 
 def generate_config(skeleton: Skeleton) -> str:
     """A KeyPointLabels config with one label per keypoint, smart (interactive) keypoints, distinct colours."""
-    lines = ['<View>', '  <KeyPointLabels name="kp" toName="image" smart="true" strokeWidth="2">']
+    lines = ["<View>", '  <KeyPointLabels name="kp" toName="image" smart="true" strokeWidth="2">']
     k = skeleton.num_keypoints
     for i, name in enumerate(skeleton.keypoints):
         r, g, b = colorsys.hsv_to_rgb(i / k, 0.75, 0.95)
         colour = f"#{int(r * 255):02x}{int(g * 255):02x}{int(b * 255):02x}"
         lines.append(f'    <Label value={quoteattr(label_text(name))} background="{colour}"/>')
-    lines += ['  </KeyPointLabels>', '  <Image name="image" value="$image" zoom="true" zoomControl="true"/>',
-              '</View>']
+    lines += ["  </KeyPointLabels>", '  <Image name="image" value="$image" zoom="true" zoomControl="true"/>', "</View>"]
     return "\n".join(lines) + "\n"
 
 
@@ -65,11 +64,16 @@ def parse_config(xml: str, skeleton: Skeleton) -> dict:
         except ConfigError:
             unknown.append(value)
     if unknown:
-        raise CoordinatorError(f"labels {unknown} of the labelling config are not keypoints of {skeleton.name!r}; "
-                               f"expected names like {[label_text(k) for k in skeleton.keypoints[:4]]}...")
+        raise CoordinatorError(
+            f"labels {unknown} of the labelling config are not keypoints of {skeleton.name!r}; "
+            f"expected names like {[label_text(k) for k in skeleton.keypoints[:4]]}..."
+        )
     if not any(labels):
         raise CoordinatorError(f"the labelling config names no keypoint of {skeleton.name!r}")
-    return {"from_name": control.get("name"), "to_name": control.get("toName"),
-            "image_key": image.get("value")[1:], "labels": labels,
-            "missing": [k for k, label in zip(skeleton.keypoints, labels) if label is None]}
-
+    return {
+        "from_name": control.get("name"),
+        "to_name": control.get("toName"),
+        "image_key": image.get("value")[1:],
+        "labels": labels,
+        "missing": [k for k, label in zip(skeleton.keypoints, labels) if label is None],
+    }

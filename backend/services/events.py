@@ -91,8 +91,9 @@ def process_pending(services: Services, limit: int | None = None) -> int:
     done, touched = 0, set()
     while limit is None or done < limit:
         with services.db.session() as session:
-            events = session.scalars(select(WebhookEvent).where(WebhookEvent.processed.is_(False))
-                                     .order_by(WebhookEvent.id).limit(BATCH)).all()
+            events = session.scalars(
+                select(WebhookEvent).where(WebhookEvent.processed.is_(False)).order_by(WebhookEvent.id).limit(BATCH)
+            ).all()
             if not events:
                 break
             for event in events:
@@ -120,6 +121,7 @@ def prune_inbox(services: Services) -> int:
         return 0
     cutoff = utcnow() - dt.timedelta(days=days)
     with services.db.session() as session:
-        result = session.execute(delete(WebhookEvent).where(WebhookEvent.processed.is_(True),
-                                                            WebhookEvent.received_at < cutoff))
+        result = session.execute(
+            delete(WebhookEvent).where(WebhookEvent.processed.is_(True), WebhookEvent.received_at < cutoff)
+        )
     return result.rowcount or 0

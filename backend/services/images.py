@@ -87,6 +87,7 @@ class ImageStore:
 
     def get_many(self, urls: list[str], workers: int = 4) -> list[Path | CoordinatorError]:
         """Files for many URLs, in order; a permanent failure stays in its slot, a transient one raises."""
+
         def one(url: str) -> Path | CoordinatorError:
             try:
                 return self.get(url)

@@ -36,8 +36,9 @@ def _existing(services: Services, ls_project_id: int, image_key: str) -> tuple[s
     return urls, names
 
 
-def import_items(services: Services, ls_project_id: int, items: list[Item], config: dict, mode: str,
-                 with_annotations: bool) -> tuple[int, int]:
+def import_items(
+    services: Services, ls_project_id: int, items: list[Item], config: dict, mode: str, with_annotations: bool
+) -> tuple[int, int]:
     """Create the tasks; returns (tasks created, annotations created)."""
     if not items:
         return 0, 0
@@ -49,8 +50,9 @@ def import_items(services: Services, ls_project_id: int, items: list[Item], conf
     return _upload(services, ls_project_id, todo, config, with_annotations)
 
 
-def _import_local(services: Services, ls_project_id: int, items: list[Item], config: dict, existing: set[str],
-                  with_annotations: bool) -> tuple[int, int]:
+def _import_local(
+    services: Services, ls_project_id: int, items: list[Item], config: dict, existing: set[str], with_annotations: bool
+) -> tuple[int, int]:
     ls, root = services.ls(), Path(services.settings.label_studio_files_root)
     storages = {s.get("path", "").rstrip("/") for s in ls.local_storages(ls_project_id)}
     for folder in sorted({str(i.path.parent) for i in items}):
@@ -70,18 +72,20 @@ def _import_local(services: Services, ls_project_id: int, items: list[Item], con
     chunk = services.settings.import_chunk
     created = 0
     for start in range(0, len(tasks), chunk):
-        created += len(ls.import_tasks(ls_project_id, tasks[start:start + chunk]))
-    log.info("imported %d tasks (%d with annotations) into Label Studio project %d", created, annotations,
-             ls_project_id)
+        created += len(ls.import_tasks(ls_project_id, tasks[start : start + chunk]))
+    log.info(
+        "imported %d tasks (%d with annotations) into Label Studio project %d", created, annotations, ls_project_id
+    )
     return created, annotations
 
 
-def _upload(services: Services, ls_project_id: int, items: list[Item], config: dict,
-            with_annotations: bool) -> tuple[int, int]:
+def _upload(
+    services: Services, ls_project_id: int, items: list[Item], config: dict, with_annotations: bool
+) -> tuple[int, int]:
     ls = services.ls()
     created, annotations = 0, 0
     for start in range(0, len(items), UPLOAD_CHUNK):
-        chunk = items[start:start + UPLOAD_CHUNK]
+        chunk = items[start : start + UPLOAD_CHUNK]
         task_ids = ls.upload_files(ls_project_id, [i.path for i in chunk])
         created += len(task_ids)
         if not with_annotations:
@@ -90,6 +94,7 @@ def _upload(services: Services, ls_project_id: int, items: list[Item], config: d
             if item.labelled:
                 ls.create_annotation(task_id, annotation_results(item, config))
                 annotations += 1
-    log.info("uploaded %d images (%d with annotations) into Label Studio project %d", created, annotations,
-             ls_project_id)
+    log.info(
+        "uploaded %d images (%d with annotations) into Label Studio project %d", created, annotations, ls_project_id
+    )
     return created, annotations

@@ -37,8 +37,10 @@ class LabelStudio:
 
     def __init__(self, url: str, token: str, timeout: float = 30.0) -> None:
         if not token:
-            raise LabelStudioError("no Label Studio API token: set VL4POSE_LABEL_STUDIO_TOKEN "
-                                   "(Label Studio > Account & Settings > Access Token)")
+            raise LabelStudioError(
+                "no Label Studio API token: set VL4POSE_LABEL_STUDIO_TOKEN "
+                "(Label Studio > Account & Settings > Access Token)"
+            )
         self.url = url.rstrip("/")
         self.timeout = timeout
         from label_studio_sdk import LabelStudio as Client
@@ -59,16 +61,20 @@ class LabelStudio:
         except ApiError as exc:
             raise self._status_error(what, exc.status_code or 0, exc.body) from None
         except httpx.TransportError as exc:
-            raise LabelStudioUnavailable(f"Label Studio at {self.url} is unreachable ({type(exc).__name__}) "
-                                         f"while trying to {what}; is it running?") from None
+            raise LabelStudioUnavailable(
+                f"Label Studio at {self.url} is unreachable ({type(exc).__name__}) "
+                f"while trying to {what}; is it running?"
+            ) from None
 
     def request(self, what: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """A raw authenticated request to ``path`` (relative to the server URL)."""
         try:
             response = self._http.request(method, self.url + path, headers=self._headers(), **kwargs)
         except httpx.TransportError as exc:
-            raise LabelStudioUnavailable(f"Label Studio at {self.url} is unreachable ({type(exc).__name__}) "
-                                         f"while trying to {what}; is it running?") from None
+            raise LabelStudioUnavailable(
+                f"Label Studio at {self.url} is unreachable ({type(exc).__name__}) "
+                f"while trying to {what}; is it running?"
+            ) from None
         if response.status_code >= 400:
             raise self._status_error(what, response.status_code, response.text)
         return response
@@ -98,18 +104,26 @@ class LabelStudio:
 
     # -- tasks and storage --------------------------------------------------------------------------
     def local_storages(self, project_id: int) -> list[dict]:
-        return self.request("list local storages", "GET", "/api/storages/localfiles/",
-                            params={"project": project_id}).json()
+        return self.request(
+            "list local storages", "GET", "/api/storages/localfiles/", params={"project": project_id}
+        ).json()
 
     def add_local_storage(self, project_id: int, path: str, title: str) -> int:
-        storage = self.call("add a local-files storage", self.sdk.import_storage.local.create, project=project_id,
-                            path=path, title=title[:64], use_blob_urls=False)
+        storage = self.call(
+            "add a local-files storage",
+            self.sdk.import_storage.local.create,
+            project=project_id,
+            path=path,
+            title=title[:64],
+            use_blob_urls=False,
+        )
         return int(storage.id)
 
     def import_tasks(self, project_id: int, tasks: list[dict]) -> list[int]:
         """Create tasks (``{"data": {...}, "annotations": [...]?}``); returns their ids in order."""
-        response = self.call("import tasks", self.sdk.projects.import_tasks, id=project_id, request=tasks,
-                             return_task_ids=True)
+        response = self.call(
+            "import tasks", self.sdk.projects.import_tasks, id=project_id, request=tasks, return_task_ids=True
+        )
         return [int(t) for t in (response.task_ids or [])]
 
     def create_annotation(self, task_id: int, result: list[dict]) -> int:
@@ -120,9 +134,16 @@ class LabelStudio:
         """Upload image files as new tasks; returns the task ids (one per file, in order)."""
         handles = [open(p, "rb") for p in paths]
         try:
-            files = {f"file{i}": (p.name, h, "application/octet-stream") for i, (p, h) in enumerate(zip(paths, handles))}
-            response = self.request("upload images", "POST", f"/api/projects/{project_id}/import",
-                                    params={"return_task_ids": "true"}, files=files)
+            files = {
+                f"file{i}": (p.name, h, "application/octet-stream") for i, (p, h) in enumerate(zip(paths, handles))
+            }
+            response = self.request(
+                "upload images",
+                "POST",
+                f"/api/projects/{project_id}/import",
+                params={"return_task_ids": "true"},
+                files=files,
+            )
         finally:
             for handle in handles:
                 handle.close()
@@ -142,9 +163,12 @@ class LabelStudio:
 
     def _http_tasks_page(self, project_id: int, page: int) -> dict | None:
         try:
-            return self.request("list tasks", "GET", "/api/tasks/",
-                                params={"project": project_id, "fields": "task_only", "page": page,
-                                        "page_size": PAGE_SIZE}).json()
+            return self.request(
+                "list tasks",
+                "GET",
+                "/api/tasks/",
+                params={"project": project_id, "fields": "task_only", "page": page, "page_size": PAGE_SIZE},
+            ).json()
         except LabelStudioError as exc:
             if "(404)" in str(exc):  # past the last page
                 return None
@@ -152,16 +176,21 @@ class LabelStudio:
 
     def export_annotated(self, project_id: int) -> list[dict]:
         """All annotated tasks with their annotations (Label Studio's synchronous JSON export)."""
-        data = self.request("export annotations", "GET", f"/api/projects/{project_id}/export",
-                            params={"exportType": "JSON", "download_all_tasks": "false"}).json()
+        data = self.request(
+            "export annotations",
+            "GET",
+            f"/api/projects/{project_id}/export",
+            params={"exportType": "JSON", "download_all_tasks": "false"},
+        ).json()
         if not isinstance(data, list):
             raise LabelStudioError(f"the export of project {project_id} is not a list of tasks")
         return data
 
     def import_predictions(self, project_id: int, predictions: list[dict]) -> int:
         """Bulk-create predictions ``{"task", "result", "score", "model_version"}``; returns the count."""
-        response = self.request("import predictions", "POST", f"/api/projects/{project_id}/import/predictions",
-                                json=predictions)
+        response = self.request(
+            "import predictions", "POST", f"/api/projects/{project_id}/import/predictions", json=predictions
+        )
         body = response.json() if response.content else {}
         return int(body.get("created", len(predictions))) if isinstance(body, dict) else len(predictions)
 
@@ -169,9 +198,11 @@ class LabelStudio:
         """Download a task's file (``/data/...`` relative URLs are on this server)."""
         target = url if url.startswith(("http://", "https://")) else self.url + "/" + url.lstrip("/")
         if not target.startswith(self.url + "/"):
-            raise LabelStudioError(f"image URL {url[:200]!r} is not on Label Studio ({self.url}); "
-                                   "the coordinator only downloads images from Label Studio")
-        path = target[len(self.url):]
+            raise LabelStudioError(
+                f"image URL {url[:200]!r} is not on Label Studio ({self.url}); "
+                "the coordinator only downloads images from Label Studio"
+            )
+        path = target[len(self.url) :]
         with self._http.stream("GET", self.url + path, headers=self._headers()) as response:
             if response.status_code >= 400:
                 raise self._status_error(f"download image {url[:200]}", response.status_code, "")
@@ -179,8 +210,9 @@ class LabelStudio:
             for chunk in response.iter_bytes():
                 size += len(chunk)
                 if size > max_bytes:
-                    raise LabelStudioError(f"image {url[:200]} is larger than {max_bytes} bytes "
-                                           "(VL4POSE_IMAGE_MAX_BYTES)")
+                    raise LabelStudioError(
+                        f"image {url[:200]} is larger than {max_bytes} bytes " "(VL4POSE_IMAGE_MAX_BYTES)"
+                    )
                 chunks.append(chunk)
         return b"".join(chunks)
 
@@ -190,8 +222,9 @@ class LabelStudio:
         return [{"id": b.id, "url": b.url, "title": b.title} for b in backends]
 
     def add_ml_backend(self, project_id: int, url: str, title: str) -> int:
-        backend = self.call("connect the ML backend", self.sdk.ml.create, project=project_id, url=url,
-                            title=title, is_interactive=True)
+        backend = self.call(
+            "connect the ML backend", self.sdk.ml.create, project=project_id, url=url, title=title, is_interactive=True
+        )
         return int(backend.id)
 
     def webhooks(self, project_id: int) -> list[dict]:
@@ -199,12 +232,28 @@ class LabelStudio:
         return [{"id": h.id, "url": h.url, "project": h.project} for h in hooks]
 
     def add_webhook(self, project_id: int, url: str, headers: dict[str, str]) -> int:
-        hook = self.call("register the coordinator's webhook", self.sdk.webhooks.create, project=project_id, url=url,
-                         send_payload=True, send_for_all_actions=False, actions=list(WEBHOOK_ACTIONS),
-                         headers=headers, is_active=True)
+        hook = self.call(
+            "register the coordinator's webhook",
+            self.sdk.webhooks.create,
+            project=project_id,
+            url=url,
+            send_payload=True,
+            send_for_all_actions=False,
+            actions=list(WEBHOOK_ACTIONS),
+            headers=headers,
+            is_active=True,
+        )
         return int(hook.id)
 
     def update_webhook(self, webhook_id: int, url: str, headers: dict[str, str]) -> None:
-        self.call("update the coordinator's webhook", self.sdk.webhooks.update, id=webhook_id, url=url,
-                  headers=headers, actions=list(WEBHOOK_ACTIONS), send_payload=True, send_for_all_actions=False,
-                  is_active=True)
+        self.call(
+            "update the coordinator's webhook",
+            self.sdk.webhooks.update,
+            id=webhook_id,
+            url=url,
+            headers=headers,
+            actions=list(WEBHOOK_ACTIONS),
+            send_payload=True,
+            send_for_all_actions=False,
+            is_active=True,
+        )

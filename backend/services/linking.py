@@ -69,7 +69,9 @@ class LinkRequest:
             kind = str(known[name].type)
             expected = (int,) if "int" in kind else (float, int) if "float" in kind else (str,)
             if value is not None and (not isinstance(value, expected) or isinstance(value, bool)):
-                raise CoordinatorError(f"field {name!r} must be {kind.replace(' | None', '')}, not {type(value).__name__}")
+                raise CoordinatorError(
+                    f"field {name!r} must be {kind.replace(' | None', '')}, not {type(value).__name__}"
+                )
         return cls(**data).validate()
 
     def validate(self) -> "LinkRequest":
@@ -121,15 +123,16 @@ def _items(request: LinkRequest) -> list[sources.Item]:
         items = sources.dataset_items(request.dataset, request.data, request.split, request.skeleton, request.image_dir)
     else:
         return []
-    return items[:request.limit] if request.limit else items
+    return items[: request.limit] if request.limit else items
 
 
 def _holdout_items(request: LinkRequest) -> list[sources.Item]:
     if not request.holdout_dataset:
         return []
-    items = sources.dataset_items(request.holdout_dataset, request.holdout_data, request.holdout_split,
-                                  request.skeleton, None)
-    return items[:request.holdout_limit] if request.holdout_limit else items
+    items = sources.dataset_items(
+        request.holdout_dataset, request.holdout_data, request.holdout_split, request.skeleton, None
+    )
+    return items[: request.holdout_limit] if request.holdout_limit else items
 
 
 def link_project(services: Services, request: LinkRequest) -> LinkResult:
@@ -148,20 +151,32 @@ def link_project(services: Services, request: LinkRequest) -> LinkResult:
         xml = config_for(skeleton)
         label_config = parse_config(xml, skeleton)
         ls_project_id = ls.create_project(request.title or f"VL4Pose {skeleton.name}", xml)
-    warnings = [f"the labelling config has no label for keypoints {label_config['missing']}"] \
-        if label_config["missing"] else []
-    mode = sources.choose_import(items, request.image_import or settings.image_import,
-                                 settings.label_studio_files_root) if items else "existing"
+    warnings = (
+        [f"the labelling config has no label for keypoints {label_config['missing']}"]
+        if label_config["missing"]
+        else []
+    )
+    mode = (
+        sources.choose_import(items, request.image_import or settings.image_import, settings.label_studio_files_root)
+        if items
+        else "existing"
+    )
     if request.labels == "ground-truth":
         holdout += [i for i in items if i.labelled]
         items = [i for i in items if not i.labelled]
     with services.db.session() as session:
         project = session.scalar(select(Project).where(Project.ls_project_id == ls_project_id))
         if project is None:
-            project = Project(ls_project_id=ls_project_id, title=request.title or f"VL4Pose {skeleton.name}",
-                              skeleton=skeleton.name, round_budget=request.round_budget or settings.round_budget,
-                              validation_policy="share", label_config=label_config, image_source=mode,
-                              holdout_fraction=settings.holdout_fraction)
+            project = Project(
+                ls_project_id=ls_project_id,
+                title=request.title or f"VL4Pose {skeleton.name}",
+                skeleton=skeleton.name,
+                round_budget=request.round_budget or settings.round_budget,
+                validation_policy="share",
+                label_config=label_config,
+                image_source=mode,
+                holdout_fraction=settings.holdout_fraction,
+            )
             session.add(project)
         project.strategy = request.strategy
         project.label_config = label_config
@@ -179,7 +194,8 @@ def link_project(services: Services, request: LinkRequest) -> LinkResult:
     from backend.services.importer import import_items
 
     result.tasks_imported, result.annotations_imported = import_items(
-        services, ls_project_id, items, label_config, mode, request.labels == "annotations")
+        services, ls_project_id, items, label_config, mode, request.labels == "annotations"
+    )
     if init is not None:
         result.initial_version = _publish_initial(services, project_id, init)
     _connect(services, project_id, ls_project_id, result)
@@ -208,8 +224,10 @@ def _check_checkpoint(path: str, skeleton) -> Path:
     except CheckpointError as exc:
         raise CoordinatorError(f"init checkpoint: {exc}") from None
     if checkpoint.skeleton.keypoints != skeleton.keypoints:
-        raise CoordinatorError(f"init checkpoint {path} predicts skeleton {checkpoint.skeleton.name!r}, "
-                               f"the project uses {skeleton.name!r}")
+        raise CoordinatorError(
+            f"init checkpoint {path} predicts skeleton {checkpoint.skeleton.name!r}, "
+            f"the project uses {skeleton.name!r}"
+        )
     return checkpoint.path
 
 
@@ -234,10 +252,15 @@ def _connect(services: Services, project_id: int, ls_project_id: int, result: Li
     """Register the ML backend and the webhook (once each) and switch on uncertainty sampling."""
     settings, ls = services.settings, services.ls()
     if settings.ml_backend_url:
-        found = [b for b in ls.ml_backends(ls_project_id) if b["url"].rstrip("/") == settings.ml_backend_url.rstrip("/")]
+        found = [
+            b for b in ls.ml_backends(ls_project_id) if b["url"].rstrip("/") == settings.ml_backend_url.rstrip("/")
+        ]
         try:
-            result.ml_backend_id = found[0]["id"] if found else ls.add_ml_backend(
-                ls_project_id, settings.ml_backend_url, result.initial_version or "vl4pose")
+            result.ml_backend_id = (
+                found[0]["id"]
+                if found
+                else ls.add_ml_backend(ls_project_id, settings.ml_backend_url, result.initial_version or "vl4pose")
+            )
         except LabelStudioError as exc:
             result.warnings.append(f"ML backend not connected ({exc}); start it and link again")
     else:

@@ -20,7 +20,7 @@ import numpy as np
 from sqlalchemy import select
 
 from backend.errors import CoordinatorError
-from backend.jobs import Handler, JobContext
+from backend.job_context import Handler, JobContext
 from backend.models import AnnotationRecord, AnnotationStatus, Project, Round, RoundState, TaskPrediction, utcnow
 from backend.services.annotations import keypoints_from_json, keypoints_to_json
 from backend.services.rounds import open_round, set_round_state
@@ -38,8 +38,13 @@ UNCERTAINTY_SAMPLING = "Uncertainty sampling"
 def unlabelled_tasks(services: Services, project: Project) -> list[tuple[int, str]]:
     """(task id, image URL) of every task without a submitted annotation, in Label Studio or here."""
     with services.db.session() as session:
-        labelled = set(session.scalars(select(AnnotationRecord.task_id).where(
-            AnnotationRecord.project_id == project.id, AnnotationRecord.status == AnnotationStatus.SUBMITTED)).all())
+        labelled = set(
+            session.scalars(
+                select(AnnotationRecord.task_id).where(
+                    AnnotationRecord.project_id == project.id, AnnotationRecord.status == AnnotationStatus.SUBMITTED
+                )
+            ).all()
+        )
     key = project.label_config.get("image_key", "image")
     out = []
     for task in services.ls().list_tasks(project.ls_project_id):
@@ -64,8 +69,13 @@ def predict_tasks(ctx: JobContext, project: Project, version: str, tasks: list[t
 
     services = ctx.services
     with services.db.session() as session:
-        done = set(session.scalars(select(TaskPrediction.task_id).where(
-            TaskPrediction.project_id == project.id, TaskPrediction.model_version == version)).all())
+        done = set(
+            session.scalars(
+                select(TaskPrediction.task_id).where(
+                    TaskPrediction.project_id == project.id, TaskPrediction.model_version == version
+                )
+            ).all()
+        )
     todo = [t for t in tasks if t[0] not in done]
     if not todo:
         return 0
@@ -73,7 +83,7 @@ def predict_tasks(ctx: JobContext, project: Project, version: str, tasks: list[t
     predictor = Predictor(services.registry().path(version), PredictorConfig(batch_size=batch))
     failed = 0
     for start in range(0, len(todo), batch):
-        chunk = todo[start:start + batch]
+        chunk = todo[start : start + batch]
         files = services.images.get_many([url for _, url in chunk])
         readable = [(t, f) for t, f in zip(chunk, files) if not isinstance(f, CoordinatorError)]
         predictions = predictor.predict_batch([f for _, f in readable]) if readable else []
@@ -81,16 +91,27 @@ def predict_tasks(ctx: JobContext, project: Project, version: str, tasks: list[t
         for ((task_id, url), _), prediction in zip(readable, predictions):
             if isinstance(prediction, ImageError):
                 continue
-            rows.append(TaskPrediction(
-                project_id=project.id, task_id=task_id, model_version=version, score=_score(project, task_id, prediction),
-                log_likelihood=float(prediction.log_likelihood), image_url=url, image_size=list(prediction.image_size),
-                keypoints=keypoints_to_json(prediction.refined), placed=[bool(p) for p in prediction.placed],
-                confidence=[round(float(c), 4) for c in prediction.confidence]))
+            rows.append(
+                TaskPrediction(
+                    project_id=project.id,
+                    task_id=task_id,
+                    model_version=version,
+                    score=_score(project, task_id, prediction),
+                    log_likelihood=float(prediction.log_likelihood),
+                    image_url=url,
+                    image_size=list(prediction.image_size),
+                    keypoints=keypoints_to_json(prediction.refined),
+                    placed=[bool(p) for p in prediction.placed],
+                    confidence=[round(float(c), 4) for c in prediction.confidence],
+                )
+            )
         failed += len(chunk) - len(rows)
         with services.db.session() as session:
             session.add_all(rows)
-        ctx.progress(0.05 + 0.75 * (start + len(chunk)) / len(todo),
-                     f"scoring tasks with {version}: {min(start + batch, len(todo))}/{len(todo)}")
+        ctx.progress(
+            0.05 + 0.75 * (start + len(chunk)) / len(todo),
+            f"scoring tasks with {version}: {min(start + batch, len(todo))}/{len(todo)}",
+        )
     return failed
 
 
@@ -99,9 +120,15 @@ def prediction_payload(project: Project, row: TaskPrediction) -> dict:
     labels = project.label_config["labels"]
     keypoints = keypoints_from_json(row.keypoints, len(labels))
     placed = np.asarray(row.placed, dtype=bool) & np.array([label is not None for label in labels])
-    result = keypoints_to_results(keypoints, tuple(row.image_size), labels, placed,
-                                  np.asarray(row.confidence, dtype=float), project.label_config["from_name"],
-                                  project.label_config["to_name"])
+    result = keypoints_to_results(
+        keypoints,
+        tuple(row.image_size),
+        labels,
+        placed,
+        np.asarray(row.confidence, dtype=float),
+        project.label_config["from_name"],
+        project.label_config["to_name"],
+    )
     return {"task": row.task_id, "result": result, "score": row.score, "model_version": row.model_version}
 
 
@@ -112,17 +139,23 @@ def import_predictions(ctx: JobContext, project: Project, version: str, task_ids
     chunk = services.settings.import_chunk
     start = int(ctx.payload.get("imported", 0))
     with services.db.session() as session:
-        rows = session.scalars(select(TaskPrediction).where(
-            TaskPrediction.project_id == project.id, TaskPrediction.model_version == version)
-            .order_by(TaskPrediction.task_id)).all()
+        rows = session.scalars(
+            select(TaskPrediction)
+            .where(TaskPrediction.project_id == project.id, TaskPrediction.model_version == version)
+            .order_by(TaskPrediction.task_id)
+        ).all()
     wanted = set(task_ids)
     rows = [r for r in rows if r.task_id in wanted]
     ls = services.ls()
     for begin in range(start, len(rows), chunk):
-        ls.import_predictions(project.ls_project_id, [prediction_payload(project, r) for r in rows[begin:begin + chunk]])
+        ls.import_predictions(
+            project.ls_project_id, [prediction_payload(project, r) for r in rows[begin : begin + chunk]]
+        )
         ctx.save_payload(imported=min(begin + chunk, len(rows)))
-        ctx.progress(0.8 + 0.15 * min(begin + chunk, len(rows)) / len(rows),
-                     f"importing predictions into Label Studio: {min(begin + chunk, len(rows))}/{len(rows)}")
+        ctx.progress(
+            0.8 + 0.15 * min(begin + chunk, len(rows)) / len(rows),
+            f"importing predictions into Label Studio: {min(begin + chunk, len(rows))}/{len(rows)}",
+        )
     return len(rows)
 
 
@@ -152,13 +185,17 @@ class RankHandler(Handler):
         services.registry().set_current(version)
         self._finish_round(ctx, project, version, time.monotonic() - started, len(tasks) - failed, failed)
 
-    def _finish_round(self, ctx: JobContext, project: Project, version: str, rank_s: float, ranked: int,
-                      failed: int) -> None:
+    def _finish_round(
+        self, ctx: JobContext, project: Project, version: str, rank_s: float, ranked: int, failed: int
+    ) -> None:
         services = ctx.services
         with services.db.session() as session:
-            head = session.scalars(select(TaskPrediction.task_id).where(
-                TaskPrediction.project_id == project.id, TaskPrediction.model_version == version)
-                .order_by(TaskPrediction.score, TaskPrediction.task_id).limit(project.round_budget)).all()
+            head = session.scalars(
+                select(TaskPrediction.task_id)
+                .where(TaskPrediction.project_id == project.id, TaskPrediction.model_version == version)
+                .order_by(TaskPrediction.score, TaskPrediction.task_id)
+                .limit(project.round_budget)
+            ).all()
             round_ = session.get(Round, ctx.round_id) if ctx.round_id else None
             if ctx.payload.get("initial"):
                 if round_ is not None and round_.state == RoundState.OPEN:
@@ -181,4 +218,3 @@ class RankHandler(Handler):
         from backend.services.training import _reset_round
 
         _reset_round(services, job_id, RoundState.RANKING)
-

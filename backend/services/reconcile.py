@@ -37,9 +37,17 @@ def reconcile(services: Services, project_id: int, close_rounds: bool = True) ->
         if project is None:
             raise DataError(f"project {project_id} is not linked")
         ls_project_id = project.ls_project_id
-        known = {r.annotation_id: (r.updated_at, r.status, r.first_seen_at) for r in session.execute(select(
-            AnnotationRecord.annotation_id, AnnotationRecord.updated_at, AnnotationRecord.status,
-            AnnotationRecord.first_seen_at).where(AnnotationRecord.project_id == project_id))}
+        known = {
+            r.annotation_id: (r.updated_at, r.status, r.first_seen_at)
+            for r in session.execute(
+                select(
+                    AnnotationRecord.annotation_id,
+                    AnnotationRecord.updated_at,
+                    AnnotationRecord.status,
+                    AnnotationRecord.first_seen_at,
+                ).where(AnnotationRecord.project_id == project_id)
+            )
+        }
     started = utcnow()
     tasks = services.ls().export_annotated(ls_project_id)
     seen: set[int] = set()
@@ -51,14 +59,17 @@ def reconcile(services: Services, project_id: int, close_rounds: bool = True) ->
             seen.add(annotation["id"])
             previous = known.get(annotation["id"])
             updated = parse_time(annotation.get("updated_at"))
-            if previous is None or (previous[1] != AnnotationStatus.DELETED and updated is not None
-                                    and (previous[0] is None or updated > previous[0])):
+            if previous is None or (
+                previous[1] != AnnotationStatus.DELETED
+                and updated is not None
+                and (previous[0] is None or updated > previous[0])
+            ):
                 todo.append(({**annotation, "task": annotation.get("task") or task.get("id")}, task))
     changed, malformed, rounds = 0, 0, set()
     for start in range(0, len(todo), BATCH):
         with services.db.session() as session:
             project = session.get(Project, project_id)
-            for annotation, task in todo[start:start + BATCH]:
+            for annotation, task in todo[start : start + BATCH]:
                 try:
                     with session.begin_nested():
                         record = upsert_annotation(session, project, annotation, task, source="reconcile")
@@ -69,11 +80,17 @@ def reconcile(services: Services, project_id: int, close_rounds: bool = True) ->
                 if record is not None:
                     changed += 1
                     rounds.add(record.round_id)
-    gone = [a for a, (_, status, first_seen) in known.items()
-            if a not in seen and status != AnnotationStatus.DELETED and first_seen < started]
+    gone = [
+        a
+        for a, (_, status, first_seen) in known.items()
+        if a not in seen and status != AnnotationStatus.DELETED and first_seen < started
+    ]
     with services.db.session() as session:
-        for record in session.scalars(select(AnnotationRecord).where(
-                AnnotationRecord.project_id == project_id, AnnotationRecord.annotation_id.in_(gone[:30000]))):
+        for record in session.scalars(
+            select(AnnotationRecord).where(
+                AnnotationRecord.project_id == project_id, AnnotationRecord.annotation_id.in_(gone[:30000])
+            )
+        ):
             record.status = AnnotationStatus.DELETED
             rounds.add(record.round_id)
         for round_id in rounds - {None}:

@@ -19,8 +19,15 @@ def _colour(i: int, n: int) -> tuple[int, int, int]:
     return int(r * 255), int(g * 255), int(b * 255)
 
 
-def render_pose(image: Path | None, image_size: tuple[int, int], keypoints: np.ndarray, placed: np.ndarray,
-                confidence: np.ndarray, skeleton: Skeleton, max_side: int = MAX_SIDE) -> bytes:
+def render_pose(
+    image: Path | None,
+    image_size: tuple[int, int],
+    keypoints: np.ndarray,
+    placed: np.ndarray,
+    confidence: np.ndarray,
+    skeleton: Skeleton,
+    max_side: int = MAX_SIDE,
+) -> bytes:
     """Draw the skeleton edges and keypoints (radius grows with confidence) over the image.
 
     Args:

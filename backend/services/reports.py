@@ -10,8 +10,18 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from backend.errors import NotFound
-from backend.models import (AnnotationRecord, AnnotationStatus, Job, JobState, ModelVersion, Project, Round,
-                            RoundState, TaskPrediction, WebhookEvent)
+from backend.models import (
+    AnnotationRecord,
+    AnnotationStatus,
+    Job,
+    JobState,
+    ModelVersion,
+    Project,
+    Round,
+    RoundState,
+    TaskPrediction,
+    WebhookEvent,
+)
 from backend.services.samples import clean
 
 
@@ -20,35 +30,69 @@ def _time(value: dt.datetime | None) -> str | None:
 
 
 def project_summary(project: Project) -> dict[str, Any]:
-    return {"id": project.id, "ls_project_id": project.ls_project_id, "title": project.title,
-            "skeleton": project.skeleton, "strategy": project.strategy, "round_budget": project.round_budget,
-            "validation_policy": project.validation_policy, "holdout_fraction": project.holdout_fraction,
-            "image_source": project.image_source, "ml_backend_id": project.ml_backend_id,
-            "webhook_id": project.webhook_id, "created_at": _time(project.created_at)}
+    return {
+        "id": project.id,
+        "ls_project_id": project.ls_project_id,
+        "title": project.title,
+        "skeleton": project.skeleton,
+        "strategy": project.strategy,
+        "round_budget": project.round_budget,
+        "validation_policy": project.validation_policy,
+        "holdout_fraction": project.holdout_fraction,
+        "image_source": project.image_source,
+        "ml_backend_id": project.ml_backend_id,
+        "webhook_id": project.webhook_id,
+        "created_at": _time(project.created_at),
+    }
 
 
 def round_summary(round_: Round) -> dict[str, Any]:
     metrics = round_.metrics or {}
-    return clean({
-        "number": round_.number, "state": round_.state.value, "model_version": round_.model_version,
-        "budget": round_.budget, "labelled": round_.labelled_count, "accepted": round_.accepted_count,
-        "corrected": round_.corrected_count, "served_pck": metrics.get("served_pck"),
-        "accepted_share": metrics.get("accepted_share"), "trained_version": metrics.get("trained_version"),
-        "holdout_pck": metrics.get("holdout_pck"), "holdout_images": metrics.get("holdout_images"),
-        "train_images": metrics.get("train_images"), "close_reason": round_.close_reason, "error": round_.error,
-        "selected_tasks": len(round_.selected_tasks or []), "metrics": metrics, "timings": round_.timings or {},
-        "opened_at": _time(round_.opened_at), "closed_at": _time(round_.closed_at),
-        "ranked_at": _time(round_.ranked_at),
-        "close_to_ranked_s": (round_.timings or {}).get("close_to_ranked_s"),
-    })
+    return clean(
+        {
+            "number": round_.number,
+            "state": round_.state.value,
+            "model_version": round_.model_version,
+            "budget": round_.budget,
+            "labelled": round_.labelled_count,
+            "accepted": round_.accepted_count,
+            "corrected": round_.corrected_count,
+            "served_pck": metrics.get("served_pck"),
+            "accepted_share": metrics.get("accepted_share"),
+            "trained_version": metrics.get("trained_version"),
+            "holdout_pck": metrics.get("holdout_pck"),
+            "holdout_images": metrics.get("holdout_images"),
+            "train_images": metrics.get("train_images"),
+            "close_reason": round_.close_reason,
+            "error": round_.error,
+            "selected_tasks": len(round_.selected_tasks or []),
+            "metrics": metrics,
+            "timings": round_.timings or {},
+            "opened_at": _time(round_.opened_at),
+            "closed_at": _time(round_.closed_at),
+            "ranked_at": _time(round_.ranked_at),
+            "close_to_ranked_s": (round_.timings or {}).get("close_to_ranked_s"),
+        }
+    )
 
 
 def job_summary(job: Job) -> dict[str, Any]:
-    return {"id": job.id, "kind": job.kind.value, "state": job.state.value, "progress": round(job.progress, 4),
-            "stage": job.stage, "attempts": job.attempts, "error": job.error, "project_id": job.project_id,
-            "round_id": job.round_id, "version": (job.payload or {}).get("version"),
-            "created_at": _time(job.created_at), "started_at": _time(job.started_at),
-            "finished_at": _time(job.finished_at), "heartbeat_at": _time(job.heartbeat_at)}
+    return {
+        "id": job.id,
+        "kind": job.kind.value,
+        "state": job.state.value,
+        "progress": round(job.progress, 4),
+        "stage": job.stage,
+        "attempts": job.attempts,
+        "error": job.error,
+        "project_id": job.project_id,
+        "round_id": job.round_id,
+        "version": (job.payload or {}).get("version"),
+        "created_at": _time(job.created_at),
+        "started_at": _time(job.started_at),
+        "finished_at": _time(job.finished_at),
+        "heartbeat_at": _time(job.heartbeat_at),
+    }
 
 
 def get_project(session: Session, project_id: int) -> Project:
@@ -62,8 +106,13 @@ def list_projects(session: Session) -> list[dict[str, Any]]:
     out = []
     for project in session.scalars(select(Project).order_by(Project.id)):
         latest = project.rounds[-1] if project.rounds else None
-        out.append({**project_summary(project), "rounds": len(project.rounds),
-                    "current_round": round_summary(latest) if latest else None})
+        out.append(
+            {
+                **project_summary(project),
+                "rounds": len(project.rounds),
+                "current_round": round_summary(latest) if latest else None,
+            }
+        )
     return out
 
 
@@ -73,21 +122,39 @@ def queue_head(session: Session, project: Project, limit: int) -> list[dict[str,
     version = latest.model_version if latest else None
     if version is None:
         return []
-    labelled = select(AnnotationRecord.task_id).where(AnnotationRecord.project_id == project.id,
-                                                      AnnotationRecord.status == AnnotationStatus.SUBMITTED)
-    rows = session.scalars(select(TaskPrediction).where(
-        TaskPrediction.project_id == project.id, TaskPrediction.model_version == version,
-        TaskPrediction.task_id.not_in(labelled)).order_by(TaskPrediction.score, TaskPrediction.task_id)
-        .limit(limit)).all()
-    return [{"task_id": r.task_id, "score": r.score, "log_likelihood": r.log_likelihood, "model_version": version,
-             "image_url": r.image_url, "placed": sum(bool(p) for p in r.placed)} for r in rows]
+    labelled = select(AnnotationRecord.task_id).where(
+        AnnotationRecord.project_id == project.id, AnnotationRecord.status == AnnotationStatus.SUBMITTED
+    )
+    rows = session.scalars(
+        select(TaskPrediction)
+        .where(
+            TaskPrediction.project_id == project.id,
+            TaskPrediction.model_version == version,
+            TaskPrediction.task_id.not_in(labelled),
+        )
+        .order_by(TaskPrediction.score, TaskPrediction.task_id)
+        .limit(limit)
+    ).all()
+    return [
+        {
+            "task_id": r.task_id,
+            "score": r.score,
+            "log_likelihood": r.log_likelihood,
+            "model_version": version,
+            "image_url": r.image_url,
+            "placed": sum(bool(p) for p in r.placed),
+        }
+        for r in rows
+    ]
 
 
 def accuracy_series(session: Session, project: Project) -> dict[str, list]:
     """Per round: served-pose PCK (annotators' corrections) and held-out PCK of the version trained after it;
     the initial version's held-out PCK is round 0."""
     rounds = [round_summary(r) for r in project.rounds]
-    versions = {v.version: v for v in session.scalars(select(ModelVersion).where(ModelVersion.project_id == project.id))}
+    versions = {
+        v.version: v for v in session.scalars(select(ModelVersion).where(ModelVersion.project_id == project.id))
+    }
     served = [[r["number"], r["served_pck"]] for r in rounds if r["served_pck"] is not None]
     holdout = [[r["number"], r["holdout_pck"]] for r in rounds if r["holdout_pck"] is not None]
     first = project.rounds[0].model_version if project.rounds else None
@@ -97,15 +164,31 @@ def accuracy_series(session: Session, project: Project) -> dict[str, list]:
 
 
 def failures(session: Session, project: Project, limit: int = 10) -> list[dict[str, Any]]:
-    jobs = session.scalars(select(Job).where(Job.project_id == project.id, Job.state.in_(
-        [JobState.FAILED, JobState.RETRYING])).order_by(Job.id.desc()).limit(limit)).all()
-    out = [{"what": f"{j.kind.value} job {j.id}", "state": j.state.value, "error": j.error,
-            "at": _time(j.finished_at or j.heartbeat_at)} for j in jobs]
-    events = session.scalars(select(WebhookEvent).where(WebhookEvent.ls_project_id == project.ls_project_id,
-                                                        WebhookEvent.error.is_not(None))
-                             .order_by(WebhookEvent.id.desc()).limit(limit)).all()
-    out += [{"what": f"webhook event {e.id} ({e.action})", "state": "ignored", "error": e.error,
-             "at": _time(e.received_at)} for e in events]
+    jobs = session.scalars(
+        select(Job)
+        .where(Job.project_id == project.id, Job.state.in_([JobState.FAILED, JobState.RETRYING]))
+        .order_by(Job.id.desc())
+        .limit(limit)
+    ).all()
+    out = [
+        {
+            "what": f"{j.kind.value} job {j.id}",
+            "state": j.state.value,
+            "error": j.error,
+            "at": _time(j.finished_at or j.heartbeat_at),
+        }
+        for j in jobs
+    ]
+    events = session.scalars(
+        select(WebhookEvent)
+        .where(WebhookEvent.ls_project_id == project.ls_project_id, WebhookEvent.error.is_not(None))
+        .order_by(WebhookEvent.id.desc())
+        .limit(limit)
+    ).all()
+    out += [
+        {"what": f"webhook event {e.id} ({e.action})", "state": "ignored", "error": e.error, "at": _time(e.received_at)}
+        for e in events
+    ]
     return out
 
 
@@ -114,10 +197,16 @@ def project_report(session: Session, project_id: int, queue_limit: int = 12) -> 
     project = get_project(session, project_id)
     jobs = session.scalars(select(Job).where(Job.project_id == project.id).order_by(Job.id.desc()).limit(20)).all()
     active = [j for j in jobs if j.state in (JobState.QUEUED, JobState.RUNNING, JobState.RETRYING)]
-    counts = dict(session.execute(select(AnnotationRecord.status, func.count()).where(
-        AnnotationRecord.project_id == project.id).group_by(AnnotationRecord.status)).all())
-    versions = session.scalars(select(ModelVersion).where(ModelVersion.project_id == project.id)
-                               .order_by(ModelVersion.id)).all()
+    counts = dict(
+        session.execute(
+            select(AnnotationRecord.status, func.count())
+            .where(AnnotationRecord.project_id == project.id)
+            .group_by(AnnotationRecord.status)
+        ).all()
+    )
+    versions = session.scalars(
+        select(ModelVersion).where(ModelVersion.project_id == project.id).order_by(ModelVersion.id)
+    ).all()
     pending = session.scalar(select(func.count()).select_from(WebhookEvent).where(WebhookEvent.processed.is_(False)))
     latest = project.rounds[-1] if project.rounds else None
     return {
@@ -129,8 +218,18 @@ def project_report(session: Session, project_id: int, queue_limit: int = 12) -> 
         "jobs": [job_summary(j) for j in jobs],
         "failures": failures(session, project),
         "queue": queue_head(session, project, queue_limit),
-        "model_versions": [clean({"version": v.version, "parent": v.parent, "train_images": v.train_images,
-                                  "metrics": v.metrics, "created_at": _time(v.created_at)}) for v in versions],
+        "model_versions": [
+            clean(
+                {
+                    "version": v.version,
+                    "parent": v.parent,
+                    "train_images": v.train_images,
+                    "metrics": v.metrics,
+                    "created_at": _time(v.created_at),
+                }
+            )
+            for v in versions
+        ],
         "annotations": {s.value: counts.get(s, 0) for s in AnnotationStatus},
         "pending_events": pending,
         "open": latest is not None and latest.state == RoundState.OPEN,

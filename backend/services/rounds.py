@@ -16,7 +16,17 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from backend.errors import Conflict, NotFound
-from backend.models import AnnotationRecord, AnnotationStatus, Job, JobKind, JobState, Project, Round, RoundState, utcnow
+from backend.models import (
+    AnnotationRecord,
+    AnnotationStatus,
+    Job,
+    JobKind,
+    JobState,
+    Project,
+    Round,
+    RoundState,
+    utcnow,
+)
 
 if TYPE_CHECKING:
     from backend.services import Services
@@ -39,9 +49,15 @@ def open_round(session: Session, project: Project, model_version: str | None, se
     latest = current_round(session, project.id)
     if latest is not None and latest.state == RoundState.OPEN:
         return latest
-    round_ = Round(project_id=project.id, number=(latest.number + 1) if latest else 1, state=RoundState.OPEN,
-                   model_version=model_version, budget=project.round_budget, selected_tasks=selected,
-                   opened_at=utcnow())
+    round_ = Round(
+        project_id=project.id,
+        number=(latest.number + 1) if latest else 1,
+        state=RoundState.OPEN,
+        model_version=model_version,
+        budget=project.round_budget,
+        selected_tasks=selected,
+        opened_at=utcnow(),
+    )
     session.add(round_)
     session.flush()
     log.info("project %d: round %d opened (model %s)", project.id, round_.number, model_version or "none")
@@ -51,14 +67,16 @@ def open_round(session: Session, project: Project, model_version: str | None, se
 def refresh_stats(session: Session, round_: Round) -> None:
     """Recount a round's labelled tasks, accepted/corrected suggestions and served-pose PCK."""
     submitted = (AnnotationRecord.round_id == round_.id, AnnotationRecord.status == AnnotationStatus.SUBMITTED)
-    row = session.execute(select(
-        func.count(func.distinct(AnnotationRecord.task_id)),
-        func.count().filter(AnnotationRecord.accepted.is_(True)),
-        func.count().filter(AnnotationRecord.accepted.is_(False)),
-        func.sum(AnnotationRecord.served_correct),
-        func.sum(AnnotationRecord.served_total),
-        func.count().filter(AnnotationRecord.served_total.is_not(None)),
-    ).where(*submitted)).one()
+    row = session.execute(
+        select(
+            func.count(func.distinct(AnnotationRecord.task_id)),
+            func.count().filter(AnnotationRecord.accepted.is_(True)),
+            func.count().filter(AnnotationRecord.accepted.is_(False)),
+            func.sum(AnnotationRecord.served_correct),
+            func.sum(AnnotationRecord.served_total),
+            func.count().filter(AnnotationRecord.served_total.is_not(None)),
+        ).where(*submitted)
+    ).one()
     labelled, accepted, corrected, correct, total, served = row
     round_.labelled_count, round_.accepted_count, round_.corrected_count = labelled, accepted, corrected
     metrics = dict(round_.metrics or {})
@@ -70,8 +88,11 @@ def refresh_stats(session: Session, round_: Round) -> None:
 
 def _close(session: Session, services: Services, round_: Round, reason: str) -> int | None:
     """Close an open round and create its train job (inside the caller's transaction)."""
-    changed = session.execute(update(Round).where(Round.id == round_.id, Round.state == RoundState.OPEN).values(
-        state=RoundState.TRAINING, closed_at=utcnow(), close_reason=reason, error=None))
+    changed = session.execute(
+        update(Round)
+        .where(Round.id == round_.id, Round.state == RoundState.OPEN)
+        .values(state=RoundState.TRAINING, closed_at=utcnow(), close_reason=reason, error=None)
+    )
     if changed.rowcount != 1:
         return None
     session.refresh(round_)
@@ -106,8 +127,12 @@ def close_round(services: Services, project_id: int) -> int:
         if round_ is None:
             raise Conflict(f"project {project_id} has no round yet")
         if round_.state == RoundState.FAILED:
-            failed = session.scalar(select(Job.id).where(Job.round_id == round_.id, Job.state == JobState.FAILED)
-                                    .order_by(Job.id.desc()).limit(1))
+            failed = session.scalar(
+                select(Job.id)
+                .where(Job.round_id == round_.id, Job.state == JobState.FAILED)
+                .order_by(Job.id.desc())
+                .limit(1)
+            )
             if failed is None:
                 raise Conflict(f"round {round_.number} failed but has no failed job to retry")
         elif round_.state != RoundState.OPEN:

@@ -42,13 +42,20 @@ def labelled_records(services: Services, project_id: int, holdout: bool) -> list
     Returns dicts ``{task_id, annotation_id, image_url, keypoints}`` sorted by task id.
     """
     with services.db.session() as session:
-        rows = session.scalars(select(AnnotationRecord).where(
-            AnnotationRecord.project_id == project_id, AnnotationRecord.status == AnnotationStatus.SUBMITTED,
-            AnnotationRecord.holdout.is_(holdout)).order_by(AnnotationRecord.task_id, AnnotationRecord.updated_at,
-                                                            AnnotationRecord.annotation_id)).all()
+        rows = session.scalars(
+            select(AnnotationRecord)
+            .where(
+                AnnotationRecord.project_id == project_id,
+                AnnotationRecord.status == AnnotationStatus.SUBMITTED,
+                AnnotationRecord.holdout.is_(holdout),
+            )
+            .order_by(AnnotationRecord.task_id, AnnotationRecord.updated_at, AnnotationRecord.annotation_id)
+        ).all()
         latest = {r.task_id: r for r in rows}  # the last one per task wins
-        return [{"task_id": r.task_id, "annotation_id": r.annotation_id, "image_url": r.image_url,
-                 "keypoints": r.keypoints} for r in sorted(latest.values(), key=lambda r: r.task_id)]
+        return [
+            {"task_id": r.task_id, "annotation_id": r.annotation_id, "image_url": r.image_url, "keypoints": r.keypoints}
+            for r in sorted(latest.values(), key=lambda r: r.task_id)
+        ]
 
 
 def records_to_samples(services: Services, records: list[dict], k: int) -> tuple[list[Sample], int]:
@@ -81,12 +88,20 @@ def holdout_samples(services: Services, project_id: int) -> list[Sample]:
         project = session.get(Project, project_id)
         skeleton = get_skeleton(project.skeleton)
         policy = project.validation_policy
-        rows = session.scalars(select(HoldoutSample).where(HoldoutSample.project_id == project_id)
-                               .order_by(HoldoutSample.id)).all() if policy == "ground_truth" else []
+        rows = (
+            session.scalars(
+                select(HoldoutSample).where(HoldoutSample.project_id == project_id).order_by(HoldoutSample.id)
+            ).all()
+            if policy == "ground_truth"
+            else []
+        )
         ground_truth = [(r.sample_id, r.image, r.keypoints, r.visibility, r.box) for r in rows]
     if policy != "ground_truth":
-        records = [r for r in labelled_records(services, project_id, holdout=True)
-                   if any(p is not None for p in r["keypoints"])]
+        records = [
+            r
+            for r in labelled_records(services, project_id, holdout=True)
+            if any(p is not None for p in r["keypoints"])
+        ]
         return records_to_samples(services, records, skeleton.num_keypoints)[0]
     samples = []
     for sample_id, image, keypoints, visibility, box in ground_truth:
@@ -96,8 +111,15 @@ def holdout_samples(services: Services, project_id: int) -> list[Sample]:
             if isinstance(found, CoordinatorError):
                 continue
             path = found
-        samples.append(Sample(sample_id, path, keypoints_from_json(keypoints, skeleton.num_keypoints),
-                              np.asarray(visibility, dtype=np.int64), box=np.asarray(box, float) if box else None))
+        samples.append(
+            Sample(
+                sample_id,
+                path,
+                keypoints_from_json(keypoints, skeleton.num_keypoints),
+                np.asarray(visibility, dtype=np.int64),
+                box=np.asarray(box, float) if box else None,
+            )
+        )
     return samples
 
 
@@ -111,8 +133,13 @@ def evaluate_version(services: Services, project_id: int, checkpoint: Path) -> d
         return {"holdout_images": 0, "holdout_pck": None}
     predictor = Predictor(checkpoint, PredictorConfig(batch_size=services.settings.rank_batch_size))
     report = evaluate(predictor, samples, box=services.settings.eval_box)
-    return clean({
-        "holdout_images": report["images"], "holdout_box": report["box"],
-        "holdout_pck": report["refined"]["pck@0.2"], "holdout_pck_raw": report["raw"]["pck@0.2"],
-        "holdout_pckh": report["refined"]["pckh@0.5"], "holdout_failure_auroc": report["raw"]["failure_auroc"],
-    })
+    return clean(
+        {
+            "holdout_images": report["images"],
+            "holdout_box": report["box"],
+            "holdout_pck": report["refined"]["pck@0.2"],
+            "holdout_pck_raw": report["raw"]["pck@0.2"],
+            "holdout_pckh": report["refined"]["pckh@0.5"],
+            "holdout_failure_auroc": report["raw"]["failure_auroc"],
+        }
+    )

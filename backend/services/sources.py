@@ -73,9 +73,11 @@ def choose_import(items: list[Item], mode: str, files_root: str) -> str:
     root = Path(files_root) if files_root else None
     inside = root is not None and all(local_files_url(i.path, root) for i in items)
     if mode == "local-files" and not inside:
-        raise CoordinatorError("VL4POSE_IMAGE_IMPORT=local-files needs every image under VL4POSE_LABEL_STUDIO_FILES_ROOT "
-                               f"({files_root or 'not set'}), which must equal Label Studio's "
-                               "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT")
+        raise CoordinatorError(
+            "VL4POSE_IMAGE_IMPORT=local-files needs every image under VL4POSE_LABEL_STUDIO_FILES_ROOT "
+            f"({files_root or 'not set'}), which must equal Label Studio's "
+            "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"
+        )
     if mode == "upload":
         return "upload"
     return "local-files" if inside else "upload"
@@ -89,8 +91,15 @@ def annotation_results(item: Item, config: dict) -> list[dict]:
     sample = item.sample
     labels = config["labels"]
     placed = sample.labelled & np.array([label is not None for label in labels])
-    return keypoints_to_results(sample.keypoints, image_size(item.path), [label or "" for label in labels], placed,
-                                None, config["from_name"], config["to_name"])
+    return keypoints_to_results(
+        sample.keypoints,
+        image_size(item.path),
+        [label or "" for label in labels],
+        placed,
+        None,
+        config["from_name"],
+        config["to_name"],
+    )
 
 
 def holdout_rows(items: list[Item]) -> list[dict]:
@@ -102,8 +111,13 @@ def holdout_rows(items: list[Item]) -> list[dict]:
         if not item.labelled:
             continue
         sample = item.sample
-        rows.append({"sample_id": sample.sample_id[:200], "image": str(item.path),
-                     "keypoints": keypoints_to_json(np.where(sample.labelled[:, None], sample.keypoints, np.nan)),
-                     "visibility": [int(v) for v in np.where(sample.labelled, np.maximum(sample.visibility, 1), 0)],
-                     "box": [float(v) for v in sample.box] if sample.box is not None else None})
+        rows.append(
+            {
+                "sample_id": sample.sample_id[:200],
+                "image": str(item.path),
+                "keypoints": keypoints_to_json(np.where(sample.labelled[:, None], sample.keypoints, np.nan)),
+                "visibility": [int(v) for v in np.where(sample.labelled, np.maximum(sample.visibility, 1), 0)],
+                "box": [float(v) for v in sample.box] if sample.box is not None else None,
+            }
+        )
     return rows

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
-from backend.jobs import Handler, JobContext
+from backend.job_context import Handler, JobContext
 from backend.models import JobKind, ModelVersion, Project, Round, RoundState
 from backend.services.reconcile import reconcile
 from backend.services.rounds import add_timing, set_round_state
@@ -32,21 +32,44 @@ log = logging.getLogger(__name__)
 def train_config(services: Services, round_number: int, heads: list[str]) -> dict:
     """The TrainConfig fields of a round (stored in the job so that a resumed run uses the same ones)."""
     s = services.settings
-    return {"epochs": s.train_epochs, "batch_size": s.train_batch_size,
-            "steps_per_epoch": s.train_steps_per_epoch or None, "lr": s.train_lr, "aux_lr": s.train_aux_lr,
-            "warmup_steps": s.train_warmup_steps, "save_every_s": s.train_save_every_s, "seed": round_number,
-            "heads": [h for h in heads if h != "bones"]}
+    return {
+        "epochs": s.train_epochs,
+        "batch_size": s.train_batch_size,
+        "steps_per_epoch": s.train_steps_per_epoch or None,
+        "lr": s.train_lr,
+        "aux_lr": s.train_aux_lr,
+        "warmup_steps": s.train_warmup_steps,
+        "save_every_s": s.train_save_every_s,
+        "seed": round_number,
+        "heads": [h for h in heads if h != "bones"],
+    }
 
 
-def record_version(services: Services, project_id: int, round_id: int | None, version: str, parent: str | None,
-                   train_images: int, metrics: dict) -> None:
+def record_version(
+    services: Services,
+    project_id: int,
+    round_id: int | None,
+    version: str,
+    parent: str | None,
+    train_images: int,
+    metrics: dict,
+) -> None:
     """The database row of a published version (idempotent)."""
     folder = str(services.registry().path(version))
     with services.db.session() as session:
         row = session.scalar(select(ModelVersion).where(ModelVersion.version == version))
         if row is None:
-            session.add(ModelVersion(project_id=project_id, round_id=round_id, version=version, folder=folder,
-                                     parent=parent, train_images=train_images, metrics=clean(metrics)))
+            session.add(
+                ModelVersion(
+                    project_id=project_id,
+                    round_id=round_id,
+                    version=version,
+                    folder=folder,
+                    parent=parent,
+                    train_images=train_images,
+                    metrics=clean(metrics),
+                )
+            )
         else:
             row.metrics = clean({**(row.metrics or {}), **metrics})
 
@@ -69,16 +92,24 @@ class TrainHandler(Handler):
             metrics = evaluate_version(services, ctx.project_id, checkpoint)
             add_timing(services, ctx.round_id, train_s=train_s, evaluate_s=time.monotonic() - started)
             ctx.progress(0.98, f"publishing {version}", force=True)
-            registry.publish(checkpoint, version, parent=parent, make_current=False, train_images=train_images,
-                             **metrics)
+            registry.publish(
+                checkpoint, version, parent=parent, make_current=False, train_images=train_images, **metrics
+            )
         info = registry.info(version)
         metrics = {k: v for k, v in info.items() if k.startswith("holdout")}
-        record_version(services, ctx.project_id, ctx.round_id, version, parent, int(info.get("train_images", 0)),
-                       metrics)
+        record_version(
+            services, ctx.project_id, ctx.round_id, version, parent, int(info.get("train_images", 0)), metrics
+        )
         with services.db.session() as session:
             round_ = session.get(Round, ctx.round_id)
-            round_.metrics = clean({**(round_.metrics or {}), "trained_version": version, **metrics,
-                                    "train_images": info.get("train_images")})
+            round_.metrics = clean(
+                {
+                    **(round_.metrics or {}),
+                    "trained_version": version,
+                    **metrics,
+                    "train_images": info.get("train_images"),
+                }
+            )
             round_.state = RoundState.RANKING
         ctx.then(JobKind.RANK, {"version": version})
 
@@ -107,12 +138,15 @@ class TrainHandler(Handler):
         fields = dict(ctx.payload["train"])
         fields["heads"] = tuple(fields.get("heads", ()))
         config = TrainConfig(**fields)
-        ctx.progress(0.05, f"training on {len(train)} images ({len(val)} for validation, {unreadable} unreadable)",
-                     force=True)
+        ctx.progress(
+            0.05, f"training on {len(train)} images ({len(val)} for validation, {unreadable} unreadable)", force=True
+        )
 
         def report(progress) -> None:
-            ctx.progress(0.05 + 0.85 * progress.fraction,
-                         f"training epoch {progress.epoch + 1}/{progress.epochs}" if progress.step <= 1 else None)
+            ctx.progress(
+                0.05 + 0.85 * progress.fraction,
+                f"training epoch {progress.epoch + 1}/{progress.epochs}" if progress.step <= 1 else None,
+            )
 
         trainer = Trainer(model_config, skeleton, config, ctx.dir / "run", init_from=init, callbacks=[report])
         trainer.fit(train, val)

@@ -48,7 +48,7 @@ def link():
 
     body = request.get_json(silent=True)
     if body is None:
-        raise CoordinatorError("send a JSON object, e.g. {\"images\": \"/data/photos\", \"skeleton\": \"lsp14\"}")
+        raise CoordinatorError('send a JSON object, e.g. {"images": "/data/photos", "skeleton": "lsp14"}')
     result = link_project(services(), LinkRequest.from_dict(body))
     return jsonify(dataclasses.asdict(result)), 201
 
@@ -66,8 +66,12 @@ def project(project_id: int):
 def rounds(project_id: int):
     with services().db.session() as session:
         project = reports.get_project(session, project_id)
-        return jsonify({"rounds": [reports.round_summary(r) for r in project.rounds],
-                        "accuracy": reports.accuracy_series(session, project)})
+        return jsonify(
+            {
+                "rounds": [reports.round_summary(r) for r in project.rounds],
+                "accuracy": reports.accuracy_series(session, project),
+            }
+        )
 
 
 @bp.get("/projects/<int:project_id>/queue")
@@ -125,9 +129,13 @@ def pose_png(project_id: int, task_id: int):
     with svc.db.session() as session:
         project = reports.get_project(session, project_id)
         version = request.args.get("version") or (project.rounds[-1].model_version if project.rounds else None)
-        row = session.scalar(select(TaskPrediction).where(
-            TaskPrediction.project_id == project_id, TaskPrediction.task_id == task_id,
-            TaskPrediction.model_version == version))
+        row = session.scalar(
+            select(TaskPrediction).where(
+                TaskPrediction.project_id == project_id,
+                TaskPrediction.task_id == task_id,
+                TaskPrediction.model_version == version,
+            )
+        )
         if row is None:
             raise NotFound(f"task {task_id} has no prediction of model version {version}")
         skeleton = get_skeleton(project.skeleton)
@@ -137,9 +145,12 @@ def pose_png(project_id: int, task_id: int):
         image = None  # Label Studio unreachable or image gone: draw the pose on a blank canvas
     from backend.services.annotations import keypoints_from_json
 
-    png = render_pose(image, tuple(row.image_size), keypoints_from_json(row.keypoints, skeleton.num_keypoints),
-                      np.asarray(row.placed, dtype=bool), np.asarray(row.confidence, dtype=float), skeleton)
+    png = render_pose(
+        image,
+        tuple(row.image_size),
+        keypoints_from_json(row.keypoints, skeleton.num_keypoints),
+        np.asarray(row.placed, dtype=bool),
+        np.asarray(row.confidence, dtype=float),
+        skeleton,
+    )
     return Response(png, mimetype="image/png", headers={"Cache-Control": "private, max-age=300"})
-
-
-

@@ -5,8 +5,10 @@ from __future__ import annotations
 from markupsafe import Markup, escape
 
 WIDTH, HEIGHT, PAD = 640, 260, 44
-SERIES = (("served_pck", "served suggestions vs submitted (PCK@0.2)", "#d9480f"),
-          ("holdout_pck", "new model on the held-out set (PCK@0.2)", "#1c7ed6"))
+SERIES = (
+    ("served_pck", "served suggestions vs submitted (PCK@0.2)", "#d9480f"),
+    ("holdout_pck", "new model on the held-out set (PCK@0.2)", "#1c7ed6"),
+)
 
 
 def accuracy_svg(accuracy: dict[str, list]) -> Markup:
@@ -24,8 +26,10 @@ def accuracy_svg(accuracy: dict[str, list]) -> Markup:
 
     parts = [f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="accuracy per round">']
     for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
-        parts.append(f'<line x1="{PAD}" x2="{WIDTH - PAD}" y1="{py(tick):.1f}" y2="{py(tick):.1f}" class="grid"/>'
-                     f'<text x="{PAD - 6}" y="{py(tick) + 4:.1f}" text-anchor="end">{tick:.2f}</text>')
+        parts.append(
+            f'<line x1="{PAD}" x2="{WIDTH - PAD}" y1="{py(tick):.1f}" y2="{py(tick):.1f}" class="grid"/>'
+            f'<text x="{PAD - 6}" y="{py(tick) + 4:.1f}" text-anchor="end">{tick:.2f}</text>'
+        )
     for x in range(int(lo), int(hi) + 1):
         parts.append(f'<text x="{px(x):.1f}" y="{HEIGHT - PAD + 18}" text-anchor="middle">{x}</text>')
     parts.append(f'<text x="{WIDTH / 2}" y="{HEIGHT - 6}" text-anchor="middle">round</text>')
@@ -35,10 +39,14 @@ def accuracy_svg(accuracy: dict[str, list]) -> Markup:
             path = " ".join(f"{a:.1f},{b:.1f}" for a, b, _, _ in points)
             parts.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2.5"/>')
         for a, b, x, y in points:
-            parts.append(f'<circle cx="{a:.1f}" cy="{b:.1f}" r="4" fill="{colour}">'
-                         f'<title>round {x}: {escape(label)} = {y:.3f}</title></circle>')
+            parts.append(
+                f'<circle cx="{a:.1f}" cy="{b:.1f}" r="4" fill="{colour}">'
+                f"<title>round {x}: {escape(label)} = {y:.3f}</title></circle>"
+            )
         ly = 16 + 18 * index
-        parts.append(f'<rect x="{PAD + 8}" y="{ly - 9}" width="12" height="12" fill="{colour}"/>'
-                     f'<text x="{PAD + 26}" y="{ly + 1}">{escape(label)}</text>')
+        parts.append(
+            f'<rect x="{PAD + 8}" y="{ly - 9}" width="12" height="12" fill="{colour}"/>'
+            f'<text x="{PAD + 26}" y="{ly + 1}">{escape(label)}</text>'
+        )
     parts.append("</svg>")
     return Markup("".join(parts))

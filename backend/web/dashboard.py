@@ -98,5 +98,8 @@ def retry(job_id: int):
         flash(f"Job {job_id} queued again.")
     except CoordinatorError as exc:
         flash(str(exc), "error")
-    return redirect(request.form.get("back") if (request.form.get("back") or "").startswith("/projects/")
-                    else url_for("dashboard.index"))
+    return redirect(
+        request.form.get("back")
+        if (request.form.get("back") or "").startswith("/projects/")
+        else url_for("dashboard.index")
+    )

@@ -21,8 +21,10 @@ def _answer(status: int, code: str, message: str):
         return jsonify({"error": code, "message": message}), status
     from flask import render_template_string
 
-    page = ('{% extends "base.html" %}{% block content %}<h1>{{ status }}</h1>'
-            '<p class="flash error">{{ message }}</p>{% endblock %}')
+    page = (
+        '{% extends "base.html" %}{% block content %}<h1>{{ status }}</h1>'
+        '<p class="flash error">{{ message }}</p>{% endblock %}'
+    )
     return render_template_string(page, status=status, message=message), status
 
 
@@ -34,9 +36,11 @@ def register(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
         code = (exc.name or "error").lower().replace(" ", "_")
-        messages = {413: f"the request body is larger than {app.config['MAX_CONTENT_LENGTH']} bytes",
-                    404: "no such page or endpoint; see docs/COORDINATOR.md for the API",
-                    405: f"{request.method} is not allowed here"}
+        messages = {
+            413: f"the request body is larger than {app.config['MAX_CONTENT_LENGTH']} bytes",
+            404: "no such page or endpoint; see docs/COORDINATOR.md for the API",
+            405: f"{request.method} is not allowed here",
+        }
         return _answer(exc.code or 500, code, messages.get(exc.code, exc.description or code))
 
     @app.errorhandler(Exception)

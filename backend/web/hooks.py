@@ -25,8 +25,10 @@ def label_studio_event():
     services = current_app.extensions["vl4pose"]
     if not same(request.headers.get(SECRET_HEADER), services.settings.webhook_secret):
         log.warning("webhook refused: missing or wrong %s header (from %s)", SECRET_HEADER, request.remote_addr)
-        raise Unauthorized(f"missing or wrong {SECRET_HEADER} header; register the webhook with the coordinator's "
-                           "secret (python -m backend link does it)")
+        raise Unauthorized(
+            f"missing or wrong {SECRET_HEADER} header; register the webhook with the coordinator's "
+            "secret (python -m backend link does it)"
+        )
     body = request.get_json(silent=True)
     if body is None:
         raise CoordinatorError("the body is not JSON; Label Studio sends application/json webhooks")

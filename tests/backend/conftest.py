@@ -63,8 +63,14 @@ def link(lspet_dir):
     from backend.services.linking import LinkRequest, link_project
 
     def run(app, **fields):
-        values = {"dataset": "lspet", "data": str(lspet_dir), "split": "pool", "limit": 8, "labels": "ignore",
-                  "title": "unit test"}
+        values = {
+            "dataset": "lspet",
+            "data": str(lspet_dir),
+            "split": "pool",
+            "limit": 8,
+            "labels": "ignore",
+            "title": "unit test",
+        }
         values.update(fields)
         return link_project(app.extensions["vl4pose"], LinkRequest(**values).validate())
 

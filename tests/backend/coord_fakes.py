@@ -27,14 +27,27 @@ TOKEN = "test-api-token-0123456789abcdef"
 def base_config(tmp_path: Path, **overrides) -> dict:
     config = {
         "database_url": f"sqlite:///{tmp_path / 'coordinator.sqlite'}",
-        "storage_dir": str(tmp_path / "storage"), "models_dir": str(tmp_path / "models"),
-        "queue": "immediate", "webhook_secret": SECRET, "api_token": TOKEN,
-        "label_studio_url": "http://127.0.0.1:9", "label_studio_token": "unused-in-unit-tests",
-        "label_studio_files_root": str(SHARED_DATA), "public_url": "http://127.0.0.1:8200",
-        "job_retries": 3, "job_retry_delay_s": 0.0, "job_stale_s": 30.0,
-        "round_budget": 3, "holdout_fraction": 0.0,
-        "train_epochs": 1, "train_steps_per_epoch": 2, "train_batch_size": 4, "train_warmup_steps": 1,
-        "train_val_fraction": 0.25, "rank_batch_size": 8, "import_chunk": 4,
+        "storage_dir": str(tmp_path / "storage"),
+        "models_dir": str(tmp_path / "models"),
+        "queue": "immediate",
+        "webhook_secret": SECRET,
+        "api_token": TOKEN,
+        "label_studio_url": "http://127.0.0.1:9",
+        "label_studio_token": "unused-in-unit-tests",
+        "label_studio_files_root": str(SHARED_DATA),
+        "public_url": "http://127.0.0.1:8200",
+        "job_retries": 3,
+        "job_retry_delay_s": 0.0,
+        "job_stale_s": 30.0,
+        "round_budget": 3,
+        "holdout_fraction": 0.0,
+        "train_epochs": 1,
+        "train_steps_per_epoch": 2,
+        "train_batch_size": 4,
+        "train_warmup_steps": 1,
+        "train_val_fraction": 0.25,
+        "rank_batch_size": 8,
+        "import_chunk": 4,
     }
     config.update(overrides)
     return config
@@ -47,8 +60,15 @@ def gt_results(sample, config: dict, keypoints: np.ndarray | None = None) -> lis
 
     points = sample.keypoints if keypoints is None else keypoints
     placed = np.isfinite(points).all(axis=1) & np.array([label is not None for label in config["labels"]])
-    return keypoints_to_results(points, image_size(sample.image), [l or "" for l in config["labels"]], placed,
-                                None, config["from_name"], config["to_name"])
+    return keypoints_to_results(
+        points,
+        image_size(sample.image),
+        [l or "" for l in config["labels"]],
+        placed,
+        None,
+        config["from_name"],
+        config["to_name"],
+    )
 
 
 def sample_for_url(pool: dict, url: str):
@@ -79,20 +99,30 @@ class FakeLabelStudio:
             self.on_call(name, bool(left))
         if left:
             self.fail[name] = left - 1
-            raise LabelStudioUnavailable(f"Label Studio at http://fake is unreachable (ConnectError) while trying to {name}")
+            raise LabelStudioUnavailable(
+                f"Label Studio at http://fake is unreachable (ConnectError) while trying to {name}"
+            )
 
     def _now(self) -> str:
         self._clock += dt.timedelta(seconds=1)
         return self._clock.isoformat(timespec="microseconds") + "Z"
 
-    def annotate(self, task_id: int, result: list[dict], prediction: dict | None = None,
-                 was_cancelled: bool = False) -> dict:
+    def annotate(
+        self, task_id: int, result: list[dict], prediction: dict | None = None, was_cancelled: bool = False
+    ) -> dict:
         """Submit an annotation as an annotator would; returns the ANNOTATION_CREATED webhook body."""
         now = self._now()
-        annotation = {"id": next(self._ids), "task": task_id, "project": self.tasks[task_id]["project"],
-                      "result": result, "was_cancelled": was_cancelled, "created_at": now, "updated_at": now,
-                      "parent_prediction": prediction.get("id") if prediction else None,
-                      "prediction": prediction or {}}
+        annotation = {
+            "id": next(self._ids),
+            "task": task_id,
+            "project": self.tasks[task_id]["project"],
+            "result": result,
+            "was_cancelled": was_cancelled,
+            "created_at": now,
+            "updated_at": now,
+            "parent_prediction": prediction.get("id") if prediction else None,
+            "prediction": prediction or {},
+        }
         self.tasks[task_id]["annotations"].append(annotation)
         return self.event("ANNOTATION_CREATED", annotation)
 
@@ -104,20 +134,28 @@ class FakeLabelStudio:
     def delete(self, annotation_id: int) -> dict:
         task = next(t for t in self.tasks.values() if any(a["id"] == annotation_id for a in t["annotations"]))
         task["annotations"] = [a for a in task["annotations"] if a["id"] != annotation_id]
-        return {"action": "ANNOTATIONS_DELETED", "annotations": [{"id": annotation_id}],
-                "project": {"id": task["project"], "token": "project-invite-token"}}
+        return {
+            "action": "ANNOTATIONS_DELETED",
+            "annotations": [{"id": annotation_id}],
+            "project": {"id": task["project"], "token": "project-invite-token"},
+        }
 
     def annotation(self, annotation_id: int) -> dict:
         return next(a for t in self.tasks.values() for a in t["annotations"] if a["id"] == annotation_id)
 
     def event(self, action: str, annotation: dict) -> dict:
         task = self.tasks[annotation["task"]]
-        return {"action": action, "annotation": dict(annotation),
-                "project": {"id": task["project"], "title": "fake", "token": "project-invite-token"},
-                "task": {"id": task["id"], "data": task["data"], "project": task["project"]}}
+        return {
+            "action": action,
+            "annotation": dict(annotation),
+            "project": {"id": task["project"], "title": "fake", "token": "project-invite-token"},
+            "task": {"id": task["id"], "data": task["data"], "project": task["project"]},
+        }
 
     def task_predictions(self, task_id: int, version: str | None = None) -> list[dict]:
-        return [p for p in self.predictions if p["task"] == task_id and (version is None or p["model_version"] == version)]
+        return [
+            p for p in self.predictions if p["task"] == task_id and (version is None or p["model_version"] == version)
+        ]
 
     # -- the adapter interface ----------------------------------------------------------------------
     def whoami(self) -> dict:
@@ -127,8 +165,13 @@ class FakeLabelStudio:
     def create_project(self, title: str, label_config: str) -> int:
         self._check("create_project")
         project_id = next(self._ids)
-        self.projects[project_id] = {"id": project_id, "title": title, "label_config": label_config,
-                                     "model_version": "", "sampling": "Sequential sampling"}
+        self.projects[project_id] = {
+            "id": project_id,
+            "title": title,
+            "label_config": label_config,
+            "model_version": "",
+            "sampling": "Sequential sampling",
+        }
         return project_id
 
     def project(self, project_id: int) -> dict:
@@ -139,8 +182,11 @@ class FakeLabelStudio:
 
     def update_project(self, project_id: int, **fields) -> None:
         self._check("update_project")
-        if "model_version" in fields and not any(p["model_version"] == fields["model_version"]
-                                                 for p in self.predictions if self.tasks[p["task"]]["project"] == project_id):
+        if "model_version" in fields and not any(
+            p["model_version"] == fields["model_version"]
+            for p in self.predictions
+            if self.tasks[p["task"]]["project"] == project_id
+        ):
             raise LabelStudioError("Label Studio refused (400) to update project: unknown model version")
         self.projects[project_id].update(fields)
 
@@ -162,9 +208,18 @@ class FakeLabelStudio:
             self.tasks[task_id] = {"id": task_id, "project": project_id, "data": dict(task["data"]), "annotations": []}
             for annotation in task.get("annotations", []):
                 now = self._now()
-                self.tasks[task_id]["annotations"].append({"id": next(self._ids), "task": task_id, "project": project_id,
-                                                           "result": annotation["result"], "was_cancelled": False,
-                                                           "created_at": now, "updated_at": now, "prediction": {}})
+                self.tasks[task_id]["annotations"].append(
+                    {
+                        "id": next(self._ids),
+                        "task": task_id,
+                        "project": project_id,
+                        "result": annotation["result"],
+                        "was_cancelled": False,
+                        "created_at": now,
+                        "updated_at": now,
+                        "prediction": {},
+                    }
+                )
             ids.append(task_id)
         return ids
 
@@ -174,21 +229,29 @@ class FakeLabelStudio:
 
     def upload_files(self, project_id: int, paths: list[Path]) -> list[int]:
         self._check("upload_files")
-        return self.import_tasks(project_id, [{"data": {"image": f"/data/upload/{project_id}/abc123-{p.name}"}}
-                                              for p in paths])
+        return self.import_tasks(
+            project_id, [{"data": {"image": f"/data/upload/{project_id}/abc123-{p.name}"}} for p in paths]
+        )
 
     def list_tasks(self, project_id: int):
         self._check("list_tasks")
         for task in self.tasks.values():
             if task["project"] == project_id:
                 done = [a for a in task["annotations"] if not a["was_cancelled"]]
-                yield {"id": task["id"], "data": task["data"], "total_annotations": len(task["annotations"]),
-                       "cancelled_annotations": len(task["annotations"]) - len(done)}
+                yield {
+                    "id": task["id"],
+                    "data": task["data"],
+                    "total_annotations": len(task["annotations"]),
+                    "cancelled_annotations": len(task["annotations"]) - len(done),
+                }
 
     def export_annotated(self, project_id: int) -> list[dict]:
         self._check("export_annotated")
-        return [{"id": t["id"], "data": t["data"], "annotations": [dict(a, prediction={}) for a in t["annotations"]]}
-                for t in self.tasks.values() if t["project"] == project_id and t["annotations"]]
+        return [
+            {"id": t["id"], "data": t["data"], "annotations": [dict(a, prediction={}) for a in t["annotations"]]}
+            for t in self.tasks.values()
+            if t["project"] == project_id and t["annotations"]
+        ]
 
     def import_predictions(self, project_id: int, predictions: list[dict]) -> int:
         self._check("import_predictions")

@@ -17,8 +17,17 @@ def app(make_app, link):
     return app
 
 
-@pytest.mark.parametrize("path", ["/api/projects", "/api/projects/1", "/api/projects/1/rounds", "/api/jobs/1",
-                                  "/api/projects/1/queue", "/api/projects/1/tasks/1/pose.png"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/projects",
+        "/api/projects/1",
+        "/api/projects/1/rounds",
+        "/api/jobs/1",
+        "/api/projects/1/queue",
+        "/api/projects/1/tasks/1/pose.png",
+    ],
+)
 def test_api_needs_the_token(app, path):
     client = app.test_client()
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Token {TOKEN}"}):
@@ -39,19 +48,22 @@ def test_api_answers_with_the_token(app, auth):
     assert client.get("/api/nothing", headers=auth).json["error"] == "not_found"
 
 
-@pytest.mark.parametrize("body, fragment", [
-    ([], "JSON object"),
-    ({"imagez": "/x"}, "unknown fields ['imagez']"),
-    ({"images": 5}, "'images' must be str"),
-    ({"images": "/no/such/folder"}, "does not exist"),
-    ({"skeleton": "octopus8", "images": "/tmp"}, "unknown skeleton"),
-    ({"dataset": "lspet"}, "dataset and data go together"),
-    ({"images": "/tmp", "round_budget": 0}, "round_budget must be at least 1"),
-    ({"images": "/tmp", "round_budget": True}, "'round_budget' must be int"),
-    ({"images": "/tmp", "labels": "maybe"}, "labels must be one of"),
-    ({}, "nothing to link"),
-    ({"project_id": 12345}, "refused (404)"),
-])
+@pytest.mark.parametrize(
+    "body, fragment",
+    [
+        ([], "JSON object"),
+        ({"imagez": "/x"}, "unknown fields ['imagez']"),
+        ({"images": 5}, "'images' must be str"),
+        ({"images": "/no/such/folder"}, "does not exist"),
+        ({"skeleton": "octopus8", "images": "/tmp"}, "unknown skeleton"),
+        ({"dataset": "lspet"}, "dataset and data go together"),
+        ({"images": "/tmp", "round_budget": 0}, "round_budget must be at least 1"),
+        ({"images": "/tmp", "round_budget": True}, "'round_budget' must be int"),
+        ({"images": "/tmp", "labels": "maybe"}, "labels must be one of"),
+        ({}, "nothing to link"),
+        ({"project_id": 12345}, "refused (404)"),
+    ],
+)
 def test_linking_through_the_api_validates_its_input(app, auth, body, fragment):
     response = app.test_client().post("/api/projects", json=body, headers=auth)
     assert response.status_code == 400, response.json
@@ -83,8 +95,9 @@ def test_dashboard_login_session_and_csrf(app):
 def _cli(*args, env_extra=None):
     env = {k: v for k, v in os.environ.items() if not k.startswith("VL4POSE_") or k == "VL4POSE_SHARED_DATA"}
     env.update(env_extra or {})
-    return subprocess.run([sys.executable, "-m", "backend", *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "backend", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_cli_refuses_to_start_without_secrets_and_manages_the_schema(tmp_path):

@@ -12,21 +12,31 @@ GOOD = {"VL4POSE_WEBHOOK_SECRET": "s" * 20, "VL4POSE_API_TOKEN": "t" * 20}
 
 
 def test_settings_are_read_from_prefixed_variables():
-    settings = Settings.from_env({**GOOD, "VL4POSE_ROUND_BUDGET": "250", "VL4POSE_AUTO_MIGRATE": "false",
-                                  "VL4POSE_TRAIN_LR": "0.0005", "OTHER_ROUND_BUDGET": "3"})
+    settings = Settings.from_env(
+        {
+            **GOOD,
+            "VL4POSE_ROUND_BUDGET": "250",
+            "VL4POSE_AUTO_MIGRATE": "false",
+            "VL4POSE_TRAIN_LR": "0.0005",
+            "OTHER_ROUND_BUDGET": "3",
+        }
+    )
     assert settings.round_budget == 250 and settings.auto_migrate is False and settings.train_lr == 0.0005
     assert settings.database_url == "sqlite:///storage/coordinator.sqlite"
     assert settings.redacted()["api_token"] == "***" and "t" * 20 not in str(settings.redacted())
 
 
-@pytest.mark.parametrize("env, fragment", [
-    ({}, "VL4POSE_WEBHOOK_SECRET"),
-    ({"VL4POSE_WEBHOOK_SECRET": "short", "VL4POSE_API_TOKEN": "t" * 20}, "at least 16"),
-    ({**GOOD, "VL4POSE_ROUND_BUDGET": "many"}, "VL4POSE_ROUND_BUDGET='many' is not a valid int"),
-    ({**GOOD, "VL4POSE_QUEUE": "rabbitmq://x"}, "VL4POSE_QUEUE"),
-    ({**GOOD, "VL4POSE_HOLDOUT_FRACTION": "1.5"}, "VL4POSE_HOLDOUT_FRACTION"),
-    ({**GOOD, "VL4POSE_AUTO_MIGRATE": "maybe"}, "not a valid bool"),
-])
+@pytest.mark.parametrize(
+    "env, fragment",
+    [
+        ({}, "VL4POSE_WEBHOOK_SECRET"),
+        ({"VL4POSE_WEBHOOK_SECRET": "short", "VL4POSE_API_TOKEN": "t" * 20}, "at least 16"),
+        ({**GOOD, "VL4POSE_ROUND_BUDGET": "many"}, "VL4POSE_ROUND_BUDGET='many' is not a valid int"),
+        ({**GOOD, "VL4POSE_QUEUE": "rabbitmq://x"}, "VL4POSE_QUEUE"),
+        ({**GOOD, "VL4POSE_HOLDOUT_FRACTION": "1.5"}, "VL4POSE_HOLDOUT_FRACTION"),
+        ({**GOOD, "VL4POSE_AUTO_MIGRATE": "maybe"}, "not a valid bool"),
+    ],
+)
 def test_bad_settings_are_refused_with_the_variable_named(env, fragment):
     with pytest.raises(SettingsError, match=fragment.replace("(", r"\(")):
         Settings.from_env(env)
@@ -51,7 +61,9 @@ def test_upgrade_of_an_empty_database_gives_the_models_schema(tmp_path):
     db.upgrade()
     assert current_revision(db.engine) == "0002"
     with db.engine.connect() as connection:
-        assert compare_metadata(MigrationContext.configure(connection, opts={"compare_type": True}), Base.metadata) == []
+        assert (
+            compare_metadata(MigrationContext.configure(connection, opts={"compare_type": True}), Base.metadata) == []
+        )
         assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
 
@@ -61,18 +73,28 @@ def test_upgrade_from_the_previous_revision_keeps_the_data(tmp_path):
     upgrade(db.engine, "0001")
     assert "owner" not in _columns(db.engine, "job") and "task_prediction" not in inspect(db.engine).get_table_names()
     with db.engine.begin() as connection:
-        connection.execute(text(
-            "INSERT INTO project (id, ls_project_id, title, skeleton, strategy, round_budget, validation_policy, "
-            "holdout_fraction, label_config, image_source, created_at) VALUES (1, 7, 'old', 'lsp14', 'vl4pose', 5, "
-            "'share', 0.1, '{}', 'local-files', '2026-01-01 00:00:00')"))
-        connection.execute(text(
-            "INSERT INTO job (id, project_id, kind, state, progress, stage, attempts, payload, created_at) "
-            "VALUES (3, 1, 'train', 'running', 0.5, 'training', 1, '{}', '2026-01-01 00:00:00')"))
+        connection.execute(
+            text(
+                "INSERT INTO project (id, ls_project_id, title, skeleton, strategy, round_budget, validation_policy, "
+                "holdout_fraction, label_config, image_source, created_at) VALUES (1, 7, 'old', 'lsp14', 'vl4pose', 5, "
+                "'share', 0.1, '{}', 'local-files', '2026-01-01 00:00:00')"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO job (id, project_id, kind, state, progress, stage, attempts, payload, created_at) "
+                "VALUES (3, 1, 'train', 'running', 0.5, 'training', 1, '{}', '2026-01-01 00:00:00')"
+            )
+        )
     db.upgrade()
     assert current_revision(db.engine) == "0002"
     assert {"owner", "heartbeat_at"} <= _columns(db.engine, "job")
     with db.engine.connect() as connection:
-        assert connection.execute(text("SELECT state, progress, owner FROM job WHERE id = 3")).one() == ("running", 0.5, None)
+        assert connection.execute(text("SELECT state, progress, owner FROM job WHERE id = 3")).one() == (
+            "running",
+            0.5,
+            None,
+        )
         assert connection.execute(text("SELECT title FROM project")).scalar() == "old"
     downgrade(db.engine, "0001")
     assert "task_prediction" not in inspect(db.engine).get_table_names()

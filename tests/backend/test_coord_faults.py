@@ -15,8 +15,15 @@ HOOK = "/hooks/label-studio"
 @pytest.fixture
 def linked(make_app, fake_ls, link, tiny_checkpoint, lspet_dir):
     app = make_app(round_budget=2)
-    result = link(app, limit=6, holdout_dataset="lspet", holdout_data=str(lspet_dir), holdout_split="val",
-                  holdout_limit=2, init_checkpoint=str(tiny_checkpoint.path))
+    result = link(
+        app,
+        limit=6,
+        holdout_dataset="lspet",
+        holdout_data=str(lspet_dir),
+        holdout_split="val",
+        holdout_limit=2,
+        init_checkpoint=str(tiny_checkpoint.path),
+    )
     return app, result
 
 
@@ -41,8 +48,9 @@ def _label(app, fake_ls, pool, count, empty=False, webhook=True, headers=None):
     return tasks
 
 
-def test_label_studio_unreachable_during_rank_is_retried_and_the_round_stays_consistent(linked, fake_ls, lspet_pool,
-                                                                                       hook_headers):
+def test_label_studio_unreachable_during_rank_is_retried_and_the_round_stays_consistent(
+    linked, fake_ls, lspet_pool, hook_headers
+):
     app, result = linked
     services = app.extensions["vl4pose"]
     v0, v1 = result.initial_version, f"p{result.ls_project_id}-v1"
@@ -51,8 +59,16 @@ def test_label_studio_unreachable_during_rank_is_retried_and_the_round_stays_con
     def watch(name, failing):
         if name == "import_predictions" and failing:
             rounds, jobs, _ = _state(services)
-            seen.append((len(rounds), rounds[0].state, fake_ls.projects[result.ls_project_id]["model_version"],
-                         services.registry().current(), jobs[-1].kind, jobs[-1].state))
+            seen.append(
+                (
+                    len(rounds),
+                    rounds[0].state,
+                    fake_ls.projects[result.ls_project_id]["model_version"],
+                    services.registry().current(),
+                    jobs[-1].kind,
+                    jobs[-1].state,
+                )
+            )
 
     fake_ls.on_call = watch
     fake_ls.fail["import_predictions"] = 2  # the first two attempts of the rank job cannot reach Label Studio
@@ -67,8 +83,9 @@ def test_label_studio_unreachable_during_rank_is_retried_and_the_round_stays_con
         assert len(fake_ls.task_predictions(task_id, v1)) <= 1
 
 
-def test_label_studio_down_for_good_fails_the_round_readably_and_a_retry_finishes_it(linked, fake_ls, lspet_pool,
-                                                                                     hook_headers, auth):
+def test_label_studio_down_for_good_fails_the_round_readably_and_a_retry_finishes_it(
+    linked, fake_ls, lspet_pool, hook_headers, auth
+):
     app, result = linked
     services = app.extensions["vl4pose"]
     v0, v1 = result.initial_version, f"p{result.ls_project_id}-v1"
@@ -94,8 +111,9 @@ def test_label_studio_down_for_good_fails_the_round_readably_and_a_retry_finishe
     assert [j.kind for j in jobs].count(JobKind.TRAIN) == 1  # the model was not trained twice
 
 
-def test_a_training_set_without_usable_keypoints_fails_with_a_clear_reason(linked, fake_ls, lspet_pool,
-                                                                           hook_headers, auth):
+def test_a_training_set_without_usable_keypoints_fails_with_a_clear_reason(
+    linked, fake_ls, lspet_pool, hook_headers, auth
+):
     app, result = linked
     services = app.extensions["vl4pose"]
     tasks = _label(app, fake_ls, lspet_pool, 2, empty=True, headers=hook_headers)
@@ -154,9 +172,12 @@ def test_an_annotation_arriving_during_a_reconcile_is_not_taken_for_deleted(make
     result = link(app, limit=4)
     services = app.extensions["vl4pose"]
     task_id = sorted(fake_ls.tasks)[1]
-    late = {"action": "ANNOTATION_CREATED", "project": {"id": result.ls_project_id},
-            "task": {"id": task_id, "data": fake_ls.tasks[task_id]["data"]},
-            "annotation": {"id": 5000, "task": task_id, "result": [], "updated_at": "2026-01-02T00:00:00Z"}}
+    late = {
+        "action": "ANNOTATION_CREATED",
+        "project": {"id": result.ls_project_id},
+        "task": {"id": task_id, "data": fake_ls.tasks[task_id]["data"]},
+        "annotation": {"id": 5000, "task": task_id, "result": [], "updated_at": "2026-01-02T00:00:00Z"},
+    }
 
     def during_export(name, failing):
         if name == "export_annotated":  # created in Label Studio after the export's snapshot was taken

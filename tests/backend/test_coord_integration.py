@@ -83,16 +83,23 @@ def _run_queued_jobs(services) -> list[int]:
         ran.append(job_id)
 
 
-def test_link_webhooks_reconcile_and_one_round_through_a_real_label_studio(label_studio, tmp_path, tiny_checkpoint,
-                                                                           lspet_dir, lspet_pool, ml_stub):
+def test_link_webhooks_reconcile_and_one_round_through_a_real_label_studio(
+    label_studio, tmp_path, tiny_checkpoint, lspet_dir, lspet_pool, ml_stub
+):
     from backend import create_app
 
     placeholder = Served(Flask("placeholder"))  # reserve a port for the coordinator
     port_url = placeholder.url
     placeholder.stop()
-    config = base_config(tmp_path, queue="memory", label_studio_url=label_studio.url,
-                         label_studio_token=label_studio.token, public_url=port_url, ml_backend_url=ml_stub.url,
-                         round_budget=2)
+    config = base_config(
+        tmp_path,
+        queue="memory",
+        label_studio_url=label_studio.url,
+        label_studio_token=label_studio.token,
+        public_url=port_url,
+        ml_backend_url=ml_stub.url,
+        round_budget=2,
+    )
     app = create_app(config)
     services = app.extensions["vl4pose"]
     host, port = port_url.rsplit(":", 1)
@@ -104,10 +111,25 @@ def test_link_webhooks_reconcile_and_one_round_through_a_real_label_studio(label
     ls.headers.update(label_studio.headers)
     try:
         title = f"coord-it-{uuid.uuid4().hex[:6]}"
-        response = requests.post(f"{port_url}/api/projects", headers=api, timeout=120, json={
-            "title": title, "dataset": "lspet", "data": str(lspet_dir), "split": "pool", "limit": 6,
-            "labels": "ignore", "holdout_dataset": "lspet", "holdout_data": str(lspet_dir), "holdout_split": "val",
-            "holdout_limit": 2, "init_checkpoint": str(tiny_checkpoint.path), "round_budget": 2})
+        response = requests.post(
+            f"{port_url}/api/projects",
+            headers=api,
+            timeout=120,
+            json={
+                "title": title,
+                "dataset": "lspet",
+                "data": str(lspet_dir),
+                "split": "pool",
+                "limit": 6,
+                "labels": "ignore",
+                "holdout_dataset": "lspet",
+                "holdout_data": str(lspet_dir),
+                "holdout_split": "val",
+                "holdout_limit": 2,
+                "init_checkpoint": str(tiny_checkpoint.path),
+                "round_budget": 2,
+            },
+        )
         assert response.status_code == 201, response.text
         linked = response.json()
         pid, v0 = linked["ls_project_id"], linked["initial_version"]
@@ -123,9 +145,14 @@ def test_link_webhooks_reconcile_and_one_round_through_a_real_label_studio(label
         [backend] = ls.get(f"{label_studio.url}/api/ml/", params={"project": pid}).json()
         assert backend["url"] == ml_stub.url and backend["title"] == v0 and backend["is_interactive"] is True
         tasks = ls.get(f"{label_studio.url}/api/tasks/", params={"project": pid, "page_size": 100}).json()["tasks"]
-        assert len(tasks) == 6 and all(t["data"]["image"].startswith("/data/local-files/?d=lspet/images/") for t in tasks)
+        assert len(tasks) == 6 and all(
+            t["data"]["image"].startswith("/data/local-files/?d=lspet/images/") for t in tasks
+        )
         image = ls.get(label_studio.url + tasks[0]["data"]["image"])
-        assert image.status_code == 200 and image.content == (SHARED_DATA / tasks[0]["data"]["image"].split("?d=")[1]).read_bytes()
+        assert (
+            image.status_code == 200
+            and image.content == (SHARED_DATA / tasks[0]["data"]["image"].split("?d=")[1]).read_bytes()
+        )
 
         assert len(_run_queued_jobs(services)) == 2  # rank with v0, evaluate v0
         project = ls.get(f"{label_studio.url}/api/projects/{pid}/").json()
@@ -140,8 +167,10 @@ def test_link_webhooks_reconcile_and_one_round_through_a_real_label_studio(label
 
         # the annotator accepts the suggestion of the first task: Label Studio delivers our webhook
         [prediction] = ls.get(f"{label_studio.url}/api/predictions/", params={"task": first["id"]}).json()
-        created = ls.post(f"{label_studio.url}/api/tasks/{first['id']}/annotations/",
-                          json={"result": prediction["result"], "parent_prediction": prediction["id"]})
+        created = ls.post(
+            f"{label_studio.url}/api/tasks/{first['id']}/annotations/",
+            json={"result": prediction["result"], "parent_prediction": prediction["id"]},
+        )
         assert created.status_code == 201, created.text
 
         def stored_event():
@@ -158,7 +187,9 @@ def test_link_webhooks_reconcile_and_one_round_through_a_real_label_studio(label
             assert record.source == "webhook" and record.accepted is True and record.served_model_version == v0
 
         # the coordinator is unreachable for the second annotation: reconcile finds it and closes the round
-        ls.patch(f"{label_studio.url}/api/webhooks/{hook['id']}/", json={"url": "http://127.0.0.1:9/hooks/label-studio"})
+        ls.patch(
+            f"{label_studio.url}/api/webhooks/{hook['id']}/", json={"url": "http://127.0.0.1:9/hooks/label-studio"}
+        )
         second = sorted(scores, key=scores.get)[1]
         sample = sample_for_url(lspet_pool, next(t for t in tasks if t["id"] == second)["data"]["image"])
         with services.db.session() as session:
@@ -183,7 +214,9 @@ def test_link_webhooks_reconcile_and_one_round_through_a_real_label_studio(label
             predictions = ls.get(f"{label_studio.url}/api/predictions/", params={"task": task_id}).json()
             [mine] = [p for p in predictions if p["model_version"] == v1]
             new_scores[task_id] = mine["score"]
-        assert ls.get(f"{label_studio.url}/api/projects/{pid}/next/").json()["id"] == min(new_scores, key=new_scores.get)
+        assert ls.get(f"{label_studio.url}/api/projects/{pid}/next/").json()["id"] == min(
+            new_scores, key=new_scores.get
+        )
         assert services.registry().current() == v1
     finally:
         coordinator.shutdown()
@@ -200,8 +233,14 @@ def _worker(env: dict, log_path, tag: str):
     log = open(log_path, "ab")
     log.write(f"\n===== worker {tag} =====\n".encode())
     log.flush()
-    return subprocess.Popen([sys.executable, "-m", "backend", "worker", "--threads", "2"], cwd=REPO, env=env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "backend", "worker", "--threads", "2"],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def _stop(process) -> None:
@@ -217,9 +256,9 @@ def _stop(process) -> None:
             process.wait(5)
 
 
-def test_a_worker_killed_mid_training_is_replaced_and_the_job_publishes_one_version(label_studio, tmp_path,
-                                                                                    tiny_checkpoint, lspet_dir,
-                                                                                    lspet_pool):
+def test_a_worker_killed_mid_training_is_replaced_and_the_job_publishes_one_version(
+    label_studio, tmp_path, tiny_checkpoint, lspet_dir, lspet_pool
+):
     """Real worker processes on the SQLite queue: SIGKILL the worker while it trains; a new worker re-queues
     the job, the Trainer resumes from its state, and exactly one new version is published and ranked."""
     import os
@@ -231,18 +270,38 @@ def test_a_worker_killed_mid_training_is_replaced_and_the_job_publishes_one_vers
     from backend.services.linking import LinkRequest, link_project
     from backend.services.reconcile import reconcile
 
-    config = base_config(tmp_path, queue="sqlite", label_studio_url=label_studio.url,
-                         label_studio_token=label_studio.token, public_url="http://127.0.0.1:9", round_budget=2,
-                         train_epochs=6, train_steps_per_epoch=3, train_save_every_s=0.0, torch_threads=1,
-                         job_stale_s=600.0, reconcile_minutes=59)
+    config = base_config(
+        tmp_path,
+        queue="sqlite",
+        label_studio_url=label_studio.url,
+        label_studio_token=label_studio.token,
+        public_url="http://127.0.0.1:9",
+        round_budget=2,
+        train_epochs=6,
+        train_steps_per_epoch=3,
+        train_save_every_s=0.0,
+        torch_threads=1,
+        job_stale_s=600.0,
+        reconcile_minutes=59,
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith(PREFIX)}
     env.update({PREFIX + k.upper(): str(v) for k, v in config.items()})
     services = build_services(Settings.from_env(overrides=config))
     workers = []
     try:
-        result = link_project(services, LinkRequest(
-            dataset="lspet", data=str(lspet_dir), split="pool", limit=6, labels="ignore", round_budget=2,
-            title=f"coord-crash-{uuid.uuid4().hex[:6]}", init_checkpoint=str(tiny_checkpoint.path)).validate())
+        result = link_project(
+            services,
+            LinkRequest(
+                dataset="lspet",
+                data=str(lspet_dir),
+                split="pool",
+                limit=6,
+                labels="ignore",
+                round_budget=2,
+                title=f"coord-crash-{uuid.uuid4().hex[:6]}",
+                init_checkpoint=str(tiny_checkpoint.path),
+            ).validate(),
+        )
         workers.append(_worker(env, tmp_path / "worker.log", "A"))
 
         def job(kind):
@@ -258,7 +317,9 @@ def test_a_worker_killed_mid_training_is_replaced_and_the_job_publishes_one_vers
         sdk = LabelStudio(base_url=label_studio.url, api_key=label_studio.token)
         for task_id in selected[:2]:
             image = sdk.tasks.get(id=task_id).data["image"]
-            sdk.annotations.create(id=task_id, result=gt_results(sample_for_url(lspet_pool, image), project.label_config))
+            sdk.annotations.create(
+                id=task_id, result=gt_results(sample_for_url(lspet_pool, image), project.label_config)
+            )
         reconcile(services, project.id)  # closes round 1 and queues the train job
         train = _wait(lambda: job("train"), 10, "the train job")
         state = services.job_dir(train.id) / "run" / "state.pt"
@@ -276,10 +337,14 @@ def test_a_worker_killed_mid_training_is_replaced_and_the_job_publishes_one_vers
         v1 = f"p{result.ls_project_id}-v1"
         assert services.registry().versions() == [result.initial_version, v1] and services.registry().current() == v1
         with services.db.session() as session:
-            assert [v.version for v in session.scalars(select(ModelVersion).order_by(ModelVersion.id))] == \
-                [result.initial_version, v1]
-            assert [r.state for r in session.scalars(select(Round).order_by(Round.number))] == \
-                [RoundState.DONE, RoundState.OPEN]
+            assert [v.version for v in session.scalars(select(ModelVersion).order_by(ModelVersion.id))] == [
+                result.initial_version,
+                v1,
+            ]
+            assert [r.state for r in session.scalars(select(Round).order_by(Round.number))] == [
+                RoundState.DONE,
+                RoundState.OPEN,
+            ]
         log = (tmp_path / "worker.log").read_text()
         assert "re-queued jobs left running by a stopped worker" in log and "resuming" in log
         import json

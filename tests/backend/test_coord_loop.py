@@ -17,8 +17,15 @@ HOOK = "/hooks/label-studio"
 @pytest.fixture
 def looped(make_app, fake_ls, link, tiny_checkpoint, lspet_dir):
     app = make_app(round_budget=3)
-    result = link(app, limit=10, holdout_dataset="lspet", holdout_data=str(lspet_dir), holdout_split="val",
-                  holdout_limit=4, init_checkpoint=str(tiny_checkpoint.path))
+    result = link(
+        app,
+        limit=10,
+        holdout_dataset="lspet",
+        holdout_data=str(lspet_dir),
+        holdout_split="val",
+        holdout_limit=4,
+        init_checkpoint=str(tiny_checkpoint.path),
+    )
     return app, result
 
 
@@ -54,8 +61,9 @@ def test_linking_with_an_initial_model_ranks_the_queue_at_once(looped, fake_ls):
         assert v0_row.metrics["holdout_images"] == 4 and 0 <= v0_row.metrics["holdout_pck"] <= 1
 
 
-def test_webhooks_close_the_round_and_the_next_round_opens_ranked_by_the_new_model(looped, fake_ls, lspet_pool,
-                                                                                    hook_headers, auth):
+def test_webhooks_close_the_round_and_the_next_round_opens_ranked_by_the_new_model(
+    looped, fake_ls, lspet_pool, hook_headers, auth
+):
     app, result = looped
     services = app.extensions["vl4pose"]
     client = app.test_client()
@@ -93,7 +101,10 @@ def test_webhooks_close_the_round_and_the_next_round_opens_ranked_by_the_new_mod
         assert [(v.version, v.parent) for v in versions] == [(v0, None), (v1, v0)]
         assert versions[1].train_images == 2  # three labels, one kept for validation/calibration
         assert {j.kind.value: j.state for j in session.scalars(select(Job))} == {
-            "train": JobState.DONE, "rank": JobState.DONE, "evaluate": JobState.DONE}
+            "train": JobState.DONE,
+            "rank": JobState.DONE,
+            "evaluate": JobState.DONE,
+        }
         stored = session.scalars(select(TaskPrediction).where(TaskPrediction.model_version == v1)).all()
         assert sorted(p.task_id for p in stored) == sorted(unlabelled)
 
@@ -108,8 +119,12 @@ def test_webhooks_close_the_round_and_the_next_round_opens_ranked_by_the_new_mod
     page = client.get(f"/projects/{first.project_id}", headers=auth)
     assert page.status_code == 200
     html = page.get_data(as_text=True)
-    assert "<svg" in html and v1 in html and "Round 2" in html and "http" not in html.split("<body>")[1].replace(
-        "http-equiv", "")  # nothing loaded from elsewhere
+    assert (
+        "<svg" in html
+        and v1 in html
+        and "Round 2" in html
+        and "http" not in html.split("<body>")[1].replace("http-equiv", "")
+    )  # nothing loaded from elsewhere
     png = client.get(f"/api/projects/{first.project_id}/tasks/{queue[0]['task_id']}/pose.png", headers=auth)
     assert png.status_code == 200 and png.mimetype == "image/png" and png.data[:4] == b"\x89PNG"
 

@@ -40,8 +40,15 @@ def _task(fake_ls, index=0):
     return sorted(fake_ls.tasks)[index]
 
 
-@pytest.mark.parametrize("headers", [{}, {"X-VL4Pose-Secret": "wrong-secret-0123456789"},
-                                     {"X-VL4Pose-Secret": ""}, {"Authorization": "Bearer test-webhook-secret-0123456789"}])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"X-VL4Pose-Secret": "wrong-secret-0123456789"},
+        {"X-VL4Pose-Secret": ""},
+        {"Authorization": "Bearer test-webhook-secret-0123456789"},
+    ],
+)
 def test_unsigned_or_wrongly_signed_webhooks_are_refused_and_not_stored(linked, fake_ls, headers):
     app, _ = linked
     body = fake_ls.annotate(_task(fake_ls), [])
@@ -52,14 +59,25 @@ def test_unsigned_or_wrongly_signed_webhooks_are_refused_and_not_stored(linked, 
     assert _events(app) == []
 
 
-@pytest.mark.parametrize("data, content_type, fragment", [
-    ("not json", "application/json", "not JSON"),
-    ("[1, 2]", "application/json", "JSON object"),
-    ('{"project": {"id": 1}}', "application/json", "'action'"),
-    ('{"action": "ANNOTATION_CREATED", "project": {"id": 1}}', "application/json", "'annotation' object"),
-    ('{"action": "ANNOTATIONS_DELETED", "project": {"id": 1}, "annotations": 5}', "application/json", "'annotations' list"),
-    ('{"action": "ANNOTATION_CREATED", "project": {"id": "x"}, "annotation": {}}', "application/json", "integer 'id'"),
-])
+@pytest.mark.parametrize(
+    "data, content_type, fragment",
+    [
+        ("not json", "application/json", "not JSON"),
+        ("[1, 2]", "application/json", "JSON object"),
+        ('{"project": {"id": 1}}', "application/json", "'action'"),
+        ('{"action": "ANNOTATION_CREATED", "project": {"id": 1}}', "application/json", "'annotation' object"),
+        (
+            '{"action": "ANNOTATIONS_DELETED", "project": {"id": 1}, "annotations": 5}',
+            "application/json",
+            "'annotations' list",
+        ),
+        (
+            '{"action": "ANNOTATION_CREATED", "project": {"id": "x"}, "annotation": {}}',
+            "application/json",
+            "integer 'id'",
+        ),
+    ],
+)
 def test_malformed_webhooks_get_a_clear_400(linked, hook_headers, data, content_type, fragment):
     app, _ = linked
     response = app.test_client().post(HOOK, data=data, content_type=content_type, headers=hook_headers)
@@ -70,8 +88,12 @@ def test_malformed_webhooks_get_a_clear_400(linked, hook_headers, data, content_
 
 def test_oversized_webhook_is_refused(linked, hook_headers):
     app, _ = linked
-    response = app.test_client().post(HOOK, data=json.dumps({"action": "X", "pad": "x" * 5_000_000}),
-                                      content_type="application/json", headers=hook_headers)
+    response = app.test_client().post(
+        HOOK,
+        data=json.dumps({"action": "X", "pad": "x" * 5_000_000}),
+        content_type="application/json",
+        headers=hook_headers,
+    )
     assert response.status_code == 413 and response.json["error"] == "request_entity_too_large"
 
 
@@ -115,8 +137,16 @@ def test_out_of_order_events_keep_the_newest_state(linked, fake_ls, hook_headers
     app, _ = linked
     client = app.test_client()
     created = fake_ls.annotate(_task(fake_ls), [])
-    result = [{"from_name": "kp", "to_name": "image", "type": "keypointlabels", "original_width": 100,
-               "original_height": 100, "value": {"x": 10.0, "y": 20.0, "width": 0.75, "keypointlabels": ["Neck"]}}]
+    result = [
+        {
+            "from_name": "kp",
+            "to_name": "image",
+            "type": "keypointlabels",
+            "original_width": 100,
+            "original_height": 100,
+            "value": {"x": 10.0, "y": 20.0, "width": 0.75, "keypointlabels": ["Neck"]},
+        }
+    ]
     updated = fake_ls.update(created["annotation"]["id"], result)
     client.post(HOOK, json=updated, headers=hook_headers)
     client.post(HOOK, json=created, headers=hook_headers)  # the older state arrives last
@@ -142,8 +172,11 @@ def test_a_delete_is_final_even_when_the_create_arrives_late(linked, fake_ls, ho
 def test_events_of_unlinked_projects_and_other_actions_are_kept_but_ignored(linked, hook_headers):
     app, result = linked
     client = app.test_client()
-    client.post(HOOK, json={"action": "ANNOTATION_CREATED", "project": {"id": 999},
-                            "annotation": {"id": 1, "task": 1, "result": []}}, headers=hook_headers)
+    client.post(
+        HOOK,
+        json={"action": "ANNOTATION_CREATED", "project": {"id": 999}, "annotation": {"id": 1, "task": 1, "result": []}},
+        headers=hook_headers,
+    )
     client.post(HOOK, json={"action": "PROJECT_UPDATED", "project": {"id": result.ls_project_id}}, headers=hook_headers)
     assert _process(app) == 2
     events = _events(app)
@@ -153,8 +186,16 @@ def test_events_of_unlinked_projects_and_other_actions_are_kept_but_ignored(link
 
 def test_unknown_labels_are_recorded_as_an_error_not_a_crash(linked, fake_ls, hook_headers):
     app, _ = linked
-    result = [{"from_name": "kp", "to_name": "image", "type": "keypointlabels", "original_width": 100,
-               "original_height": 100, "value": {"x": 1.0, "y": 2.0, "width": 0.75, "keypointlabels": ["Tail"]}}]
+    result = [
+        {
+            "from_name": "kp",
+            "to_name": "image",
+            "type": "keypointlabels",
+            "original_width": 100,
+            "original_height": 100,
+            "value": {"x": 1.0, "y": 2.0, "width": 0.75, "keypointlabels": ["Tail"]},
+        }
+    ]
     app.test_client().post(HOOK, json=fake_ls.annotate(_task(fake_ls), result), headers=hook_headers)
     _process(app)
     [record] = _records(app)

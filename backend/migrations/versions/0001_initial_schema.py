@@ -75,8 +75,9 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("project_id", sa.Integer(), nullable=False),
         sa.Column("number", sa.Integer(), nullable=False),
-        sa.Column("state", _enum("roundstate", "open", "training", "evaluating", "ranking", "done", "failed"),
-                  nullable=False),
+        sa.Column(
+            "state", _enum("roundstate", "open", "training", "evaluating", "ranking", "done", "failed"), nullable=False
+        ),
         sa.Column("model_version", sa.String(length=64), nullable=True),
         sa.Column("budget", sa.Integer(), nullable=False),
         sa.Column("selected_tasks", sa.JSON(), nullable=False),
