@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+
 def _handlers() -> dict[JobKind, Handler]:
     from backend.services.ranking import RankHandler
     from backend.services.training import EvaluateHandler, TrainHandler

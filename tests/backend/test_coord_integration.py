@@ -154,6 +154,9 @@ def test_link_webhooks_reconcile_and_one_round_through_a_real_label_studio(
             and image.content == (SHARED_DATA / tasks[0]["data"]["image"].split("?d=")[1]).read_bytes()
         )
 
+        url = tasks[0]["data"]["image"]  # the adapter downloads task images with the token
+        assert services.ls().fetch(url, 10**7) == (SHARED_DATA / url.split("?d=")[1]).read_bytes()
+
         assert len(_run_queued_jobs(services)) == 2  # rank with v0, evaluate v0
         project = ls.get(f"{label_studio.url}/api/projects/{pid}/").json()
         assert project["model_version"] == v0
