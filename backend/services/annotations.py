@@ -152,9 +152,13 @@ def upsert_annotation(
             AnnotationRecord.project_id == project.id, AnnotationRecord.annotation_id == annotation_id
         )
     )
+    image_key = project.label_config.get("image_key", "image")
+    image_url = ((task or {}).get("data") or {}).get(image_key)
     if record is not None:
         if record.status == AnnotationStatus.DELETED:
             return None
+        if not record.image_url and isinstance(image_url, str):
+            record.image_url = image_url  # an earlier event came without its task
         if record.updated_at is not None and (updated_at is None or updated_at <= record.updated_at):
             return None  # a duplicate or an older state arriving late
     else:
@@ -177,9 +181,8 @@ def upsert_annotation(
     record.keypoint_count = int(np.isfinite(keypoints).all(axis=1).sum())
     record.error = error
     record.from_prediction = annotation.get("parent_prediction")
-    image_key = project.label_config.get("image_key", "image")
-    if task and isinstance((task.get("data") or {}).get(image_key), str):
-        record.image_url = task["data"][image_key]
+    if isinstance(image_url, str):
+        record.image_url = image_url
     round_ = session.get(Round, record.round_id) if record.round_id else None
     served = served_pose(session, project, annotation, task_id, round_, skeleton)
     if served is None or record.status != AnnotationStatus.SUBMITTED:

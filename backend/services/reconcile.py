@@ -38,13 +38,14 @@ def reconcile(services: Services, project_id: int, close_rounds: bool = True) ->
             raise DataError(f"project {project_id} is not linked")
         ls_project_id = project.ls_project_id
         known = {
-            r.annotation_id: (r.updated_at, r.status, r.first_seen_at)
+            r.annotation_id: (r.updated_at, r.status, r.first_seen_at, bool(r.image_url))
             for r in session.execute(
                 select(
                     AnnotationRecord.annotation_id,
                     AnnotationRecord.updated_at,
                     AnnotationRecord.status,
                     AnnotationRecord.first_seen_at,
+                    AnnotationRecord.image_url,
                 ).where(AnnotationRecord.project_id == project_id)
             )
         }
@@ -61,8 +62,7 @@ def reconcile(services: Services, project_id: int, close_rounds: bool = True) ->
             updated = parse_time(annotation.get("updated_at"))
             if previous is None or (
                 previous[1] != AnnotationStatus.DELETED
-                and updated is not None
-                and (previous[0] is None or updated > previous[0])
+                and (not previous[3] or (updated is not None and (previous[0] is None or updated > previous[0])))
             ):
                 todo.append(({**annotation, "task": annotation.get("task") or task.get("id")}, task))
     changed, malformed, rounds = 0, 0, set()
@@ -82,7 +82,7 @@ def reconcile(services: Services, project_id: int, close_rounds: bool = True) ->
                     rounds.add(record.round_id)
     gone = [
         a
-        for a, (_, status, first_seen) in known.items()
+        for a, (_, status, first_seen, _) in known.items()
         if a not in seen and status != AnnotationStatus.DELETED and first_seen < started
     ]
     with services.db.session() as session:

@@ -221,3 +221,17 @@ def test_old_processed_events_are_pruned(linked, fake_ls, hook_headers):
     assert prune_inbox(services) == 3
     [left] = _events(app)
     assert not left.processed
+
+
+def test_an_event_without_its_task_gets_the_image_from_the_next_reconcile(linked, fake_ls, hook_headers):
+    from backend.services.reconcile import reconcile
+
+    app, result = linked
+    body = fake_ls.annotate(_task(fake_ls), [])
+    body.pop("task")
+    app.test_client().post(HOOK, json=body, headers=hook_headers)
+    _process(app)
+    assert _records(app)[0].image_url == ""
+    assert reconcile(app.extensions["vl4pose"], result.project_id)["changed"] == 0
+    [record] = _records(app)
+    assert record.image_url == fake_ls.tasks[record.task_id]["data"]["image"]
