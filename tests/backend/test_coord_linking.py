@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import shutil
 
+import pytest
+
 from coord_fakes import gt_results, sample_for_url
 from sqlalchemy import select
 
@@ -80,3 +82,45 @@ def test_without_an_initial_model_the_first_round_trains_from_the_preset(make_ap
     assert version.version == f"p{result.ls_project_id}-v1" and version.parent is None
     assert all(j.state == JobState.DONE for j in _rows(app, Job))
     assert len(fake_ls.predictions) == 3
+
+
+def test_a_coco_file_links_with_its_skeleton_and_one_annotation_per_image(make_app, fake_ls, link, coco_dir):
+    app = make_app()
+    result = link(
+        app, skeleton="coco17", dataset="coco", data=str(coco_dir), split="val", limit=None, labels="annotations"
+    )
+    tasks = list(fake_ls.tasks.values())
+    assert result.tasks_imported == len(tasks) == result.annotations_imported  # one task per image, best person
+    assert len({t["data"]["image"] for t in tasks}) == len(tasks)
+    assert all(t["data"]["image"].startswith("/data/local-files/?d=coco_mini/val2017/") for t in tasks)
+    labels = {r["value"]["keypointlabels"][0] for t in tasks for r in t["annotations"][0]["result"]}
+    assert "Nose" in labels or "nose" in {label.lower() for label in labels}
+    [project] = _rows(app, Project)
+    assert project.skeleton == "coco17" and len(project.label_config["labels"]) == 17
+
+
+def test_a_label_studio_export_links_with_its_labels(make_app, fake_ls, link, lspet_pool, tmp_path):
+    import json
+
+    from backend.services.configs import config_for, parse_config
+    from vl4pose.skeletons import LSP14
+
+    config = parse_config(config_for(LSP14), LSP14)
+    samples = list(lspet_pool.values())[:3]
+    export = [
+        {"id": i + 1, "data": {"image": str(s.image)}, "annotations": [{"id": 10 + i, "result": gt_results(s, config)}]}
+        for i, s in enumerate(samples)
+    ]
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps(export))
+    app = make_app()
+    result = link(app, dataset="labelstudio", data=str(path), split=None, labels="annotations")
+    assert result.tasks_imported == 3 and result.annotations_imported == 3
+    imported = sorted(fake_ls.tasks.values(), key=lambda t: t["id"])
+    assert [t["data"]["image"].rsplit("/", 1)[1] for t in imported] == [s.image.name for s in samples]
+
+    def points(results):
+        return {r["value"]["keypointlabels"][0]: (r["value"]["x"], r["value"]["y"]) for r in results}
+
+    got, sent = points(imported[0]["annotations"][0]["result"]), points(export[0]["annotations"][0]["result"])
+    assert got.keys() == sent.keys() and all(got[k] == pytest.approx(sent[k], abs=1e-6) for k in sent)
