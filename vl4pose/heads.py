@@ -43,7 +43,8 @@ class Head(nn.Module):
         Args:
             features: detached multi-scale features of the batch.
             batch: ``keypoints`` (N, K, 2) heatmap pixels (NaN missing), ``labelled`` (N, K), ``heatmaps``,
-                ``weights``.
+                ``weights``, ``keypoint_error`` (N, K) the last stack's squared heatmap error per keypoint
+                (summed over pixels, detached).
             pose_loss: (N,) per-image pose loss (detached).
         """
         raise NotImplementedError
@@ -107,21 +108,14 @@ def ranking_loss(predicted: torch.Tensor, target: torch.Tensor, margin: float = 
 class AleatoricHead(Head):
     """Aleatoric baseline (Kendall & Gal 2017, heteroscedastic regression), on detached features.
 
-    Heads see only detached features, so the head carries its own light heatmap read-out (two 1x1
-    convolutions on the finest feature map, the one the pose model's heatmaps come from) and, through the
-    auxiliary network, a per-keypoint log-variance ``s``. With ``e_k`` the read-out's squared heatmap error
-    of keypoint ``k`` (summed over pixels, like the pose loss), the loss is the heteroscedastic NLL
-    ``0.5 * exp(-s_k) * e_k + 0.5 * s_k`` over keypoints with a target, so ``s_k`` learns the log of the
-    expected heatmap error from the image. The acquisition score is the mean predicted log-variance.
+    The head predicts a per-keypoint log-variance ``s`` of the pose model's own heatmap error: with
+    ``e_k = batch["keypoint_error"]`` (the last stack's squared heatmap error of keypoint ``k``, summed
+    over pixels, detached), the loss is the heteroscedastic NLL ``0.5 * exp(-s_k) * e_k + 0.5 * s_k`` over
+    keypoints with a target, so ``s_k`` learns the log of the expected error from the image. The
+    acquisition score is the mean predicted log-variance.
     """
 
     kind = "aleatoric"
-
-    def __init__(self, config: ModelConfig, skeleton: Skeleton) -> None:
-        super().__init__(config, skeleton)
-        hidden = max(config.channels // 2, 8)
-        self.readout = nn.Sequential(nn.Conv2d(config.channels, hidden, 1), nn.ReLU(inplace=True),
-                                     nn.Conv2d(hidden, skeleton.num_keypoints, 1))
 
     @staticmethod
     def out_dim(skeleton: Skeleton) -> int:
@@ -133,12 +127,10 @@ class AleatoricHead(Head):
         return low + (high - low) * torch.sigmoid(self.net(features))
 
     def loss(self, features: list[torch.Tensor], batch: dict[str, torch.Tensor], pose_loss: torch.Tensor) -> torch.Tensor:
-        heatmaps = self.readout(features[0])
         weights = batch["weights"]
-        error = ((heatmaps - batch["heatmaps"]) ** 2).sum(dim=(2, 3))
         logvar = self.log_variance(features)
-        nll = 0.5 * torch.exp(-logvar) * error.detach() + 0.5 * logvar
-        return ((error + nll) * weights).sum() / weights.sum().clamp_min(1.0)
+        nll = 0.5 * torch.exp(-logvar) * batch["keypoint_error"].detach() + 0.5 * logvar
+        return (nll * weights).sum() / weights.sum().clamp_min(1.0)
 
 
 HEADS: dict[str, type[Head]] = {h.kind: h for h in (BoneHead, LearningLossHead, AleatoricHead)}

@@ -192,7 +192,9 @@ class Trainer:
         weights = batch["weights"][..., None, None]
         # squared error summed over pixels, averaged over keypoints: a per-pixel mean makes the gradients
         # of sparse Gaussian targets so small that Adam's epsilon swamps them and training stalls
-        per_image = sum(((h - batch["heatmaps"]) ** 2 * weights).sum(dim=(2, 3)).mean(dim=1) for h in output.heatmaps)
+        errors = [((h - batch["heatmaps"]) ** 2 * weights).sum(dim=(2, 3)) for h in output.heatmaps]  # (N, K) each
+        per_image = sum(e.mean(dim=1) for e in errors)
+        batch["keypoint_error"] = errors[-1].detach()
         features = [f.detach() for f in output.features]
         aux = sum(head.loss(features, batch, per_image.detach()) for head in self.heads.values())
         loss = per_image.mean() + aux
