@@ -1,0 +1,76 @@
+"""Shared pieces of the end-to-end and browser tests (a module of its own: conftest modules are not importable)."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED_DATA = Path(os.environ.get("VL4POSE_SHARED_DATA", REPO.parent / "shared" / "data"))
+POOL, BUDGET, HOLDOUT = 40, 8, 8
+
+
+@dataclass
+class Live:
+    config: object
+    link: dict
+    coordinator: object
+    ls: requests.Session
+    ls_url: str
+
+    @property
+    def ls_project(self) -> int:
+        return self.link["ls_project_id"]
+
+    @property
+    def project(self) -> int:
+        return self.link["project_id"]
+
+    def db(self):
+        """The coordinator's database (SQLAlchemy, read-only use)."""
+        from backend.db import Database
+
+        return Database(f"sqlite:///{self.config.storage / 'coordinator.sqlite'}")
+
+    def ls_get(self, path: str, **params):
+        response = self.ls.get(self.ls_url + path, params=params, timeout=60)
+        response.raise_for_status()
+        return response.json()
+
+    def predictions(self, version: str) -> dict[int, dict]:
+        """Label Studio's stored predictions of a model version, by task id."""
+        out = {}
+        for task in self.ls_get("/api/tasks/", project=self.ls_project, page_size=500, fields="all")["tasks"]:
+            for prediction in task.get("predictions") or []:
+                if prediction.get("model_version") == version:
+                    out[task["id"]] = prediction
+        return out
+
+    def labelled_tasks(self) -> set[int]:
+        tasks = self.ls_get("/api/tasks/", project=self.ls_project, page_size=500)["tasks"]
+        return {t["id"] for t in tasks if t.get("total_annotations", 0) > 0}
+
+
+@dataclass
+class RoundLog:
+    """What one round looked like from the annotator's side."""
+
+    version: str
+    scores_before: dict[int, float]
+    labelled: list = field(default_factory=list)
+    ml_health_version: str | None = None
+    registry_current: str | None = None
+
+
+def wait_for(condition, timeout: float, what: str, every: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
