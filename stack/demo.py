@@ -108,7 +108,7 @@ def _colour(rng: np.random.Generator, warm: bool) -> tuple[int, int, int]:
     return int(r * 255), int(g * 255), int(b * 255)
 
 
-def draw_figure(rng: np.random.Generator, size: tuple[int, int]) -> tuple["Image.Image", np.ndarray]:  # noqa: F821
+def draw_figure(rng: np.random.Generator, size: tuple[int, int]) -> tuple[object, np.ndarray]:
     """One image with a stick person on a cluttered background; returns it and its (14, 2) keypoints in pixels."""
     from PIL import Image, ImageDraw, ImageFilter
 

@@ -35,7 +35,9 @@ def free_port() -> int:
 
 
 def port_is_free(port: int) -> bool:
+    """No server listens on the port (connections of a stopped server in TIME_WAIT do not count)."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:

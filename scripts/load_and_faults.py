@@ -1,0 +1,251 @@
+"""Load and faults against the system started by ``scripts/start.sh`` (127.0.0.1 only; bounded in time and count).
+
+1. ``/predict`` under load: ``--clients`` threads post one task each to the ML backend, as Label Studio does when
+   a task opens, for ``--seconds``: throughput, p50/p95/max latency, errors.
+2. A burst of ``--webhooks`` events posted at once to the coordinator (for a Label Studio project that is not
+   linked, so the demo's rounds are untouched): every one answered and stored in the inbox, and processed.
+3. Faults in the middle of a round, the simulated annotator labelling through Label Studio's API: half the
+   round is labelled; the ML backend is killed (SIGKILL) and restarted; Label Studio is killed and restarted;
+   the rest of the round is labelled, which closes it; the worker is killed while it trains and restarted.
+   Then: the round is trained, ranked and the next one opens; no annotation and no model version is lost.
+
+    .venv/bin/python scripts/load_and_faults.py [--clients 8 --seconds 60 --webhooks 200] [--json-out FILE]
+
+Prints one JSON object, then a table. Exit code 1 when a check fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from stack import services  # noqa: E402
+from stack.annotator import GroundTruth, SimulatedAnnotator  # noqa: E402
+from stack.project import Coordinator, ml_serves  # noqa: E402
+from stack.start import load_state, stack_config, storage_dir  # noqa: E402
+
+UNLINKED_PROJECT = 987654
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))] if ordered else float("nan")
+
+
+def predict_load(config, ls: requests.Session, project: int, clients: int, seconds: float) -> dict:
+    xml = ls.get(f"{config.url('labelstudio')}/api/projects/{project}/").json()["label_config"]
+    tasks = ls.get(f"{config.url('labelstudio')}/api/tasks/", params={"project": project, "page_size": 64}).json()
+    tasks = [{"id": t["id"], "data": t["data"]} for t in tasks["tasks"]]
+    latencies, errors, lock = [], [], threading.Lock()
+    deadline = time.monotonic() + seconds
+
+    def client(index: int) -> None:
+        http, n = requests.Session(), index
+        while time.monotonic() < deadline:
+            task = tasks[n % len(tasks)]
+            n += clients
+            started = time.monotonic()
+            try:
+                response = http.post(config.url("ml") + "/predict", timeout=120,
+                                     json={"tasks": [task], "project": f"{project}.0", "label_config": xml})
+                ok = response.status_code == 200 and response.json()["results"][0]
+                problem = None if ok else f"{response.status_code}: {response.text[:200]}"
+            except (requests.RequestException, ValueError, KeyError, IndexError) as exc:
+                problem = str(exc)
+            with lock:
+                (errors.append(problem) if problem else latencies.append(time.monotonic() - started))
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(client, range(clients)))
+    wall = time.monotonic() - started
+    return {"clients": clients, "seconds": round(wall, 1), "requests": len(latencies) + len(errors),
+            "errors": len(errors), "first_errors": errors[:3], "throughput_rps": round(len(latencies) / wall, 2),
+            "p50_ms": round(1000 * percentile(latencies, 50), 1), "p95_ms": round(1000 * percentile(latencies, 95), 1),
+            "max_ms": round(1000 * max(latencies, default=float("nan")), 1)}
+
+
+def webhook_burst(config, count: int) -> dict:
+    from backend.db import Database
+    from backend.models import WebhookEvent
+    from sqlalchemy import select
+
+    marker = uuid.uuid4().hex
+    headers = {"X-VL4Pose-Secret": config.secrets.webhook_secret}
+
+    def send(n: int) -> tuple[int, float]:
+        body = {"action": "ANNOTATION_CREATED", "project": {"id": UNLINKED_PROJECT}, "task": {"id": n},
+                "annotation": {"id": 10**9 + n, "task": n, "result": [], "marker": marker,
+                               "updated_at": "2026-01-01T00:00:00Z"}}
+        started = time.monotonic()
+        response = requests.post(config.url("coordinator") + "/hooks/label-studio", json=body, headers=headers,
+                                 timeout=30)
+        return response.status_code, time.monotonic() - started
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(32) as pool:
+        answers = list(pool.map(send, range(count)))
+    wall = time.monotonic() - started
+    db = Database(f"sqlite:///{config.storage / 'coordinator.sqlite'}")
+
+    def stored() -> tuple[int, int]:
+        with db.session() as session:
+            rows = session.scalars(select(WebhookEvent).where(WebhookEvent.ls_project_id == UNLINKED_PROJECT)).all()
+            mine = [r for r in rows if (r.body.get("annotation") or {}).get("marker") == marker]
+            return len(mine), sum(r.processed for r in mine)
+
+    deadline = time.monotonic() + 120
+    while stored()[1] < count and time.monotonic() < deadline:
+        time.sleep(1)
+    in_inbox, processed = stored()
+    latencies = [t for _, t in answers]
+    db.dispose()
+    return {"sent": count, "answered_200": sum(s == 200 for s, _ in answers), "stored": in_inbox,
+            "processed": processed, "lost": count - in_inbox, "wall_s": round(wall, 2),
+            "p50_ms": round(1000 * percentile(latencies, 50), 1), "p95_ms": round(1000 * percentile(latencies, 95), 1),
+            "max_ms": round(1000 * max(latencies), 1)}
+
+
+def restart(config, name: str) -> float:
+    """SIGKILL a service's process group (a crash), start it again; seconds until it answers."""
+    services.stop_service(config, name, kill=True)
+    started = time.monotonic()
+    services.start_service(config, name)
+    return round(time.monotonic() - started, 1)
+
+
+def faults(config, state: dict, active: dict) -> dict:
+    coordinator = Coordinator(config.url("coordinator"), config.secrets.api_token)
+    project, ls_project = active["project_id"], active["ls_project_id"]
+    truth_info = active.get("truth") or {}
+    truth = GroundTruth.load(truth_info["dataset"], Path(truth_info["data"]), None, config.files_root)
+    annotator = SimulatedAnnotator(config.url("labelstudio"), config.secrets.ls_token, ls_project, truth)
+    registry_before = sorted(p.name for p in (config.storage / "models").iterdir() if p.is_dir())
+    report = coordinator.project(project)
+    round_before = report["current_round"]
+    if round_before["state"] != "open":
+        raise SystemExit("the current round is not open (a job runs); wait for it and run again")
+    left = round_before["budget"] - round_before["labelled"]
+    out: dict = {"round": round_before["number"], "budget": round_before["budget"], "labelled_before": left}
+    labelled = annotator.run(left // 2)
+    out["ml_restart_s"] = restart(config, "ml")
+    ml_serves(config, round_before["model_version"])
+    out["labelstudio_restart_s"] = restart(config, "labelstudio")
+    labelled += annotator.run(left - len(labelled))
+    closed_at = time.monotonic()
+
+    def training(report: dict) -> bool:
+        job = report["current_job"] or {}
+        return job.get("kind") == "train" and job.get("progress", 0) > 0.06
+
+    coordinator.wait(project, training, "training to start", 600)
+    out["worker_killed_at_stage"] = coordinator.project(project)["current_job"]["stage"]
+    out["worker_restart_s"] = restart(config, "worker")
+
+    def next_round(report: dict) -> bool:
+        current = report["current_round"]
+        return current["number"] == round_before["number"] + 1 and current["state"] == "open" \
+            and report["current_job"] is None
+
+    report = coordinator.wait(project, next_round, "the next round", 1800)
+    out["close_to_next_round_s"] = round(time.monotonic() - closed_at, 1)
+    new_version = report["current_round"]["model_version"]
+    ml_serves(config, new_version)
+    ls = requests.Session()
+    ls.headers["Authorization"] = f"Token {config.secrets.ls_token}"
+    ids = set()
+    tasks = ls.get(f"{config.url('labelstudio')}/api/tasks/",
+                   params={"project": ls_project, "page_size": 5000, "fields": "all"}).json()["tasks"]
+    for task in tasks:
+        ids |= {a["id"] for a in task.get("annotations") or []}
+    from backend.db import Database
+    from backend.models import AnnotationRecord, AnnotationStatus
+    from sqlalchemy import select
+
+    db = Database(f"sqlite:///{config.storage / 'coordinator.sqlite'}")
+    with db.session() as session:
+        recorded = set(session.scalars(select(AnnotationRecord.annotation_id).where(
+            AnnotationRecord.project_id == project, AnnotationRecord.status == AnnotationStatus.SUBMITTED)))
+    db.dispose()
+    registry_after = sorted(p.name for p in (config.storage / "models").iterdir() if p.is_dir())
+    out.update({
+        "labelled_during_faults": len(labelled), "annotations_in_label_studio": len(ids),
+        "annotations_missing_from_coordinator": len(ids - recorded),
+        "new_version": new_version, "versions_lost": sorted(set(registry_before) - set(registry_after)),
+        "ml_serves": new_version, "job_attempts": report["jobs"][0]["attempts"] if report["jobs"] else None,
+    })
+    return out
+
+
+def table(result: dict) -> str:
+    p, w, f = result["predict"], result["webhooks"], result["faults"]
+    rows = [
+        ("/predict clients x seconds", f"{p['clients']} x {p['seconds']:.0f} s"),
+        ("/predict requests / errors", f"{p['requests']} / {p['errors']}"),
+        ("/predict throughput", f"{p['throughput_rps']} req/s"),
+        ("/predict latency p50 / p95 / max", f"{p['p50_ms']} / {p['p95_ms']} / {p['max_ms']} ms"),
+        ("webhooks sent / answered 200 / stored / processed", f"{w['sent']} / {w['answered_200']} / {w['stored']} / "
+                                                              f"{w['processed']}"),
+        ("webhook burst wall time, answer p50 / p95 / max", f"{w['wall_s']} s, {w['p50_ms']} / {w['p95_ms']} / "
+                                                            f"{w['max_ms']} ms"),
+        ("ML backend killed + restarted (until answering)", f"{f['ml_restart_s']} s"),
+        ("Label Studio killed + restarted (until answering)", f"{f['labelstudio_restart_s']} s"),
+        ("worker killed during training, restarted", f"{f['worker_restart_s']} s (at: {f['worker_killed_at_stage']})"),
+        ("round close -> next round open (with the worker kill)", f"{f['close_to_next_round_s']} s"),
+        ("annotations labelled in the faulty round", str(f["labelled_during_faults"])),
+        ("annotations missing from the coordinator", str(f["annotations_missing_from_coordinator"])),
+        ("model versions lost", str(len(f["versions_lost"]))),
+        ("new version served", f["new_version"]),
+    ]
+    width = max(len(a) for a, _ in rows)
+    return "\n".join(f"| {a.ljust(width)} | {b} |" for a, b in rows)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--webhooks", type=int, default=200)
+    parser.add_argument("--skip-faults", action="store_true")
+    parser.add_argument("--json-out", type=Path)
+    args = parser.parse_args()
+    state = load_state(storage_dir())
+    active = state.get("projects", {}).get(state.get("active", ""))
+    if not active:
+        print("start the system first: bash scripts/start.sh", file=sys.stderr)
+        return 2
+    config = stack_config(storage_dir(), state)
+    ls = requests.Session()
+    ls.headers["Authorization"] = f"Token {config.secrets.ls_token}"
+    result = {"predict": predict_load(config, ls, active["ls_project_id"], args.clients, args.seconds)}
+    result["webhooks"] = webhook_burst(config, args.webhooks)
+    result["faults"] = {} if args.skip_faults else faults(config, state, active)
+    checks = {
+        "predict_errors_zero": result["predict"]["errors"] == 0,
+        "webhooks_none_lost": result["webhooks"]["lost"] == 0 and result["webhooks"]["processed"] == args.webhooks,
+    }
+    if not args.skip_faults:
+        checks["no_annotation_lost"] = result["faults"]["annotations_missing_from_coordinator"] == 0
+        checks["no_model_version_lost"] = not result["faults"]["versions_lost"]
+    result["checks"] = checks
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.json_out:
+        args.json_out.write_text(text)
+    if not args.skip_faults:
+        print(table(result))
+    return 0 if all(checks.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
