@@ -37,9 +37,9 @@ log = logging.getLogger(__name__)
 class TrainConfig:
     """Optimisation settings. Both learning rates follow the same warm-up + cosine schedule."""
 
-    epochs: int = 16
+    epochs: int = 18
     batch_size: int = 16
-    lr: float = 2e-3
+    lr: float = 5e-3
     aux_lr: float = 1e-3
     weight_decay: float = 0.0
     warmup_steps: int = 200
