@@ -138,8 +138,10 @@ def faults(config, state: dict, active: dict) -> dict:
     left = round_before["budget"] - round_before["labelled"]
     out: dict = {"round": round_before["number"], "budget": round_before["budget"], "labelled_before": left}
     labelled = annotator.run(left // 2)
+    started = time.monotonic()
     out["ml_restart_s"] = restart(config, "ml")
     ml_serves(config, round_before["model_version"])
+    out["ml_model_loaded_s"] = round(time.monotonic() - started, 1)
     out["labelstudio_restart_s"] = restart(config, "labelstudio")
     labelled += annotator.run(left - len(labelled))
     closed_at = time.monotonic()
@@ -182,7 +184,9 @@ def faults(config, state: dict, active: dict) -> dict:
         "labelled_during_faults": len(labelled), "annotations_in_label_studio": len(ids),
         "annotations_missing_from_coordinator": len(ids - recorded),
         "new_version": new_version, "versions_lost": sorted(set(registry_before) - set(registry_after)),
-        "ml_serves": new_version, "job_attempts": report["jobs"][0]["attempts"] if report["jobs"] else None,
+        "ml_serves": new_version,
+        "train_job_attempts": next((j["attempts"] for j in report["jobs"]
+                                    if j["kind"] == "train" and j["version"] == new_version), None),
     })
     return out
 
@@ -198,9 +202,11 @@ def table(result: dict) -> str:
                                                               f"{w['processed']}"),
         ("webhook burst wall time, answer p50 / p95 / max", f"{w['wall_s']} s, {w['p50_ms']} / {w['p95_ms']} / "
                                                             f"{w['max_ms']} ms"),
-        ("ML backend killed + restarted (until answering)", f"{f['ml_restart_s']} s"),
+        ("ML backend killed + restarted (answering / model loaded)", f"{f['ml_restart_s']} / "
+                                                                      f"{f['ml_model_loaded_s']} s"),
         ("Label Studio killed + restarted (until answering)", f"{f['labelstudio_restart_s']} s"),
-        ("worker killed during training, restarted", f"{f['worker_restart_s']} s (at: {f['worker_killed_at_stage']})"),
+        ("worker killed during training, restarted", f"{f['worker_restart_s']} s (at: {f['worker_killed_at_stage']}; "
+                                                     f"train job attempts {f['train_job_attempts']})"),
         ("round close -> next round open (with the worker kill)", f"{f['close_to_next_round_s']} s"),
         ("annotations labelled in the faulty round", str(f["labelled_during_faults"])),
         ("annotations missing from the coordinator", str(f["annotations_missing_from_coordinator"])),

@@ -211,8 +211,12 @@ def wait_http(url: str, process: subprocess.Popen | None, timeout: float, what: 
     raise StackError(f"{what} did not answer on {url} within {timeout:.0f} s; see {log_file}")
 
 
-def check_port(config: StackConfig, name: str) -> None:
+def check_port(config: StackConfig, name: str, wait: float = 10.0) -> None:
+    """Fail with a message naming the setting when the port stays busy for ``wait`` seconds."""
     port = config.ports[name]
+    deadline = time.monotonic() + wait
+    while not port_is_free(port) and time.monotonic() < deadline:
+        time.sleep(0.5)
     if not port_is_free(port):
         variable = {"labelstudio": "VL4POSE_LS_PORT", "ml": "VL4POSE_ML_PORT",
                     "coordinator": "VL4POSE_COORDINATOR_PORT"}[name]
@@ -255,30 +259,30 @@ def stop_service(config: StackConfig, name: str, timeout: float = 20.0, kill: bo
     except ProcessLookupError:
         pass
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _alive(pid):
+    while time.monotonic() < deadline and _group_alive(pid):
         time.sleep(0.2)
-    if _alive(pid):
+    if _group_alive(pid):
         try:
             os.killpg(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        time.sleep(0.5)
-    _reap(pid)
+        while _group_alive(pid) and time.monotonic() < deadline + 10:
+            time.sleep(0.2)
     _record_path(config, name).unlink(missing_ok=True)
     return True
 
 
-def _alive(pid: int) -> bool:
-    _reap(pid)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    state = Path(f"/proc/{pid}/stat")
-    try:
-        return state.read_text().split(") ", 1)[1][0] != "Z"
-    except (OSError, IndexError):
-        return False
+def _group_alive(pgid: int) -> bool:
+    """Some process of the group still runs (zombies do not count)."""
+    _reap(pgid)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(") ", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
 
 
 def _reap(pid: int) -> None:
