@@ -269,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     if not (url and token and project and dataset and data) or not (args.tasks or args.rounds):
         parser.error("give --tasks or --rounds; and --label-studio, --token, --project, --dataset and --data "
                      "unless a system started by scripts/start.sh with a demo or labelled data set is running")
+    if args.rounds and not args.budget and not known.get("coordinator"):
+        parser.error("give --budget (tasks per round) when the system was not started by scripts/start.sh")
     root = args.files_root or (Path(known["files_root"]) if known.get("files_root") else None)
     image_dir = args.image_dir or (Path(known["image_dir"]) if known.get("image_dir") else None)
     truth = GroundTruth.load(dataset, data, args.split, root, image_dir=image_dir)
