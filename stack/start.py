@@ -91,6 +91,11 @@ def stack_config(storage: Path, state: dict, default_root: Path | None = None) -
 
 
 def _starter_config() -> StarterConfig:
+    threads = _int_env("VL4POSE_STACK_TORCH_THREADS", 0)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     return StarterConfig(
         preset=os.environ.get("VL4POSE_STARTER_PRESET") or "cpu",
         epochs=_int_env("VL4POSE_STARTER_EPOCHS", 8),
