@@ -216,6 +216,21 @@ class LabelStudio:
                 chunks.append(chunk)
         return b"".join(chunks)
 
+    # -- Data Manager views --------------------------------------------------------------------------
+    def views(self, project_id: int) -> list[dict]:
+        found = self.request("list Data Manager views", "GET", "/api/dm/views/", params={"project": project_id}).json()
+        return [{"id": v["id"], "title": (v.get("data") or {}).get("title"), "data": v.get("data") or {}} for v in found]
+
+    def add_view(self, project_id: int, title: str, ordering: list[str]) -> int:
+        """A Data Manager tab; its ordering is also the order of "Label All Tasks" (Label Studio's DM queue)."""
+        view = self.request(
+            "add a Data Manager view",
+            "POST",
+            "/api/dm/views/",
+            json={"project": project_id, "data": {"title": title, "ordering": ordering}},
+        ).json()
+        return int(view["id"])
+
     # -- ML backend and webhooks --------------------------------------------------------------------
     def ml_backends(self, project_id: int) -> list[dict]:
         backends = self.call("list ML backends", self.sdk.ml.list, project=project_id)

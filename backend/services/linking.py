@@ -29,6 +29,10 @@ SECRET_HEADER = "X-VL4Pose-Secret"
 WEBHOOK_PATH = "/hooks/label-studio"
 LABEL_POLICIES = ("annotations", "ground-truth", "ignore")
 STRATEGIES = ("vl4pose", "random")
+QUEUE_VIEW = "Lowest likelihood first"
+"""The Data Manager tab linking adds: ordered by the current model version's score. Label Studio's "Label All
+Tasks" button sends the tab's selection, which makes it serve tasks in the tab's order instead of by uncertainty
+sampling; this ordering keeps that stream lowest likelihood first too."""
 
 
 @dataclass
@@ -111,6 +115,7 @@ class LinkResult:
     image_source: str = ""
     ml_backend_id: int | None = None
     webhook_id: int | None = None
+    view_id: int | None = None
     initial_version: str | None = None
     jobs: list[int] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -274,6 +279,8 @@ def _connect(services: Services, project_id: int, ls_project_id: int, result: Li
     else:
         result.webhook_id = ls.add_webhook(ls_project_id, url, headers)
     ls.update_project(ls_project_id, sampling="Uncertainty sampling")
+    views = [v["id"] for v in ls.views(ls_project_id) if v["title"] == QUEUE_VIEW]
+    result.view_id = views[0] if views else ls.add_view(ls_project_id, QUEUE_VIEW, ["tasks:predictions_score"])
     with services.db.session() as session:
         project = session.get(Project, project_id)
         project.ml_backend_id, project.webhook_id = result.ml_backend_id, result.webhook_id

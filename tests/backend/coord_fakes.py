@@ -85,6 +85,7 @@ class FakeLabelStudio:
         self.webhooks_: list[dict] = []
         self.ml: list[dict] = []
         self.storages: list[dict] = []
+        self.views_: list[dict] = []
         self.fail: dict[str, int] = {}
         self.calls: list[str] = []
         self.on_call = None  # fn(name, failing) called before every adapter call
@@ -291,6 +292,16 @@ class FakeLabelStudio:
     def update_webhook(self, webhook_id: int, url: str, headers: dict) -> None:
         self._check("update_webhook")
         next(h for h in self.webhooks_ if h["id"] == webhook_id).update(url=url, headers=dict(headers))
+
+    def views(self, project_id: int) -> list[dict]:
+        self._check("views")
+        return [v for v in self.views_ if v["project"] == project_id]
+
+    def add_view(self, project_id: int, title: str, ordering: list[str]) -> int:
+        self._check("add_view")
+        view_id = next(self._ids)
+        self.views_.append({"id": view_id, "project": project_id, "title": title, "data": {"ordering": ordering}})
+        return view_id
 
     def close(self) -> None:
         pass

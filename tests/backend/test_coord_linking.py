@@ -124,3 +124,15 @@ def test_a_label_studio_export_links_with_its_labels(make_app, fake_ls, link, ls
 
     got, sent = points(imported[0]["annotations"][0]["result"]), points(export[0]["annotations"][0]["result"])
     assert got.keys() == sent.keys() and all(got[k] == pytest.approx(sent[k], abs=1e-6) for k in sent)
+
+
+def test_linking_adds_a_data_manager_view_ordered_by_score_once(make_app, fake_ls, link):
+    from backend.services.linking import QUEUE_VIEW
+
+    app = make_app()
+    first = link(app)
+    [view] = fake_ls.views(first.ls_project_id)
+    assert view["id"] == first.view_id and view["title"] == QUEUE_VIEW
+    assert view["data"]["ordering"] == ["tasks:predictions_score"]  # "Label All Tasks" follows the tab's order
+    again = link(app, project_id=first.ls_project_id)
+    assert again.view_id == first.view_id and len(fake_ls.views(first.ls_project_id)) == 1
