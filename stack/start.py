@@ -183,7 +183,8 @@ def start(options: StartOptions, out=sys.stdout) -> dict:
         out.flush()
         result = link(config, spec)
         linked = {"project_id": result["project_id"], "ls_project_id": result["ls_project_id"],
-                  "initial_version": result["initial_version"], "title": spec.title, "truth": _truth(spec)}
+                  "initial_version": result["initial_version"], "title": spec.title, "truth": _truth(spec),
+                  "view_id": result.get("view_id")}
         state.setdefault("projects", {})[key] = linked
         state["active"] = key
         save_state(storage, state)
@@ -222,6 +223,12 @@ def _start_label_studio(config: StackConfig, errors: list, out) -> None:
         errors.append(exc)
 
 
+def label_stream_url(ls: str, linked: dict) -> str:
+    """Label Studio's "Label All Tasks" stream in the lowest-likelihood-first tab."""
+    tab = f"tab={linked['view_id']}&" if linked.get("view_id") else ""
+    return f"{ls}/projects/{linked['ls_project_id']}/data?{tab}labeling=1"
+
+
 def describe(config: StackConfig, linked: dict, coordinator: Coordinator | None = None) -> dict:
     """URLs, login and the head of the queue, as text and as fields."""
     ls, s = config.url("labelstudio"), config.secrets
@@ -233,7 +240,7 @@ def describe(config: StackConfig, linked: dict, coordinator: Coordinator | None 
         "",
         "VL4Pose annotator is running on 127.0.0.1",
         f"  Label Studio   {ls}   login {s.ls_username} / {s.ls_password}",
-        f"  Label now      {ls}/projects/{linked['ls_project_id']}/data?labeling=1   ({linked['title']})",
+        f"  Label now      {label_stream_url(ls, linked)}   ({linked['title']})",
         f"  Dashboard      {config.url('coordinator')}/projects/{linked['project_id']}   "
         f"log in with the API token {s.api_token}",
         f"  ML backend     {config.url('ml')}/health",

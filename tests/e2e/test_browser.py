@@ -18,8 +18,9 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SCREENSHOTS = REPO / "docs" / "screenshots"
 SELECTED_ANNOTATION = """() => {
-  const selected = window.Htx.annotationStore.selected;
-  return {type: selected.type, pk: selected.pk, score: selected.score,
+  const store = window.Htx.annotationStore, selected = store.selected;
+  return {task: window.Htx.task.id, type: selected.type,
+          predictions: store.predictions.map(p => [Number(p.pk), p.score]),
           regions: selected.regions.map(r => [r.labels ? r.labels[0] : null, r.x, r.y])};
 }"""
 
@@ -83,7 +84,11 @@ def test_dashboard_shows_the_rounds_and_the_accuracy_chart_with_the_real_numbers
     page.close()
 
 
-def test_a_label_studio_task_opens_with_our_refined_pre_annotation(live, two_rounds, browser):
+def test_the_label_stream_opens_the_lowest_likelihood_task_with_our_refined_pre_annotation(live, two_rounds, browser):
+    """What an annotator sees after "Label All Tasks" (the URL start.sh prints): the lowest score first, its
+    pre-annotation being our prediction of the current model version."""
+    from stack.start import label_stream_url
+
     version = live.ls_get(f"/api/projects/{live.ls_project}/")["model_version"]
     stored = live.predictions(version)
     task_id = min(set(stored) - live.labelled_tasks(), key=lambda t: stored[t]["score"])
@@ -93,22 +98,19 @@ def test_a_label_studio_task_opens_with_our_refined_pre_annotation(live, two_rou
     page.fill("input[name=password]", live.config.secrets.ls_password)
     page.click("button[type=submit]")
     page.wait_for_load_state("networkidle")
-    page.goto(f"{live.ls_url}/projects/{live.ls_project}/data?task={task_id}")
-    tab = page.locator(".lsf-annotation-button", has_text=version).first
-    tab.wait_for()
-    tab.click()
+    assert live.link["view_id"], "linking adds the lowest-likelihood-first tab"
+    page.goto(label_stream_url(live.ls_url, live.link))
     page.locator(".lsf-outliner-item").first.wait_for()
-    shown = page.evaluate(SELECTED_ANNOTATION)  # what the labelling interface holds for the open tab
+    shown = page.evaluate(SELECTED_ANNOTATION)  # what the labelling interface holds for the open task
     prediction = stored[task_id]
-    assert shown["type"] == "prediction" and int(shown["pk"]) == prediction["id"]
-    assert shown["score"] == pytest.approx(prediction["score"])
+    assert shown["task"] == task_id, "the stream serves the lowest-likelihood task first"
+    assert [prediction["id"], pytest.approx(prediction["score"])] in shown["predictions"]
     points = {item["value"]["keypointlabels"][0]: (item["value"]["x"], item["value"]["y"])
               for item in prediction["result"]}
-    assert len(points) == len(shown["regions"]) > 0
+    assert len(points) == len(shown["regions"]) > 0, "the draft starts from our prediction"
     for label, x, y in shown["regions"]:
         assert (x, y) == pytest.approx(points[label], abs=1e-6), label
-    assert version in page.locator(".lsf-annotations-carousel").inner_text()
-    page.mouse.move(5, 880)  # no tooltip over the image
+    page.mouse.move(5, 880)
     page.wait_for_timeout(1500)  # let the image and the points paint
     page.screenshot(path=str(SCREENSHOTS / "labelstudio-task.png"))
     page.close()
