@@ -39,6 +39,7 @@ class ProgressLine:
         self.stream = stream
         self.started = time.monotonic()
         self.last = 0.0
+        self.first: float | None = None  # the fraction done when this process started (a resumed run)
         self.interactive = stream.isatty()
 
     def __call__(self, progress) -> None:
@@ -46,8 +47,10 @@ class ProgressLine:
         if now - self.last < (0.5 if self.interactive else 15.0) and progress.validation is None:
             return
         self.last = now
-        fraction = max(progress.fraction, 1e-6)
-        left = (now - self.started) * (1 - fraction) / fraction
+        fraction = progress.fraction
+        if self.first is None:
+            self.first = fraction - 1e-6
+        left = (now - self.started) * (1 - fraction) / max(fraction - self.first, 1e-6)
         where = f"step {progress.step}/{progress.steps}" if progress.validation is None else "validated"
         text = (
             f"  training the starter model: epoch {progress.epoch + 1}/{progress.epochs}, {where}, "
