@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +16,9 @@ from werkzeug.wrappers import Request, Response
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "annotation_configs"
-CAPTURES = REPO.parent / "shared" / "docs" / "label-studio-captures"
+# next to the data folder: ``<shared>/docs/label-studio-captures`` (``VL4POSE_SHARED_DATA`` = ``<shared>/data``)
+SHARED_DATA = Path(os.environ.get("VL4POSE_SHARED_DATA", REPO.parent / "shared" / "data"))
+CAPTURES = SHARED_DATA.parent / "docs" / "label-studio-captures"
 TOKEN = "test-label-studio-token-0123456789"
 LSP_CONFIG = (CONFIGS / "lsp14.xml").read_text()
 
