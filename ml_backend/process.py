@@ -33,6 +33,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def stop_process_group(process: subprocess.Popen, timeout: float, kill_wait: float = 10.0) -> None:
+    """SIGTERM the process group led by ``process`` (started with ``start_new_session``), SIGKILL it after
+    ``timeout`` seconds; a process that already exited is left alone."""
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait(kill_wait)
+
+
 @dataclass
 class BackendProcess:
     """A backend process. ``server`` is ``"gunicorn"`` (production settings) or ``"dev"``.
@@ -99,16 +115,7 @@ class BackendProcess:
         """SIGTERM the process group (server and workers), SIGKILL after ``timeout``; the exit code."""
         if self.process is None:
             return None
-        if self.process.poll() is None:
-            try:
-                os.killpg(self.process.pid, signal.SIGTERM)
-                self.process.wait(timeout)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                try:
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                self.process.wait(10)
+        stop_process_group(self.process, timeout)
         return self.process.returncode
 
     def __enter__(self) -> "BackendProcess":

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
 import subprocess
 import time
@@ -16,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
+
+from ml_backend.process import stop_process_group
 
 log = logging.getLogger(__name__)
 
@@ -134,17 +135,8 @@ class LabelStudioServer:
 
     def stop(self, timeout: float = 20.0) -> None:
         """Stop the server and every process it started."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.process.wait(5)
+        if self.process is not None:
+            stop_process_group(self.process, timeout, kill_wait=5.0)
 
     def __enter__(self) -> "LabelStudioServer":
         return self.start() if self.process is None else self

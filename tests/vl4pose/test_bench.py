@@ -19,14 +19,6 @@ from vl4pose.refine import refine
 from vl4pose.skeletons import HAND21, LSP14, Skeleton
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @settings(max_examples=25, deadline=None)
 @given(st.integers(0, 2**31 - 1), st.integers(1, 4), st.sampled_from([LSP14, HAND21, None]))
 def test_recursive_brute_force_matches_the_dp(seed, m, skeleton):

@@ -19,14 +19,6 @@ from vl4pose.regression_demo import SyntheticHands, hand_demo
 from vl4pose.skeletons import HAND21, LSP14
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_offset_likelihood_equals_a_direct_gaussian_computation():
     rng = np.random.default_rng(0)
     n, k, e = 3, LSP14.num_keypoints, LSP14.num_edges

@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from vl4pose.cli import main
 from vl4pose.data import load_samples
@@ -18,15 +17,6 @@ from vl4pose.skeletons import LSP14
 
 SMOKE = ["--initial", "8", "--budget", "4", "--rounds", "2", "--preset", "tiny", "--epochs", "1", "--initial-epochs", "1",
          "--steps-per-epoch", "2", "--batch-size", "4", "--warmup-steps", "1"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The 2-core machine is shared: more threads than free cores makes these tests ~10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -23,15 +23,6 @@ from vl4pose.train import TrainConfig, Trainer
 TINY = preset("tiny")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The 2-core machine is shared: more threads than free cores makes these tests ~10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_features(n: int, seed: int = 0) -> list[torch.Tensor]:
     """Random multi-scale features shaped like the tiny preset's (N, 32, 16 / 2**i, ...)."""
     g = torch.Generator().manual_seed(seed)
