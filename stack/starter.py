@@ -48,13 +48,14 @@ class ProgressLine:
             return
         self.last = now
         fraction = progress.fraction
-        if self.first is None:
-            self.first = fraction - 1e-6
-        left = (now - self.started) * (1 - fraction) / max(fraction - self.first, 1e-6)
+        if self.first is None:  # the rate is measured from the first report on
+            self.first, self.started = fraction, now
+        done = fraction - self.first
+        left = f"about {_duration((now - self.started) * (1 - fraction) / done)} left" if done > 0 else "timing it"
         where = f"step {progress.step}/{progress.steps}" if progress.validation is None else "validated"
         text = (
             f"  training the starter model: epoch {progress.epoch + 1}/{progress.epochs}, {where}, "
-            f"{100 * fraction:.0f} %, about {_duration(left)} left"
+            f"{100 * fraction:.0f} %, {left}"
         )
         if progress.validation is not None:
             text += f" (validation PCK@0.2 {100 * progress.validation.get('pck@0.2', 0.0):.1f} %)"

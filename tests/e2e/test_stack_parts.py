@@ -131,3 +131,20 @@ def test_credentials_are_made_once_and_kept_private(tmp_path, monkeypatch):
     monkeypatch.setenv("VL4POSE_ML_PORT", "ninety")
     with pytest.raises(Exception, match="VL4POSE_ML_PORT"):
         stack_config(tmp_path, load_state(tmp_path))
+
+
+def test_the_starter_progress_line_estimates_time_left_from_the_rate_since_its_first_report(monkeypatch):
+    import io
+
+    from stack import starter
+    from vl4pose.train import Progress
+
+    clock = iter([100.0, 110.0, 120.0])
+    monkeypatch.setattr(starter.time, "monotonic", lambda: next(clock))
+    out = io.StringIO()
+    line = starter.ProgressLine(out)  # created at t=100
+    line(Progress(epoch=2, epochs=4, step=0, steps=10, loss=1.0, validation={"pck@0.2": 0.5}))  # resumed at 50 %
+    line(Progress(epoch=3, epochs=4, step=0, steps=10, loss=1.0, validation={"pck@0.2": 0.6}))  # 75 % 10 s later
+    first, second = out.getvalue().splitlines()
+    assert "epoch 3/4" in first and "timing it" in first and "50.0 %" in first
+    assert "epoch 4/4" in second and "about 10 s left" in second and "60.0 %" in second
