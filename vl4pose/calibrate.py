@@ -102,13 +102,28 @@ def fit_temperature(val: ValidationPass, max_candidates: int, sigma: float) -> t
     return best, nll
 
 
+def fit_min_peak(val: ValidationPass, ceiling: float = 0.1, keep: float = 0.95) -> float:
+    """Heatmap peak below which a keypoint counts as not placed: at most ``ceiling``, and low enough that
+    ``keep`` of the labelled validation keypoints are placed.
+
+    A young model's heatmaps are flat (peaks of a few hundredths): a fixed threshold would leave its
+    pre-annotations empty, while the annotator is better served by every keypoint to accept or move.
+    """
+    peaks = val.output.heatmaps.float().flatten(2).amax(dim=2).numpy()[val.labelled]
+    if peaks.size == 0:
+        return ceiling
+    return float(min(ceiling, np.quantile(peaks, 1.0 - keep, method="lower")))
+
+
 def calibrate(val: ValidationPass, skeleton: Skeleton, max_candidates: int, sigma: float,
-              min_peak: float = 0.1) -> tuple[Calibration, dict]:
-    """Fit the temperature, then store the validation likelihoods that define the calibrated score."""
+              min_peak_ceiling: float = 0.1) -> tuple[Calibration, dict]:
+    """Fit the temperature and the placement threshold, then store the validation likelihoods that
+    define the calibrated score."""
     temperature, nll = fit_temperature(val, max_candidates, sigma)
+    min_peak = fit_min_peak(val, ceiling=min_peak_ceiling)
     calibration = Calibration(temperature=temperature, max_candidates=max_candidates, min_peak=min_peak)
     scores = score_pass(val, skeleton, calibration)
     calibration.reference = sorted(float(v) for v in scores.pop("log_likelihood"))
-    log.info("calibrated temperature %.3g (candidate NLL %s); validation failure AUROC %.3f", temperature,
-             {k: round(v, 3) for k, v in nll.items()}, scores["failure_auroc"])
+    log.info("calibrated temperature %.3g (candidate NLL %s), min peak %.3g; validation failure AUROC %.3f",
+             temperature, {k: round(v, 3) for k, v in nll.items()}, min_peak, scores["failure_auroc"])
     return calibration, {"temperature_nll": {str(k): v for k, v in nll.items()}, **scores}

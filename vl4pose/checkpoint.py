@@ -50,7 +50,8 @@ class Calibration:
         max_candidates: candidates per keypoint (K in the paper's notation).
         reference: sorted expected log-likelihoods of validation images; the calibrated score of an
             image is the (interpolated) fraction of these that are lower.
-        min_peak: heatmap value below which a keypoint counts as not placed.
+        min_peak: heatmap value below which a keypoint counts as not placed (fitted on validation: at most
+            0.1, and low enough that 95 % of labelled keypoints are placed).
     """
 
     temperature: float = 0.1

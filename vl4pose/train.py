@@ -229,8 +229,7 @@ class Trainer:
     def _finish(self, val_cache: CropCache, history: list) -> Checkpoint:
         best = load_checkpoint(self.out / "best")
         val = validation_pass(best.pose, best.heads["bones"], val_cache, self.skeleton, self.model_config.sigma)
-        calibration, report = calibrate(val, self.skeleton, self.config.max_candidates, self.model_config.sigma,
-                                        best.calibration.min_peak)
+        calibration, report = calibrate(val, self.skeleton, self.config.max_candidates, self.model_config.sigma)
         best.calibration = calibration
         best.metrics = {**best.metrics, "calibration": report, "history": history}
         save_checkpoint(self.out / "best", best)
