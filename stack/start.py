@@ -247,7 +247,7 @@ def describe(config: StackConfig, linked: dict, coordinator: Coordinator | None 
     ]
     if first:
         lines.append(f"  First task     {first['task_id']} (likelihood score {first['score']:.3g}, the lowest; "
-                     f"model {first['model_version']})")
+                     f"model {first['model_version']}; {first['placed']} keypoints pre-annotated)")
     lines += [f"  Logs           {config.log_dir}/", "  Stop with      bash scripts/stop.sh", ""]
     return {"text": "\n".join(lines) + "\n", "label_studio": ls, "coordinator": config.url("coordinator"),
             "ml_backend": config.url("ml"), "project": linked, "first_task": first,
