@@ -46,6 +46,9 @@ def test_a_pid_record_is_trusted_only_while_its_process_runs_the_recorded_comman
     grandchild_code = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)"
     try:
         services._write_record(config, "worker", child.pid, argv)
+        deadline = time.monotonic() + 10  # until the forked child has exec'd the recorded command
+        while services.running_pid(config, "worker") is None and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert services.running_pid(config, "worker") == child.pid
         services._write_record(config, "ml", child.pid, [sys.executable, "-m", "something", "else"])
         assert services.running_pid(config, "ml") is None, "same pid, another command: not ours"
