@@ -4,7 +4,6 @@ with the coordinator's web app served on a real port, and real worker processes.
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 
 import pytest
@@ -12,6 +11,7 @@ import requests
 from coord_fakes import SECRET, SHARED_DATA, TOKEN, base_config, gt_results, sample_for_url
 from flask import Flask, jsonify, request
 from sqlalchemy import select
+from waiting import wait_for
 from werkzeug.serving import make_server
 
 from backend.models import AnnotationRecord, Job, JobState, Project, Round, RoundState, WebhookEvent
@@ -59,16 +59,6 @@ def ml_stub():
     served.seen = seen
     yield served
     served.stop()
-
-
-def _wait(condition, timeout: float, what: str, every: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def _run_queued_jobs(services) -> list[int]:
@@ -180,7 +170,7 @@ def test_link_webhooks_reconcile_and_one_round_through_a_real_label_studio(
             with services.db.session() as session:
                 return session.scalar(select(WebhookEvent))
 
-        event = _wait(stored_event, 10, "the webhook from Label Studio")
+        event = wait_for(stored_event, 10, "the webhook from Label Studio", every=0.2)
         assert event.action == "ANNOTATION_CREATED" and event.body["annotation"]["id"] == created.json()["id"]
         from backend.services.events import process_pending
 
@@ -311,7 +301,7 @@ def test_a_worker_killed_mid_training_is_replaced_and_the_job_publishes_one_vers
             with services.db.session() as session:
                 return session.scalar(select(Job).where(Job.kind == kind).order_by(Job.id.desc()).limit(1))
 
-        _wait(lambda: job("rank") and job("rank").state == JobState.DONE, 180, "the initial ranking")
+        wait_for(lambda: job("rank") and job("rank").state == JobState.DONE, 180, "the initial ranking", every=0.2)
         with services.db.session() as session:
             project = session.scalar(select(Project))
             selected = session.scalar(select(Round)).selected_tasks
@@ -324,9 +314,9 @@ def test_a_worker_killed_mid_training_is_replaced_and_the_job_publishes_one_vers
                 id=task_id, result=gt_results(sample_for_url(lspet_pool, image), project.label_config)
             )
         reconcile(services, project.id)  # closes round 1 and queues the train job
-        train = _wait(lambda: job("train"), 10, "the train job")
+        train = wait_for(lambda: job("train"), 10, "the train job", every=0.2)
         state = services.job_dir(train.id) / "run" / "state.pt"
-        _wait(lambda: job("train").progress >= 0.4 and state.is_file(), 300, "training to get going", every=0.05)
+        wait_for(lambda: job("train").progress >= 0.4 and state.is_file(), 300, "training to get going", every=0.05)
         os.killpg(workers[0].pid, signal.SIGKILL)
         workers[0].wait(10)
         left = job("train")
@@ -334,7 +324,8 @@ def test_a_worker_killed_mid_training_is_replaced_and_the_job_publishes_one_vers
         assert services.registry().versions() == [result.initial_version]
 
         workers.append(_worker(env, tmp_path / "worker.log", "B"))
-        _wait(lambda: job("rank").id > train.id and job("rank").state == JobState.DONE, 300, "training and ranking")
+        wait_for(lambda: job("rank").id > train.id and job("rank").state == JobState.DONE, 300, "training and ranking",
+                 every=0.2)
         done = job("train")
         assert done.state == JobState.DONE and done.attempts == 2
         v1 = f"p{result.ls_project_id}-v1"

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from e2e_helpers import BUDGET, HOLDOUT, POOL, SHARED_DATA, Live, RoundLog, wait_for
+from e2e_helpers import BUDGET, HOLDOUT, POOL, SHARED_DATA, Live, RoundLog
+from waiting import wait_for
 
 
 @pytest.fixture(scope="session")

@@ -7,10 +7,10 @@ import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
+from waiting import wait_for
 
 
 def test_the_generated_demo_set_loads_like_lspet_with_keypoints_inside_the_images(tmp_path):
@@ -46,9 +46,8 @@ def test_a_pid_record_is_trusted_only_while_its_process_runs_the_recorded_comman
     grandchild_code = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)"
     try:
         services._write_record(config, "worker", child.pid, argv)
-        deadline = time.monotonic() + 10  # until the forked child has exec'd the recorded command
-        while services.running_pid(config, "worker") is None and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: services.running_pid(config, "worker"), 10, "the forked child to exec the recorded command",
+                 every=0.05)
         assert services.running_pid(config, "worker") == child.pid
         services._write_record(config, "ml", child.pid, [sys.executable, "-m", "something", "else"])
         assert services.running_pid(config, "ml") is None, "same pid, another command: not ours"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import shutil
 import threading
-import time
 
 import pytest
 from ml_helpers import lspet_task, predict_body
+from waiting import wait_for
 
 from ml_backend.models import LRUCache, ModelService
 from ml_backend.routes import EXTENSION
@@ -19,15 +19,6 @@ def registry(tmp_path, tiny_checkpoint):
     registry = ModelRegistry(tmp_path / "models")
     registry.publish(tiny_checkpoint, "round-1")
     return registry
-
-
-def wait_until(condition, timeout: float = 60.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_new_version_is_served_without_dropping_an_in_flight_request(make_app, registry, image_server, tiny_checkpoint):
@@ -56,8 +47,8 @@ def test_new_version_is_served_without_dropping_an_in_flight_request(make_app, r
     assert entered.wait(30)
 
     registry.publish(tiny_checkpoint, "round-2")
-    assert wait_until(lambda: client.get("/health").json["model_loaded"]
-                      and app.extensions[EXTENSION].models.loaded.version == "round-2")
+    wait_for(lambda: client.get("/health").json["model_loaded"]
+             and app.extensions[EXTENSION].models.loaded.version == "round-2", 60, "round-2 to be served", every=0.05)
     release.set()
     in_flight.join(30)
     first = answers["first"]
@@ -79,7 +70,8 @@ def test_a_version_that_cannot_load_leaves_the_old_one_serving(make_app, registr
     shutil.copytree(registry.path("round-1"), broken)
     (broken / "weights.pt").write_bytes(b"not torch weights")
     registry.set_current("round-2")
-    assert wait_until(lambda: client.get("/health").json["model_error"] is not None)  # /health starts the load
+    # /health starts the load
+    wait_for(lambda: client.get("/health").json["model_error"] is not None, 60, "the load error", every=0.05)
     assert models.get().version == "round-1"
     health = client.get("/health").json
     assert health["model_version"] == "round-1" and "round-2" in health["model_error"]
