@@ -85,7 +85,7 @@ def test_retrieved_predictions_land_on_the_predictors_pixels(retrieved, project,
         for version, xy, scores in (("tiny-v1", expected.refined, expected.confidence),
                                     ("tiny-v1-raw", expected.raw, np.clip(expected.peak, 0, 1))):
             stored = by_version[version]
-            assert stored["score"] == pytest.approx(expected.score, abs=1e-4)
+            assert stored["score"] == pytest.approx(expected.score, abs=1e-3)  # ranked in a batch, expected from a single pass
             names = [r["value"]["keypointlabels"][0].lower().replace(" ", "_") for r in stored["result"]]
             assert sorted(names) == sorted(expected.keypoint_names[i] for i in np.flatnonzero(expected.placed))
             for item, name in zip(stored["result"], names):

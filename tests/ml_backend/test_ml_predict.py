@@ -150,4 +150,4 @@ def test_large_batches_are_split_into_chunks_in_task_order(make_app, image_serve
     numbers = [6, 5, 4, 3, 2]
     chunked = client.post("/predict", json=predict_body([lspet_task(n, n) for n in numbers])).json["results"]
     single = [client.post("/predict", json=predict_body([lspet_task(n, n)])).json["results"][0] for n in numbers]
-    assert [e[0]["score"] for e in chunked] == pytest.approx([e[0]["score"] for e in single], abs=1e-4)  # batch size changes float sums
+    assert [e[0]["score"] for e in chunked] == pytest.approx([e[0]["score"] for e in single], abs=1e-3)  # batch size changes float sums
