@@ -52,8 +52,8 @@ def validation_pass(pose: StackedHourglass, bones: BoneHead, cache: CropCache, s
         heat.append(out.heatmaps)
         mean.append(out.mean)
         logvar.append(out.logvar)
-        keypoints.append(batch["keypoints"].numpy())
-        labelled.append(batch["labelled"].numpy() > 0)
+        keypoints.append(batch["keypoints"].cpu().numpy())
+        labelled.append(batch["labelled"].cpu().numpy() > 0)
     output = NetworkOutput(torch.cat(heat), torch.cat(mean), torch.cat(logvar), [])
     return ValidationPass(output, np.concatenate(keypoints), np.concatenate(labelled))
 
