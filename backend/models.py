@@ -256,3 +256,31 @@ class TaskPrediction(Base):
     placed: Mapped[list[Any]]
     confidence: Mapped[list[Any]]
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class AnnotationVersion(Base):
+    """Append-only history of :class:`AnnotationRecord`: one row every time an annotation is stored, updated
+    or deleted (rows are never changed). Dataset exports read it, ``--round R`` included.
+
+    ``round_number``: the project's latest round when the version was stored (0 before the first round), so
+    "the dataset after round R" is the last version of each annotation with ``round_number <= R``.
+    ``keypoints``: K ``[x, y]`` pixels or null; ``visibility``: K ints (0 not labelled, 1 occluded, 2 visible).
+    """
+
+    __tablename__ = "annotation_version"
+    __table_args__ = (Index("ix_annotation_version_lookup", "project_id", "annotation_id", "round_number"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"))
+    annotation_id: Mapped[int] = mapped_column(Integer)
+    task_id: Mapped[int] = mapped_column(Integer)
+    round_number: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[AnnotationStatus] = mapped_column(_enum(AnnotationStatus))
+    updated_at: Mapped[dt.datetime | None]
+    image_url: Mapped[str] = mapped_column(String(1000), default="")
+    keypoints: Mapped[list[Any]] = mapped_column(default=list)
+    visibility: Mapped[list[Any]] = mapped_column(default=list)
+    served_model_version: Mapped[str | None] = mapped_column(String(64))
+    accepted: Mapped[bool | None] = mapped_column(Boolean)
+    source: Mapped[str] = mapped_column(String(16), default="webhook")
+    recorded_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backend.models import AnnotationRecord, AnnotationStatus, Project, Round, TaskPrediction, utcnow
+from backend.services.history import record_version
 from backend.services.rounds import current_round
 from vl4pose.data.labelstudio import results_to_keypoints
 from vl4pose.errors import ConfigError, DataError
@@ -192,6 +193,7 @@ def upsert_annotation(
         record.served_model_version, record.accepted = served[1], unchanged
         record.served_correct, record.served_total = correct, total
     session.flush()
+    record_version(session, project, record, annotation.get("result") or [])
     return record
 
 
@@ -216,6 +218,7 @@ def mark_deleted(session: Session, project: Project, annotation_ids: list[int]) 
             )
         elif record.status != AnnotationStatus.DELETED:
             record.status = AnnotationStatus.DELETED
+            record_version(session, project, record)
             if record.round_id is not None:
                 rounds.add(record.round_id)
     session.flush()

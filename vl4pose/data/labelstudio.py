@@ -3,6 +3,10 @@
 Label Studio stores a keypoint as ``value.x``/``value.y`` in percent of the image and the label in
 ``value.keypointlabels``; ``original_width``/``original_height`` give the image size in pixels. This
 module is the one place in the project that converts between those percentages and image pixels.
+
+A keypoint may carry a per-region choice "Occluded" (``<Choices perRegion="true">`` in the label configs):
+Label Studio stores it as a separate ``choices`` result with the keypoint's region ``id`` (and a copy of its
+``x``/``y``). Such keypoints get visibility 1 (COCO: labelled but occluded); other placed keypoints get 2.
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ from vl4pose.skeletons import Skeleton, normalise_name
 
 log = logging.getLogger(__name__)
 
+OCCLUDED = "occluded"
+"""The per-region choice (normalised name) that marks a keypoint as labelled but occluded (visibility 1)."""
+
 
 def results_to_keypoints(
     results: list[dict], skeleton: Skeleton, image_size: tuple[int, int] | None = None
@@ -33,7 +40,8 @@ def results_to_keypoints(
         image_size: (width, height) in pixels when a result lacks ``original_width``/``original_height``.
 
     Returns:
-        keypoints (K, 2) pixels (NaN where missing), visibility (K,) (2 placed, 0 missing), box (4,) or None.
+        keypoints (K, 2) pixels (NaN where missing), visibility (K,) (2 placed, 1 placed and marked
+        "Occluded" by a per-region choice, 0 missing), box (4,) or None.
 
     Raises:
         DataError: a keypoint carries a label the skeleton does not know, or no image size is known.
@@ -42,6 +50,7 @@ def results_to_keypoints(
     keypoints = np.full((k, 2), np.nan)
     visibility = np.zeros(k, dtype=np.int64)
     box = None
+    occluded_ids, occluded_points = occluded_marks(results)
     for item in results or []:
         kind = item.get("type")
         if kind not in ("keypointlabels", "rectanglelabels"):
@@ -63,8 +72,27 @@ def results_to_keypoints(
         except ConfigError as exc:
             raise DataError(str(exc)) from None
         keypoints[index] = (x * width / 100.0, y * height / 100.0)
-        visibility[index] = 2
+        marked = str(item.get("id")) in occluded_ids or (round(x, 6), round(y, 6)) in occluded_points
+        visibility[index] = 1 if marked else 2
     return keypoints, visibility, box
+
+
+def occluded_marks(results: list[dict]) -> tuple[set[str], set[tuple[float, float]]]:
+    """Regions marked "Occluded" by a per-region ``choices`` result: their ids, and the (x, y) percentages of
+    marks that carry no id (matched by position instead)."""
+    ids: set[str] = set()
+    points: set[tuple[float, float]] = set()
+    for item in results or []:
+        value = item.get("value") or {}
+        if item.get("type") != "choices" or not any(
+            normalise_name(str(c)) == OCCLUDED for c in value.get("choices") or []
+        ):
+            continue
+        if item.get("id") is not None:
+            ids.add(str(item["id"]))
+        elif isinstance(value.get("x"), (int, float)) and isinstance(value.get("y"), (int, float)):
+            points.add((round(float(value["x"]), 6), round(float(value["y"]), 6)))
+    return ids, points
 
 
 def _size(item: dict, fallback: tuple[int, int] | None) -> tuple[float, float]:
@@ -127,8 +155,8 @@ def latest_annotation(task: dict) -> dict | None:
 
 
 def resolve_image(url: str, image_root: Path | None) -> Path:
-    """A local path for a task's image URL: absolute paths, ``/data/local-files/?d=`` paths relative to
-    ``image_root``, and uploaded files (``/data/upload/<project>/<hash>-<name>``) found by name."""
+    """A local path for a task's image URL: absolute paths, relative paths and ``/data/local-files/?d=`` paths
+    (both relative to ``image_root``), and uploaded files (``/data/upload/<project>/<hash>-<name>``) found by name."""
     parsed = urllib.parse.urlparse(url)
     query = urllib.parse.parse_qs(parsed.query)
     candidates: list[Path] = []
@@ -137,6 +165,8 @@ def resolve_image(url: str, image_root: Path | None) -> Path:
     path = Path(urllib.parse.unquote(parsed.path))
     if path.is_absolute() and not url.startswith("/data/"):
         candidates.append(path)
+    elif not path.is_absolute() and not parsed.scheme and image_root is not None:
+        candidates.append(image_root / path)  # a path relative to the export (``images/x.jpg``)
     if image_root is not None:
         candidates.append(image_root / path.name)
         if "-" in path.name:
