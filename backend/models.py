@@ -59,6 +59,19 @@ class JobKind(str, enum.Enum):
     TRAIN = "train"
     EVALUATE = "evaluate"
     RANK = "rank"
+    EXPORT = "export"
+
+
+class EventState(str, enum.Enum):
+    """pending: waiting to be processed (again, after an infrastructure error); done: applied; ignored: not for a
+    linked project or an action the coordinator does not use; failed: malformed (bad data), see ``error``;
+    dismissed: a failed or stuck event a user chose to drop."""
+
+    PENDING = "pending"
+    DONE = "done"
+    IGNORED = "ignored"
+    FAILED = "failed"
+    DISMISSED = "dismissed"
 
 
 class AnnotationStatus(str, enum.Enum):
@@ -203,7 +216,12 @@ class AnnotationRecord(Base):
 
 
 class WebhookEvent(Base):
-    """The inbox: every accepted webhook body, stored before it is processed."""
+    """The inbox: every accepted webhook body, stored before it is processed.
+
+    ``state`` (:class:`EventState`) says what became of it; ``processed`` is True once it is no longer pending.
+    ``error``: why it failed or was ignored, or (still pending) why the last attempt could not run.
+    ``attempts``: processing attempts (an infrastructure error leaves the event pending and counts one).
+    """
 
     __tablename__ = "webhook_event"
 
@@ -215,6 +233,8 @@ class WebhookEvent(Base):
     processed: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
     processed_at: Mapped[dt.datetime | None]
     error: Mapped[str | None] = mapped_column(Text)
+    state: Mapped[EventState] = mapped_column(_enum(EventState), default=EventState.PENDING, index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class HoldoutSample(Base):

@@ -30,6 +30,93 @@ log = logging.getLogger(__name__)
 PCK_ALPHA = 0.2
 UNCHANGED_PX = 1.0
 """A submitted keypoint within this many pixels of the served one counts as accepted unchanged."""
+DB_INT_MAX = 2**63 - 1
+"""The largest id the database stores (SQLite and PostgreSQL BIGINT: signed 64-bit)."""
+POINT_TYPES = ("keypointlabels", "rectanglelabels")
+
+
+def check_db_int(value: Any, what: str) -> int:
+    """``value`` as a database id: an integer (not a bool) in signed 64-bit range, else :class:`DataError`."""
+    if isinstance(value, bool) or not isinstance(value, int) or not -DB_INT_MAX - 1 <= value <= DB_INT_MAX:
+        raise DataError(f"{what} must be an integer id (signed 64-bit), not {_show(value)}")
+    return value
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:40]}{'...' if len(text) > 40 else ''}"
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+
+
+def validate_results(results: Any, where: str = "the annotation") -> list[dict]:
+    """A Label Studio ``result`` list checked for the shapes the keypoint reader relies on.
+
+    Every item must be an object; ``keypointlabels``/``rectanglelabels`` items need a ``value`` object with
+    finite numbers ``x`` and ``y`` (percent of the image), a list of label strings, and positive
+    ``original_width``/``original_height`` when given; ``choices`` items need a ``value`` object with a list
+    of ``choices``. Items of other types are kept and ignored by the reader.
+
+    Raises:
+        DataError: naming the item and what is wrong with it (a clear reason for the failed event).
+    """
+    if results is None:
+        return []
+    if not isinstance(results, list):
+        raise DataError(f"{where}: 'result' must be a list of Label Studio result objects, not {_show(results)}")
+    for i, item in enumerate(results):
+        if not isinstance(item, dict):
+            raise DataError(f"{where}: result[{i}] must be an object, not {_show(item)}")
+        kind, value = item.get("type"), item.get("value")
+        if kind not in (*POINT_TYPES, "choices"):
+            continue
+        if not isinstance(value, dict):
+            raise DataError(f"{where}: result[{i}] ({kind}) needs a 'value' object, not {_show(value)}")
+        if kind == "choices":
+            if not isinstance(value.get("choices") or [], list):
+                raise DataError(f"{where}: result[{i}] value.choices must be a list")
+            continue
+        for key in ("x", "y"):
+            if not _number(value.get(key)):
+                raise DataError(f"{where}: result[{i}] value.{key} must be a finite number, not {_show(value.get(key))}")
+        for key in ("original_width", "original_height"):
+            if item.get(key) is not None and not (_number(item[key]) and item[key] > 0):
+                raise DataError(f"{where}: result[{i}] {key} must be a positive number, not {_show(item[key])}")
+        labels = value.get("keypointlabels") if "keypointlabels" in value else value.get(kind, value.get("labels"))
+        if labels is not None and not (isinstance(labels, list) and all(isinstance(x, str) for x in labels)):
+            raise DataError(f"{where}: result[{i}] labels must be a list of strings, not {_show(labels)}")
+        if kind == "rectanglelabels" and not all(_number(value.get(k, 0)) for k in ("width", "height")):
+            raise DataError(f"{where}: result[{i}] value.width/height must be numbers")
+    return results
+
+
+def validate_annotation(annotation: Any, task: Any) -> None:
+    """Check one Label Studio annotation (and its task, when given) before anything is read from it.
+
+    Raises:
+        DataError: the annotation, its ``result``, its ``prediction`` or its task has the wrong shape.
+    """
+    if not isinstance(annotation, dict):
+        raise DataError(f"an annotation must be an object, not {_show(annotation)}")
+    where = f"annotation {annotation.get('id')!r}"
+    if task is not None and not isinstance(task, dict):
+        raise DataError(f"{where}: its task must be an object, not {_show(task)}")
+    if task is not None and not isinstance(task.get("data") or {}, dict):
+        raise DataError(f"{where}: task 'data' must be an object, not {_show(task.get('data'))}")
+    for key in ("id", "task", "parent_prediction"):
+        if annotation.get(key) is not None:
+            check_db_int(annotation[key], f"{where}: '{key}'")
+    validate_results(annotation.get("result"), where)
+    prediction = annotation.get("prediction")
+    if prediction is not None and not isinstance(prediction, dict):
+        raise DataError(f"{where}: 'prediction' must be an object, not {_show(prediction)}")
+    if prediction:
+        validate_results(prediction.get("result"), f"{where}, its prediction")
+        version = prediction.get("model_version")
+        if version is not None and not isinstance(version, str):
+            raise DataError(f"{where}: prediction model_version must be a string, not {_show(version)}")
 
 
 def parse_time(value: Any) -> dt.datetime | None:
@@ -142,11 +229,17 @@ def served_pose(
 def upsert_annotation(
     session: Session, project: Project, annotation: dict, task: dict | None, source: str
 ) -> AnnotationRecord | None:
-    """Create or update the record of one Label Studio annotation; None when the event changes nothing."""
+    """Create or update the record of one Label Studio annotation; None when the event changes nothing.
+
+    Raises:
+        DataError: the annotation is malformed (see :func:`validate_annotation`); nothing is written.
+    """
+    validate_annotation(annotation, task)
     annotation_id = annotation.get("id")
     task_id = annotation.get("task") or (task or {}).get("id")
     if not isinstance(annotation_id, int) or not isinstance(task_id, int):
         raise DataError("the annotation has no integer id or task id")
+    check_db_int(task_id, f"annotation {annotation_id}: its task id")
     updated_at = parse_time(annotation.get("updated_at")) or parse_time(annotation.get("created_at"))
     record = session.scalar(
         select(AnnotationRecord).where(

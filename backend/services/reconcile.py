@@ -4,6 +4,11 @@ Label Studio delivers webhooks once, with a 1 s timeout and no retry. Reconcile 
 annotated tasks and upserts every annotation (the same idempotent path as webhooks); records the
 export no longer holds are marked deleted, but only those first seen before the export started (an
 annotation that arrived by webhook during the export is not in it yet).
+
+One bad item never stops a reconcile: each annotation is written in its own savepoint, and one that is
+malformed (or fails for any reason other than the infrastructure's) is recorded as a failed inbox event
+(:func:`backend.services.inbox.record_failed_item`, shown on the dashboard) while the rest are counted.
+Infrastructure errors (database, Label Studio) stop the reconcile; the next one starts again.
 """
 
 from __future__ import annotations
@@ -15,8 +20,10 @@ from sqlalchemy import select
 
 from backend.models import AnnotationRecord, AnnotationStatus, Project, Round, utcnow
 from backend.services.annotations import parse_time, upsert_annotation
+from backend.services.events import describe, is_infrastructure
+from backend.services.inbox import record_failed_item
 from backend.services.rounds import check_budget, refresh_stats
-from vl4pose.errors import DataError
+from vl4pose.errors import DataError, VL4PoseError
 
 if TYPE_CHECKING:
     from backend.services import Services
@@ -53,9 +60,15 @@ def reconcile(services: Services, project_id: int, close_rounds: bool = True) ->
     tasks = services.ls().export_annotated(ls_project_id)
     seen: set[int] = set()
     todo: list[tuple[dict, dict]] = []
+    bad: list[tuple[object, object, str]] = []
     for task in tasks:
-        for annotation in task.get("annotations") or []:
-            if not isinstance(annotation.get("id"), int):
+        annotations = task.get("annotations") if isinstance(task, dict) else None
+        if not isinstance(task, dict) or not isinstance(annotations or [], list):
+            bad.append((None, task, "an exported task must be an object with an 'annotations' list"))
+            continue
+        for annotation in annotations or []:
+            if not isinstance(annotation, dict) or not isinstance(annotation.get("id"), int):
+                bad.append((annotation, task, "an exported annotation must be an object with an integer 'id'"))
                 continue
             seen.add(annotation["id"])
             previous = known.get(annotation["id"])
@@ -65,17 +78,25 @@ def reconcile(services: Services, project_id: int, close_rounds: bool = True) ->
                 and (not previous[3] or (updated is not None and (previous[0] is None or updated > previous[0])))
             ):
                 todo.append(({**annotation, "task": annotation.get("task") or task.get("id")}, task))
-    changed, malformed, rounds = 0, 0, set()
-    for start in range(0, len(todo), BATCH):
+    changed, failed, rounds = 0, 0, set()
+    for start in range(0, max(len(todo), len(bad)), BATCH):
         with services.db.session() as session:
             project = session.get(Project, project_id)
+            for annotation, task, reason in bad[start : start + BATCH]:
+                failed += 1
+                record_failed_item(session, ls_project_id, annotation, task, reason)
             for annotation, task in todo[start : start + BATCH]:
                 try:
                     with session.begin_nested():
                         record = upsert_annotation(session, project, annotation, task, source="reconcile")
-                except DataError as exc:
-                    malformed += 1
-                    log.warning("project %d: annotation %s not usable: %s", project_id, annotation.get("id"), exc)
+                except Exception as exc:
+                    if is_infrastructure(exc):
+                        raise
+                    if not isinstance(exc, VL4PoseError):
+                        log.exception("project %d: annotation %s failed unexpectedly", project_id, annotation["id"])
+                    failed += 1
+                    log.warning("project %d: annotation %s not usable: %s", project_id, annotation["id"], describe(exc))
+                    record_failed_item(session, ls_project_id, annotation, task, describe(exc))
                     continue
                 if record is not None:
                     changed += 1
@@ -95,7 +116,7 @@ def reconcile(services: Services, project_id: int, close_rounds: bool = True) ->
             rounds.add(record.round_id)
         for round_id in rounds - {None}:
             refresh_stats(session, session.get(Round, round_id))
-    result = {"annotations": len(seen), "changed": changed, "deleted": len(gone), "malformed": malformed}
+    result = {"annotations": len(seen), "changed": changed, "deleted": len(gone), "failed": failed}
     if changed or gone:
         log.info("project %d reconciled: %s", project_id, result)
     if close_rounds:

@@ -13,6 +13,7 @@ from backend.errors import NotFound
 from backend.models import (
     AnnotationRecord,
     AnnotationStatus,
+    EventState,
     Job,
     JobState,
     ModelVersion,
@@ -22,6 +23,7 @@ from backend.models import (
     TaskPrediction,
     WebhookEvent,
 )
+from backend.services.inbox import event_report
 from backend.services.samples import clean
 
 
@@ -163,7 +165,9 @@ def accuracy_series(session: Session, project: Project) -> dict[str, list]:
     return clean({"served_pck": served, "holdout_pck": holdout})
 
 
-def failures(session: Session, project: Project, limit: int = 10) -> list[dict[str, Any]]:
+def failures(session: Session, project: Project, events: dict[str, Any], limit: int = 10) -> list[dict[str, Any]]:
+    """Failed and retrying jobs, failed and stuck webhook events (with ``event_id``: retry or dismiss them),
+    and ignored events with a reason."""
     jobs = session.scalars(
         select(Job)
         .where(Job.project_id == project.id, Job.state.in_([JobState.FAILED, JobState.RETRYING]))
@@ -179,15 +183,29 @@ def failures(session: Session, project: Project, limit: int = 10) -> list[dict[s
         }
         for j in jobs
     ]
-    events = session.scalars(
+    out += [
+        {
+            "what": f"webhook event {e['id']} ({e['action']}, annotation {e['annotation_id']}, {e['source']})",
+            "state": "stuck" if e["state"] == "pending" else e["state"],
+            "error": e["error"] or ("not processed yet: is the worker running?" if e["state"] == "pending" else None),
+            "at": e["received_at"],
+            "event_id": e["id"],
+        }
+        for e in events["failed_events"] + events["stuck_events"]
+    ]
+    ignored = session.scalars(
         select(WebhookEvent)
-        .where(WebhookEvent.ls_project_id == project.ls_project_id, WebhookEvent.error.is_not(None))
+        .where(
+            WebhookEvent.ls_project_id == project.ls_project_id,
+            WebhookEvent.state == EventState.IGNORED,
+            WebhookEvent.error.is_not(None),
+        )
         .order_by(WebhookEvent.id.desc())
         .limit(limit)
     ).all()
     out += [
         {"what": f"webhook event {e.id} ({e.action})", "state": "ignored", "error": e.error, "at": _time(e.received_at)}
-        for e in events
+        for e in ignored
     ]
     return out
 
@@ -207,7 +225,7 @@ def project_report(session: Session, project_id: int, queue_limit: int = 12) -> 
     versions = session.scalars(
         select(ModelVersion).where(ModelVersion.project_id == project.id).order_by(ModelVersion.id)
     ).all()
-    pending = session.scalar(select(func.count()).select_from(WebhookEvent).where(WebhookEvent.processed.is_(False)))
+    events = event_report(session, project.ls_project_id)
     latest = project.rounds[-1] if project.rounds else None
     return {
         "project": project_summary(project),
@@ -216,7 +234,7 @@ def project_report(session: Session, project_id: int, queue_limit: int = 12) -> 
         "accuracy": accuracy_series(session, project),
         "current_job": job_summary(active[-1]) if active else None,
         "jobs": [job_summary(j) for j in jobs],
-        "failures": failures(session, project),
+        "failures": failures(session, project, events),
         "queue": queue_head(session, project, queue_limit),
         "model_versions": [
             clean(
@@ -231,6 +249,7 @@ def project_report(session: Session, project_id: int, queue_limit: int = 12) -> 
             for v in versions
         ],
         "annotations": {s.value: counts.get(s, 0) for s in AnnotationStatus},
-        "pending_events": pending,
+        "pending_events": events["pending"],
+        "events": events,
         "open": latest is not None and latest.state == RoundState.OPEN,
     }

@@ -12,8 +12,10 @@ from backend.errors import CoordinatorError, NotFound
 from backend.models import Job, TaskPrediction
 from backend.services import reports
 from backend.web.auth import require_auth
+from backend.web.converters import install
 
 bp = Blueprint("api", __name__, url_prefix="/api")
+bp.record_once(install)  # the <id:...> converter, before the routes below are bound
 
 
 def services():
@@ -53,7 +55,7 @@ def link():
     return jsonify(dataclasses.asdict(result)), 201
 
 
-@bp.get("/projects/<int:project_id>")
+@bp.get("/projects/<id:project_id>")
 @require_auth
 def project(project_id: int):
     limit = _int_arg("queue", 12, 0, 200)
@@ -61,7 +63,7 @@ def project(project_id: int):
         return jsonify(reports.project_report(session, project_id, limit))
 
 
-@bp.get("/projects/<int:project_id>/rounds")
+@bp.get("/projects/<id:project_id>/rounds")
 @require_auth
 def rounds(project_id: int):
     with services().db.session() as session:
@@ -74,7 +76,7 @@ def rounds(project_id: int):
         )
 
 
-@bp.get("/projects/<int:project_id>/queue")
+@bp.get("/projects/<id:project_id>/queue")
 @require_auth
 def queue(project_id: int):
     limit = _int_arg("limit", 50, 1, 1000)
@@ -82,7 +84,7 @@ def queue(project_id: int):
         return jsonify({"queue": reports.queue_head(session, reports.get_project(session, project_id), limit)})
 
 
-@bp.post("/projects/<int:project_id>/rounds/close")
+@bp.post("/projects/<id:project_id>/rounds/close")
 @require_auth
 def close(project_id: int):
     from backend.services.rounds import close_round
@@ -90,7 +92,7 @@ def close(project_id: int):
     return jsonify({"job_id": close_round(services(), project_id)}), 202
 
 
-@bp.post("/projects/<int:project_id>/reconcile")
+@bp.post("/projects/<id:project_id>/reconcile")
 @require_auth
 def reconcile(project_id: int):
     from backend.services.events import process_pending
@@ -102,7 +104,7 @@ def reconcile(project_id: int):
     return jsonify({"events_processed": processed, **run(services(), project_id)})
 
 
-@bp.get("/jobs/<int:job_id>")
+@bp.get("/jobs/<id:job_id>")
 @require_auth
 def job(job_id: int):
     with services().db.session() as session:
@@ -112,13 +114,31 @@ def job(job_id: int):
         return jsonify(reports.job_summary(row))
 
 
-@bp.post("/jobs/<int:job_id>/retry")
+@bp.post("/jobs/<id:job_id>/retry")
 @require_auth
 def retry(job_id: int):
     return jsonify({"job_id": services().jobs.retry(job_id)}), 202
 
 
-@bp.get("/projects/<int:project_id>/tasks/<int:task_id>/pose.png")
+@bp.post("/events/<id:event_id>/retry")
+@require_auth
+def retry_event(event_id: int):
+    """Put a failed (or dismissed) webhook event back in the queue; 202 with the event as it is now."""
+    from backend.services.inbox import retry_event as run
+
+    return jsonify({"event": run(services(), event_id)}), 202
+
+
+@bp.post("/events/<id:event_id>/dismiss")
+@require_auth
+def dismiss_event(event_id: int):
+    """Drop a failed or stuck webhook event (kept as ``dismissed``, never processed)."""
+    from backend.services.inbox import dismiss_event as run
+
+    return jsonify({"event": run(services(), event_id)})
+
+
+@bp.get("/projects/<id:project_id>/tasks/<id:task_id>/pose.png")
 @require_auth
 def pose_png(project_id: int, task_id: int):
     """The task's image with the current round's refined prediction drawn on it."""

@@ -11,8 +11,10 @@ from backend.errors import CoordinatorError
 from backend.services import reports
 from backend.web.auth import check_csrf, csrf_token, is_authenticated, login
 from backend.web.chart import accuracy_svg
+from backend.web.converters import install
 
 bp = Blueprint("dashboard", __name__)
+bp.record_once(install)  # the <id:...> converter, before the routes below are bound
 
 
 def services():
@@ -69,7 +71,7 @@ def index():
         return render_template("index.html", projects=reports.list_projects(session))
 
 
-@bp.get("/projects/<int:project_id>")
+@bp.get("/projects/<id:project_id>")
 @page
 def project(project_id: int):
     with services().db.session() as session:
@@ -77,7 +79,7 @@ def project(project_id: int):
     return render_template("project.html", r=report, chart=accuracy_svg(report["accuracy"]))
 
 
-@bp.post("/projects/<int:project_id>/close")
+@bp.post("/projects/<id:project_id>/close")
 @page
 def close(project_id: int):
     from backend.services.rounds import close_round
@@ -90,7 +92,13 @@ def close(project_id: int):
     return redirect(url_for("dashboard.project", project_id=project_id))
 
 
-@bp.post("/jobs/<int:job_id>/retry")
+def _back():
+    """Back to the page the form was on (only our own project pages)."""
+    back = request.form.get("back") or ""
+    return redirect(back if back.startswith("/projects/") and "//" not in back else url_for("dashboard.index"))
+
+
+@bp.post("/jobs/<id:job_id>/retry")
 @page
 def retry(job_id: int):
     try:
@@ -98,8 +106,30 @@ def retry(job_id: int):
         flash(f"Job {job_id} queued again.")
     except CoordinatorError as exc:
         flash(str(exc), "error")
-    return redirect(
-        request.form.get("back")
-        if (request.form.get("back") or "").startswith("/projects/")
-        else url_for("dashboard.index")
-    )
+    return _back()
+
+
+@bp.post("/events/<id:event_id>/retry")
+@page
+def retry_event(event_id: int):
+    from backend.services.inbox import retry_event as run
+
+    try:
+        event = run(services(), event_id)
+        flash(f"Webhook event {event_id} retried: now {event['state']}" + (f" ({event['error']})" if event["error"] else "."))
+    except CoordinatorError as exc:
+        flash(str(exc), "error")
+    return _back()
+
+
+@bp.post("/events/<id:event_id>/dismiss")
+@page
+def dismiss_event(event_id: int):
+    from backend.services.inbox import dismiss_event as run
+
+    try:
+        run(services(), event_id)
+        flash(f"Webhook event {event_id} dismissed; it will not be processed.")
+    except CoordinatorError as exc:
+        flash(str(exc), "error")
+    return _back()

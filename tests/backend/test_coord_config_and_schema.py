@@ -51,6 +51,14 @@ def _columns(engine, table):
     return {c["name"] for c in inspect(engine).get_columns(table)}
 
 
+def _head() -> str:
+    from alembic.script import ScriptDirectory
+
+    from backend.db import alembic_config, make_engine
+
+    return ScriptDirectory.from_config(alembic_config(make_engine("sqlite://"))).get_current_head()
+
+
 def test_upgrade_of_an_empty_database_gives_the_models_schema(tmp_path):
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
@@ -59,7 +67,7 @@ def test_upgrade_of_an_empty_database_gives_the_models_schema(tmp_path):
 
     db = Database(f"sqlite:///{tmp_path / 'empty.sqlite'}")
     db.upgrade()
-    assert current_revision(db.engine) == "0002"
+    assert current_revision(db.engine) == _head()
     with db.engine.connect() as connection:
         assert (
             compare_metadata(MigrationContext.configure(connection, opts={"compare_type": True}), Base.metadata) == []
@@ -87,7 +95,7 @@ def test_upgrade_from_the_previous_revision_keeps_the_data(tmp_path):
             )
         )
     db.upgrade()
-    assert current_revision(db.engine) == "0002"
+    assert current_revision(db.engine) == _head()
     assert {"owner", "heartbeat_at"} <= _columns(db.engine, "job")
     with db.engine.connect() as connection:
         assert connection.execute(text("SELECT state, progress, owner FROM job WHERE id = 3")).one() == (
@@ -100,6 +108,26 @@ def test_upgrade_from_the_previous_revision_keeps_the_data(tmp_path):
     assert "task_prediction" not in inspect(db.engine).get_table_names()
     with db.engine.connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM job")).scalar() == 1
+
+
+def test_upgrade_to_0003_gives_stored_events_their_state(tmp_path):
+    db = Database(f"sqlite:///{tmp_path / 'events.sqlite'}")
+    upgrade(db.engine, "0002")
+    with db.engine.begin() as connection:
+        for id_, processed, error in [(1, 0, None), (2, 1, None), (3, 1, "project 9 is not linked; ignored")]:
+            connection.execute(
+                text(
+                    "INSERT INTO webhook_event (id, received_at, action, ls_project_id, body, processed, error) "
+                    "VALUES (:id, '2026-01-01 00:00:00', 'ANNOTATION_CREATED', 7, '{}', :processed, :error)"
+                ),
+                {"id": id_, "processed": processed, "error": error},
+            )
+    upgrade(db.engine, "0003")
+    with db.engine.connect() as connection:
+        rows = connection.execute(text("SELECT id, state, attempts FROM webhook_event ORDER BY id")).all()
+    assert [tuple(r) for r in rows] == [(1, "pending", 0), (2, "done", 0), (3, "ignored", 0)]
+    downgrade(db.engine, "0002")
+    assert "state" not in _columns(db.engine, "webhook_event")
 
 
 def test_foreign_keys_are_enforced(tmp_path):
