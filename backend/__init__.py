@@ -22,7 +22,7 @@ def create_app(test_config: Mapping[str, Any] | None = None, ls_factory: Callabl
 
     from backend.config import Settings
     from backend.services import build_services
-    from backend.web import api, dashboard, errors, hooks
+    from backend.web import api, dashboard, errors, export, hooks
 
     overrides = {k: v for k, v in (test_config or {}).items() if not k.isupper()}
     settings = Settings.from_env(overrides=overrides)
@@ -40,6 +40,7 @@ def create_app(test_config: Mapping[str, Any] | None = None, ls_factory: Callabl
     app.register_blueprint(hooks.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(dashboard.bp)
+    app.register_blueprint(export.bp)
     errors.register(app)
     logging.getLogger(__name__).info("coordinator app ready: %s", settings.redacted())
     return app

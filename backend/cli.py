@@ -71,6 +71,14 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("project", type=int, nargs="?")
     status.add_argument("--json", action="store_true")
 
+    export = sub.add_parser("export", help="write a project's labelled dataset (COCO, LSP or Label Studio JSON)")
+    export.add_argument("--project", type=int, required=True, help="coordinator project id")
+    export.add_argument("--format", required=True, help="coco, lsp (lsp14 projects) or labelstudio")
+    export.add_argument("--out", required=True, help="a new folder, or a new .zip file")
+    export.add_argument("--round", type=int, help="the dataset as it stood after this round (default: now)")
+    export.add_argument("--no-sync", action="store_true", help="do not read Label Studio's annotations first")
+    export.add_argument("--json", action="store_true", help="print the summary as JSON")
+
     jobs = sub.add_parser("jobs", help="list jobs or retry a failed one")
     jobs.add_argument("action", choices=["list", "retry", "recover"])
     jobs.add_argument("job", type=int, nargs="?")
@@ -138,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     from backend.worker import configure_logging
 
     try:
-        settings = Settings.from_env(require_secrets=args.command not in ("db", "status", "jobs"))
+        settings = Settings.from_env(require_secrets=args.command not in ("db", "status", "jobs", "export"))
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -198,7 +206,30 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if args.command == "status":
         return _print_status(services, args.project, args.json)
+    if args.command == "export":
+        return _export(services, args)
     return _jobs(services, args)
+
+
+def _export(services, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from backend.services.export import export_dataset
+
+    def progress(fraction: float, stage: str) -> None:
+        log.info("export %3.0f%% %s", 100 * fraction, stage)
+
+    summary = export_dataset(
+        services, args.project, args.format, Path(args.out), args.round, progress=progress, sync=not args.no_sync
+    )
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(
+            f"exported {summary['annotations']} annotations of project {args.project} as {summary['format']} to "
+            f"{summary['out']} in {summary['seconds']:.1f} s ({', '.join(summary['files'])})"
+        )
+    return 0
 
 
 def _jobs(services, args: argparse.Namespace) -> int:

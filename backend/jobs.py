@@ -1,4 +1,4 @@
-"""Jobs: database-tracked units of work (train, evaluate, rank) executed by huey workers.
+"""Jobs: database-tracked units of work (train, evaluate, rank, export) executed by huey workers.
 
 The ``job`` row is the truth; the huey message only says "run job N". Running a job:
 
@@ -39,10 +39,16 @@ log = logging.getLogger(__name__)
 
 
 def _handlers() -> dict[JobKind, Handler]:
+    from backend.services.export import ExportHandler
     from backend.services.ranking import RankHandler
     from backend.services.training import EvaluateHandler, TrainHandler
 
-    return {JobKind.TRAIN: TrainHandler(), JobKind.EVALUATE: EvaluateHandler(), JobKind.RANK: RankHandler()}
+    return {
+        JobKind.TRAIN: TrainHandler(),
+        JobKind.EVALUATE: EvaluateHandler(),
+        JobKind.RANK: RankHandler(),
+        JobKind.EXPORT: ExportHandler(),
+    }
 
 
 class JobRunner:
