@@ -355,3 +355,55 @@ def test_occluded_marks_are_read_by_region_id_or_position():
     keypoints, visibility, _ = results_to_keypoints(results, skeleton)
     assert [visibility[skeleton.index(n)] for n in ("neck", "head_top", "right_ankle", "left_ankle")] == [2, 1, 1, 0]
     assert keypoints[skeleton.index("head_top")].tolist() == [40.0, 50.0]
+
+
+# -- integration: a real Label Studio, real LSPET labels ---------------------------------------------------
+@pytest.mark.integration
+def test_lspet_labels_imported_into_a_real_label_studio_export_and_load_back_unchanged(
+    label_studio, tmp_path, lspet_dir
+):
+    """12 LSPET pool images linked with their labels as annotations (the real Label Studio stores them), one
+    re-annotated with a per-region "Occluded" choice through Label Studio's API; each format then loads back
+    with the coordinator's stored keypoints and, for keypoints inside the image, LSPET's own joints."""
+    import time
+
+    from backend import create_app
+    from backend.services.linking import LinkRequest, link_project
+    from coord_fakes import base_config
+
+    app = create_app(base_config(tmp_path, queue="memory", label_studio_url=label_studio.url,
+                                 label_studio_token=label_studio.token, public_url="http://127.0.0.1:9"))
+    services = app.extensions["vl4pose"]
+    try:
+        linked = link_project(services, LinkRequest(dataset="lspet", data=str(lspet_dir), split="pool", limit=12,
+                                                    labels="annotations", round_budget=100,
+                                                    title="export-it").validate())
+        assert linked.annotations_imported == 12
+        truth = {s.sample_id: s for s in load_samples("lspet", lspet_dir, "pool")[:12]}
+        [task] = [t for t in services.ls().export_annotated(linked.ls_project_id)
+                  if t["data"]["image"].endswith("/" + sorted(truth)[0] + ".jpg")]
+        results = task["annotations"][0]["result"]
+        services.ls().create_annotation(task["id"], results + [occluded(results[0])])  # its webhook goes nowhere
+
+        for fmt in ("coco", "lsp", "labelstudio"):
+            started = time.monotonic()
+            summary = export(app, linked.project_id, fmt, tmp_path / fmt)  # reads Label Studio first (reconcile)
+            assert summary["annotations"] == 12, summary
+            print(f"export {fmt}: 12 annotations in {time.monotonic() - started:.2f} s")
+            provenance = json.loads((tmp_path / fmt / "provenance.json").read_text())
+            rounds = {t["task_id"]: t["round"] for t in provenance["tasks"]}
+            assert rounds == {t: int(t == task["id"]) for t in rounds}  # imported before round 1; re-annotated in 1
+            loaded = by_task(load_back(fmt, tmp_path / fmt), provenance)
+            for task_id, (keypoints, visibility) in stored(app, linked.project_id).items():
+                sample, source = loaded[task_id], next(t for t in provenance["tasks"] if t["task_id"] == task_id)
+                labelled_ = visibility > 0
+                np.testing.assert_allclose(sample.keypoints[labelled_], keypoints[labelled_], rtol=0, atol=1e-9)
+                lspet = truth[Path(source["source_image"]).stem]
+                width, height = lspet.load_image().shape[1::-1]
+                inside = lspet.labelled & (lspet.keypoints >= 0).all(1) & (lspet.keypoints <= (width, height)).all(1)
+                np.testing.assert_array_equal(labelled_, lspet.labelled)
+                np.testing.assert_allclose(sample.keypoints[inside], lspet.keypoints[inside], atol=1e-3)
+                occluded_expected = task_id == task["id"] and fmt != "lsp"
+                assert (sample.visibility[0] == 1) == occluded_expected
+    finally:
+        services.close()
