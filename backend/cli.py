@@ -219,9 +219,12 @@ def _export(services, args: argparse.Namespace) -> int:
     def progress(fraction: float, stage: str) -> None:
         log.info("export %3.0f%% %s", 100 * fraction, stage)
 
-    summary = export_dataset(
-        services, args.project, args.format, Path(args.out), args.round, progress=progress, sync=not args.no_sync
-    )
+    sync = not args.no_sync
+    if sync and args.round is None and not services.settings.label_studio_token:
+        log.warning("VL4POSE_LABEL_STUDIO_TOKEN is not set: exporting what the coordinator has recorded, without "
+                    "reading Label Studio's annotations first")
+        sync = False
+    summary = export_dataset(services, args.project, args.format, Path(args.out), args.round, progress=progress, sync=sync)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
