@@ -2,6 +2,13 @@
 
 Both work in heatmap pixels: PCK with the torso normaliser is invariant to the similarity transform
 between image and crop, so no mapping back is needed here.
+
+Calibration needs evidence. Under :data:`MIN_CALIBRATION_IMAGES` validation images the temperature (which
+changes the ranking) is not fitted on them when the previous model's is known: it is kept, and the report
+says so (``fallback``). The score's reference distribution is always the *new* model's log-likelihoods of
+the validation images (a previous model's values are on another scale and are never pooled). A caller
+that trains round after round (the coordinator) passes every round's validation images, so the pool grows;
+it says how many are the current round's (``current_images``) and the report names that ``pooled_rounds``.
 """
 
 from __future__ import annotations
@@ -24,6 +31,10 @@ from vl4pose.skeletons import Skeleton
 log = logging.getLogger(__name__)
 
 TEMPERATURES = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+MIN_CALIBRATION_IMAGES = 20
+"""Fewest validation images (with a labelled keypoint) the temperature is fitted on; with fewer, the previous
+model's temperature is kept when there is one (``fallback: previous_temperature``)."""
+FALLBACKS = (None, "pooled_rounds", "previous_temperature", "too_few")
 
 
 @dataclass
@@ -115,15 +126,48 @@ def fit_min_peak(val: ValidationPass, ceiling: float = 0.1, keep: float = 0.95) 
     return float(min(ceiling, np.quantile(peaks, 1.0 - keep, method="lower")))
 
 
+def choose_fallback(images: int, current_images: int | None, has_previous: bool,
+                    min_images: int = MIN_CALIBRATION_IMAGES) -> str | None:
+    """How the temperature is chosen (one of :data:`FALLBACKS`).
+
+    None: enough validation images of this round; ``pooled_rounds``: enough only with earlier rounds'
+    validation images (re-scored by the new model); ``previous_temperature``: too few even so, the previous
+    model's temperature is kept; ``too_few``: too few and no previous model, fitted on what there is.
+    """
+    if images >= min_images:
+        return "pooled_rounds" if current_images is not None and current_images < min_images else None
+    return "previous_temperature" if has_previous else "too_few"
+
+
 def calibrate(val: ValidationPass, skeleton: Skeleton, max_candidates: int, sigma: float,
-              min_peak_ceiling: float = 0.1) -> tuple[Calibration, dict]:
-    """Fit the temperature and the placement threshold, then store the validation likelihoods that
-    define the calibrated score."""
-    temperature, nll = fit_temperature(val, max_candidates, sigma)
+              min_peak_ceiling: float = 0.1, previous: Calibration | None = None, current_images: int | None = None,
+              min_images: int = MIN_CALIBRATION_IMAGES) -> tuple[Calibration, dict]:
+    """Fit the temperature (or keep ``previous``'s, see :func:`choose_fallback`) and the placement threshold,
+    then store the new model's validation likelihoods that define the calibrated score.
+
+    Args:
+        val: the new model's pass over the validation images.
+        previous: the calibration of the model this one was fine-tuned from, if any.
+        current_images: how many of the validation images are the current round's (None: all of them).
+        min_images: fewest validation images to fit the temperature on.
+
+    Returns:
+        the calibration and a report with ``fallback``, ``validation_images``, ``current_images``,
+        ``min_images`` and ``temperature`` besides the validation scores.
+    """
+    images = int(np.asarray(val.labelled).any(axis=1).sum())
+    fallback = choose_fallback(images, current_images, previous is not None, min_images)
+    fitted, nll = fit_temperature(val, max_candidates, sigma)
+    temperature = previous.temperature if fallback == "previous_temperature" else fitted
     min_peak = fit_min_peak(val, ceiling=min_peak_ceiling)
     calibration = Calibration(temperature=temperature, max_candidates=max_candidates, min_peak=min_peak)
     scores = score_pass(val, skeleton, calibration)
     calibration.reference = sorted(float(v) for v in scores.pop("log_likelihood"))
+    if fallback not in (None, "pooled_rounds"):
+        log.warning("calibration on %d validation images (fewer than %d): %s, temperature %.3g (fitted: %.3g)",
+                    images, min_images, fallback, temperature, fitted)
     log.info("calibrated temperature %.3g (candidate NLL %s), min peak %.3g; validation failure AUROC %.3f",
              temperature, {k: round(v, 3) for k, v in nll.items()}, min_peak, scores["failure_auroc"])
-    return calibration, {"temperature_nll": {str(k): v for k, v in nll.items()}, **scores}
+    report = {"fallback": fallback, "validation_images": images, "current_images": current_images,
+              "min_images": min_images, "temperature": temperature, "fitted_temperature": fitted}
+    return calibration, {**report, "temperature_nll": {str(k): v for k, v in nll.items()}, **scores}

@@ -226,10 +226,14 @@ class Trainer:
                           self.config.to_dict())
         save_checkpoint(self.out / "best", ckpt)
 
+    calibration_options: dict | None = None
+    """Keyword arguments for :func:`vl4pose.calibrate.calibrate` (``previous``, ``current_images``)."""
+
     def _finish(self, val_cache: CropCache, history: list) -> Checkpoint:
         best = load_checkpoint(self.out / "best")
         val = validation_pass(best.pose, best.heads["bones"], val_cache, self.skeleton, self.model_config.sigma)
-        calibration, report = calibrate(val, self.skeleton, self.config.max_candidates, self.model_config.sigma)
+        calibration, report = calibrate(val, self.skeleton, self.config.max_candidates, self.model_config.sigma,
+                                        **(self.calibration_options or {}))
         best.calibration = calibration
         best.metrics = {**best.metrics, "calibration": report, "history": history}
         save_checkpoint(self.out / "best", best)

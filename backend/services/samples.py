@@ -72,13 +72,24 @@ def records_to_samples(services: Services, records: list[dict], k: int) -> tuple
     return samples, unreadable
 
 
+def _share(sample: Sample) -> float:
+    """A fixed number in [0, 1) per sample id (its hash)."""
+    return int.from_bytes(hashlib.sha256(sample.sample_id.encode()).digest()[:8], "big") / 2**64
+
+
 def split_validation(samples: list[Sample], fraction: float) -> tuple[list[Sample], list[Sample]]:
-    """(train, validation) by a hash of the sample id: stable across rounds; at least one of each when
-    there are two samples or more (a single sample is used for both)."""
+    """(train, validation): a sample is validation when the hash of its id is below ``fraction``.
+
+    Membership depends on the id only, so a validation image of one round stays one in every later round and
+    is never trained on: each round's validation set is the union of all rounds' validation images (scored
+    afresh by each new model). At least two validation images from four samples on, one below that (the
+    lowest hashes; a single sample is used for both), and at least one training sample.
+    """
     if len(samples) < 2:
         return samples, samples
-    ordered = sorted(samples, key=lambda s: hashlib.sha256(s.sample_id.encode()).digest())
-    count = min(len(samples) - 1, max(1, round(len(samples) * fraction)))
+    ordered = sorted(samples, key=_share)
+    below = sum(1 for s in ordered if _share(s) < fraction)
+    count = min(len(samples) - 1, max(below, 2 if len(samples) >= 4 else 1))
     return ordered[count:], ordered[:count]
 
 

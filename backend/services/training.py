@@ -12,12 +12,13 @@ import json
 import logging
 import shutil
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
 from backend.job_context import Handler, JobContext
-from backend.models import JobKind, ModelVersion, Project, Round, RoundState
+from backend.models import AnnotationRecord, AnnotationStatus, JobKind, ModelVersion, Project, Round, RoundState
 from backend.services.reconcile import reconcile
 from backend.services.rounds import add_timing, set_round_state
 from backend.services.samples import clean, evaluate_version, labelled_records, records_to_samples, split_validation
@@ -97,6 +98,7 @@ class TrainHandler(Handler):
             )
         info = registry.info(version)
         metrics = {k: v for k, v in info.items() if k.startswith("holdout")}
+        metrics.update(calibration_summary(ctx.dir / "run" / "best"))
         record_version(
             services, ctx.project_id, ctx.round_id, version, parent, int(info.get("train_images", 0)), metrics
         )
@@ -131,6 +133,7 @@ class TrainHandler(Handler):
         ctx.progress(0.02, f"fetching {len(records)} labelled images", force=True)
         samples, unreadable = records_to_samples(services, records, skeleton.num_keypoints)
         train, val = split_validation(samples, services.settings.train_val_fraction)
+        current = _current_round_count(services, ctx.round_id, val)
         init = load_checkpoint(services.registry().path(parent)) if parent else None
         model_config = init.model_config if init is not None else preset(services.settings.train_preset)
         if "train" not in ctx.payload:
@@ -139,7 +142,10 @@ class TrainHandler(Handler):
         fields["heads"] = tuple(fields.get("heads", ()))
         config = TrainConfig(**fields)
         ctx.progress(
-            0.05, f"training on {len(train)} images ({len(val)} for validation, {unreadable} unreadable)", force=True
+            0.05,
+            f"training on {len(train)} images ({len(val)} for validation, {current} of them from this round; "
+            f"{unreadable} unreadable)",
+            force=True,
         )
 
         def report(progress) -> None:
@@ -149,6 +155,8 @@ class TrainHandler(Handler):
             )
 
         trainer = Trainer(model_config, skeleton, config, ctx.dir / "run", init_from=init, callbacks=[report])
+        # under MIN_CALIBRATION_IMAGES the previous version's temperature is kept (vl4pose.calibrate)
+        trainer.calibration_options = {"previous": init.calibration if init else None, "current_images": current}
         trainer.fit(train, val)
         return ctx.dir / "run" / "best", len(train)
 
@@ -160,6 +168,30 @@ class TrainHandler(Handler):
         (folder / "samples.json").unlink(missing_ok=True)
         shutil.rmtree(folder / "run", ignore_errors=True)
         _reset_round(services, job_id, RoundState.TRAINING)
+
+
+def _current_round_count(services: Services, round_id: int | None, val: list) -> int:
+    """How many validation samples (ids ``task:<id>``) were labelled in this round; the rest are earlier rounds'."""
+    with services.db.session() as session:
+        tasks = set(
+            session.scalars(
+                select(AnnotationRecord.task_id).where(
+                    AnnotationRecord.round_id == round_id, AnnotationRecord.status == AnnotationStatus.SUBMITTED
+                )
+            )
+        )
+    return sum(1 for s in val if s.sample_id.startswith("task:") and int(s.sample_id[5:]) in tasks)
+
+
+def calibration_summary(checkpoint: Path) -> dict:
+    """``{"calibration": {fallback, validation_images, current_images, min_images, temperature}}`` of a trained
+    checkpoint (what :func:`vl4pose.calibrate.calibrate` chose), or {} when there is none."""
+    try:
+        report = json.loads((checkpoint / "metrics.json").read_text()).get("calibration") or {}
+    except (OSError, ValueError):
+        return {}
+    keys = ("fallback", "validation_images", "current_images", "min_images", "temperature")
+    return {"calibration": {k: report.get(k) for k in keys}} if "fallback" in report else {}
 
 
 class EvaluateHandler(Handler):

@@ -62,7 +62,7 @@ def test_linking_with_an_initial_model_ranks_the_queue_at_once(looped, fake_ls):
 
 
 def test_webhooks_close_the_round_and_the_next_round_opens_ranked_by_the_new_model(
-    looped, fake_ls, lspet_pool, hook_headers, auth
+    looped, fake_ls, lspet_pool, hook_headers, auth, tiny_checkpoint
 ):
     app, result = looped
     services = app.extensions["vl4pose"]
@@ -100,6 +100,10 @@ def test_webhooks_close_the_round_and_the_next_round_opens_ranked_by_the_new_mod
         versions = session.scalars(select(ModelVersion).order_by(ModelVersion.id)).all()
         assert [(v.version, v.parent) for v in versions] == [(v0, None), (v1, v0)]
         assert versions[1].train_images == 2  # three labels, one kept for validation/calibration
+        # one validation image is too little evidence: v1 keeps v0's temperature and says so
+        calibration = versions[1].metrics["calibration"]
+        assert calibration["fallback"] == "previous_temperature" and calibration["validation_images"] == 1
+        assert calibration["temperature"] == tiny_checkpoint.calibration.temperature  # v0 is the tiny checkpoint
         assert {j.kind.value: j.state for j in session.scalars(select(Job))} == {
             "train": JobState.DONE,
             "rank": JobState.DONE,
