@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vl4pose.cli import command
+from vl4pose.cli import add_device_option, command
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -49,6 +49,7 @@ class BenchConfig:
     refine_images: int = 20
     rank_images: int = 64
     data: str = "../shared/data/lspet"
+    device: str | None = None
 
 
 def machine_info() -> dict:
@@ -65,12 +66,16 @@ def machine_info() -> dict:
 
 
 def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
+    """Median wall time of ``fn`` (CUDA work is waited for, so GPU timings are real)."""
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeats):
+        sync()
         start = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -91,19 +96,37 @@ def load_model(config: BenchConfig):
 
 
 @torch.no_grad()
-def bench_network(ckpt, batch_size: int, repeats: int) -> dict:
-    """Pose forward and VL4Pose overhead, single image and per image in a batch."""
+def bench_network(ckpt, batch_size: int, repeats: int, device: torch.device | None = None) -> dict:
+    """Pose forward (unflipped and with the flip test) and VL4Pose overhead, single image and per image in a
+    batch. The overhead (bone head + candidates + expectation + refinement) is compared with one unflipped
+    forward; on CUDA the trunk runs as the product runs it (bf16 autocast, channels-last)."""
+    from vl4pose.device import prepare_module, to_input, trunk_autocast
     from vl4pose.likelihood import expected_log_likelihood, find_candidates
     from vl4pose.refine import refine
 
+    device = device or torch.device("cpu")
     size, cal, skeleton = ckpt.model_config.input_size, ckpt.calibration, ckpt.skeleton
-    bones = ckpt.heads["bones"]
-    out: dict = {"pose_forward_ms": {"batch_size": batch_size}, "vl4pose_overhead_ms": {"batch_size": batch_size}}
+    pose = prepare_module(ckpt.pose, device).eval()
+    bones = ckpt.heads["bones"].to(device).eval()
+    perm = skeleton.flip_permutation()
+
+    def forward_fn(images: torch.Tensor):
+        with trunk_autocast(device):
+            return pose(to_input(images, device))
+
+    def flipped(images: torch.Tensor) -> torch.Tensor:
+        with trunk_autocast(device):
+            both = pose(to_input(torch.cat([images, images.flip(-1)]), device)).heatmaps[-1]
+        n = images.shape[0]
+        return 0.5 * (both[:n] + both[n:].flip(-1)[:, perm])
+
+    out: dict = {"pose_forward_ms": {"batch_size": batch_size}, "vl4pose_overhead_ms": {"batch_size": batch_size},
+                 "flip_forward_ms": {"batch_size": batch_size}, "device": str(device)}
     for mode, n in (("single", 1), ("batch", batch_size)):
-        images = torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(0))
-        output = ckpt.pose(images)
-        heatmaps, features = output.heatmaps[-1], output.features
-        mean, logvar = bones.params(features)
+        images = torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
+        output = forward_fn(images)
+        heatmaps, features = output.heatmaps[-1].float().cpu(), [f.float() for f in output.features]
+        mean, logvar = (t.float().cpu() for t in bones.params(features))
         heat = float(heatmaps.shape[-1])
         cands = find_candidates(heatmaps, cal.max_candidates)
         log_probs = cands.log_probs(cal.temperature)
@@ -114,7 +137,8 @@ def bench_network(ckpt, batch_size: int, repeats: int) -> dict:
                 cands, cands.log_probs(cal.temperature), mean, logvar, skeleton, heat), repeats),
             "refinement": median_seconds(lambda: refine(cands, log_probs, mean, logvar, skeleton, heat), repeats),
         }
-        forward = median_seconds(lambda: ckpt.pose(images), repeats) * 1000 / n
+        forward = median_seconds(lambda: forward_fn(images), repeats) * 1000 / n
+        out["flip_forward_ms"][mode] = median_seconds(lambda: flipped(images), repeats) * 1000 / n
         overhead = {k: v * 1000 / n for k, v in parts.items()}
         out["pose_forward_ms"][mode] = forward
         out["vl4pose_overhead_ms"][mode] = sum(overhead.values())
@@ -186,7 +210,7 @@ def bench_refine(images: int, repeats: int, candidates: int = 5) -> dict:
             "refine_bruteforce": "research-code recursion over the LSP-14 tree without memoisation (K^depth)"}
 
 
-def bench_rank(ckpt, data: str, images: int, batch_size: int) -> dict:
+def bench_rank(ckpt, data: str, images: int, batch_size: int, device: str | None = None) -> dict:
     """Images per second through ``Predictor.predict_batch`` on real files (automatic person box)."""
     from vl4pose.errors import DataError
     from vl4pose.predictor import Predictor, PredictorConfig
@@ -195,19 +219,22 @@ def bench_rank(ckpt, data: str, images: int, batch_size: int) -> dict:
     files = sorted(folder.glob("*.jpg"))[:images]
     if not files:
         raise DataError(f"no images in {folder}; pass --data with the LSPET folder")
-    predictor = Predictor(ckpt, PredictorConfig(batch_size=batch_size))
+    config = PredictorConfig(batch_size=batch_size, device=device)
+    predictor = Predictor(ckpt, config)
     predictor.predict_batch(files[:2])
     start = time.perf_counter()
     results = predictor.predict_batch(files)
     seconds = time.perf_counter() - start
     return {"rank_images_per_s": len(files) / seconds, "rank_images": len(files),
-            "rank_errors": sum(isinstance(r, Exception) for r in results), "rank_box": "auto"}
+            "rank_errors": sum(isinstance(r, Exception) for r in results), "rank_box": "auto",
+            "rank_passes": f"{config.box_passes} person-finding pass(es) unflipped, the final crop "
+                           f"{'flipped' if config.flip else 'unflipped'}"}
 
 
-def bench_egl(ckpt, repeats: int) -> float:
+def bench_egl(ckpt, repeats: int, device: torch.device | None = None) -> float:
     """ms for one image forward + backward through the pose model (heatmap loss)."""
     size = ckpt.model_config.input_size
-    image = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(1))
+    image = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(1)).to(device or "cpu")
 
     def step() -> None:
         ckpt.pose.zero_grad(set_to_none=True)
@@ -221,13 +248,16 @@ def bench_egl(ckpt, repeats: int) -> float:
 
 def run_bench(config: BenchConfig) -> dict:
     """Every figure, as one dict (see the module docstring)."""
+    from vl4pose.device import resolve_device
+
+    device = resolve_device(config.device)
     ckpt = load_model(config)
     report: dict = {"preset": config.preset if not config.checkpoint else None, "checkpoint": config.checkpoint,
                     "model": ckpt.model_config.to_dict(), "max_candidates": ckpt.calibration.max_candidates}
-    report |= bench_network(ckpt, config.batch_size, config.repeats)
+    report |= bench_network(ckpt, config.batch_size, config.repeats, device)
     report |= bench_refine(config.refine_images, config.repeats)
-    report |= bench_rank(ckpt, config.data, config.rank_images, config.batch_size)
-    report["egl_backward_ms"] = bench_egl(ckpt, config.repeats)
+    report |= bench_rank(ckpt, config.data, config.rank_images, config.batch_size, str(device))
+    report["egl_backward_ms"] = bench_egl(ckpt, config.repeats, device)
     report["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     report["machine"] = machine_info()
     return report
@@ -237,7 +267,9 @@ def format_bench(report: dict) -> str:
     """A readable table of :func:`run_bench`'s figures."""
     fwd, over = report["pose_forward_ms"], report["vl4pose_overhead_ms"]
     rows = [("pose forward, single image (ms)", f"{fwd['single']:.2f}"),
-            (f"pose forward, per image in a batch of {fwd['batch_size']} (ms)", f"{fwd['batch']:.2f}")]
+            (f"pose forward, per image in a batch of {fwd['batch_size']} (ms)", f"{fwd['batch']:.2f}"),
+            ("flip-test forward, single / per image in a batch (ms)",
+             f"{report['flip_forward_ms']['single']:.2f} / {report['flip_forward_ms']['batch']:.2f}")]
     for mode in ("single", "batch"):
         parts = ", ".join(f"{k} {v:.3f}" for k, v in over[f"{mode}_parts"].items())
         rows.append((f"VL4Pose overhead, {mode} (ms)", f"{over[mode]:.3f} = {100 * over[f'{mode}_ratio']:.1f}% ({parts})"))
@@ -246,11 +278,13 @@ def format_bench(report: dict) -> str:
              ("refinement brute force, K=5 (ms)", f"{report['refine_bruteforce_ms_k5']:.2f}"),
              ("DP speed-up (batch / single)", f"{report['refine_speedup_k5']:.0f}x / {report['refine_speedup_single_k5']:.0f}x"),
              ("DP and brute force identical", str(report["refine_identical"])),
-             ("ranking through Predictor.predict_batch (images/s)", f"{report['rank_images_per_s']:.1f}"),
+             ("ranking through Predictor.predict_batch (images/s)",
+              f"{report['rank_images_per_s']:.1f} ({report['rank_passes']})"),
              ("EGL++ forward+backward per image (ms)", f"{report['egl_backward_ms']:.1f}"),
              ("peak RSS (MB)", f"{report['peak_rss_mb']:.0f}")]
     machine = report["machine"]
-    rows.append(("machine", f"{machine['cores']} cores, {machine['torch_threads']} torch threads, {machine['cpu']}"))
+    rows.append(("machine", f"{machine['cores']} cores, {machine['torch_threads']} torch threads, {machine['cpu']}, "
+                            f"device {report['device']}"))
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:{width}s}  {value}" for name, value in rows)
 
@@ -265,12 +299,13 @@ def _bench_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rank-images", type=int, default=defaults.rank_images)
     p.add_argument("--data", default=defaults.data, help="LSPET folder whose images/ are ranked")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_device_option(p)
 
 
 @command("bench", _bench_options)
 def run_bench_command(args: argparse.Namespace) -> int:
     config = BenchConfig(args.preset, args.checkpoint, args.batch_size, args.repeats, args.refine_images,
-                         args.rank_images, args.data)
+                         args.rank_images, args.data, args.device)
     report = run_bench(config)
     print(json.dumps(report, indent=2) if args.json else format_bench(report))
     return 0 if report["refine_identical"] else 1

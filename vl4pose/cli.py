@@ -38,10 +38,20 @@ def add_data_options(parser: argparse.ArgumentParser, split: str | None) -> None
     parser.add_argument("--skeleton", help="skeleton of a Label Studio export (default lsp14)")
     parser.add_argument("--images", help="image folder for COCO and Label Studio exports")
     parser.add_argument("--limit", type=int, help="use only the first N samples (smoke runs)")
+    parser.add_argument("--skip", type=int, default=0,
+                        help="leave out the first N samples of the split (e.g. the LSPET demo's 200 task images)")
 
 
-def load_from_args(args: argparse.Namespace, split: str | None) -> list[Sample]:
+def add_device_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"],
+                        help="where the networks run (default: VL4POSE_DEVICE, else auto = CUDA when available)")
+
+
+def load_from_args(args: argparse.Namespace, split: str | None, skip: bool = True) -> list[Sample]:
+    """The samples of ``split`` after ``--skip`` (unless ``skip`` is False: a validation split), at most ``--limit``."""
     samples = load_samples(args.dataset, args.data, split, args.split_file, args.skeleton, args.images)
+    if skip:
+        samples = samples[getattr(args, "skip", 0):]
     return samples[: args.limit] if args.limit else samples
 
 
@@ -52,13 +62,16 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="cpu", help="model preset: cpu (default), paper, tiny")
     p.add_argument("--out", required=True, help="run folder (checkpoint in OUT/best)")
     p.add_argument("--init", help="checkpoint to fine-tune from")
-    p.add_argument("--epochs", type=int)
+    p.add_argument("--epochs", type=int, help="epochs (default 18); with --time-budget only a cap")
+    p.add_argument("--time-budget", type=float, metavar="MIN",
+                   help="end on time after MIN minutes of wall clock, with a finished learning-rate schedule")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--aux-lr", type=float)
     p.add_argument("--steps-per-epoch", type=int)
     p.add_argument("--heads", nargs="*", default=[], help="extra auxiliary heads (acquisition baselines)")
     p.add_argument("--seed", type=int, default=0)
+    add_device_option(p)
 
 
 @command("train", _train_options)
@@ -70,19 +83,22 @@ def run_train(args: argparse.Namespace) -> int:
     skeleton = dataset_skeleton(args.dataset, args.skeleton)
     train = load_from_args(args, args.split)
     if args.val_split and args.val_split != "none":
-        val = load_from_args(args, args.val_split)
+        val = load_from_args(args, args.val_split, skip=False)
     else:
         order = np.random.default_rng(args.seed).permutation(len(train))
         cut = max(1, int(len(train) * args.val_fraction))
         val, train = [train[i] for i in order[:cut]], [train[i] for i in order[cut:]]
-    overrides = {k: v for k, v in {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
-                                   "aux_lr": args.aux_lr, "steps_per_epoch": args.steps_per_epoch}.items()
+    budget = args.time_budget * 60.0 if args.time_budget is not None else None
+    epochs = args.epochs if args.epochs is not None else (1000 if budget else None)
+    overrides = {k: v for k, v in {"epochs": epochs, "batch_size": args.batch_size, "lr": args.lr,
+                                   "aux_lr": args.aux_lr, "steps_per_epoch": args.steps_per_epoch,
+                                   "time_budget_s": budget}.items()
                  if v is not None}
     config = replace(TrainConfig(), seed=args.seed, heads=tuple(args.heads), **overrides)
     init = load_checkpoint(args.init) if args.init else None
     model_config = init.model_config if init else preset(args.preset)
     log.info("training %s on %d samples, validating on %d, model %s", skeleton.name, len(train), len(val), model_config)
-    best = Trainer(model_config, skeleton, config, args.out, init_from=init).fit(train, val)
+    best = Trainer(model_config, skeleton, config, args.out, init_from=init, device=args.device).fit(train, val)
     summary = {"checkpoint": str(best.path), **{k: v for k, v in best.metrics.get("calibration", {}).items()
                                                 if not isinstance(v, dict)}}
     print(json.dumps(summary, indent=2))
@@ -95,14 +111,35 @@ def _evaluate_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--box", choices=["gt", "auto"], default="gt",
                    help="crop around the annotated person (benchmark) or find it like the product does")
     p.add_argument("--json", action="store_true", help="print machine-readable results")
+    add_predictor_options(p)
+
+
+def add_predictor_options(p: argparse.ArgumentParser) -> None:
+    """Inference settings of the Predictor (defaults: the product's)."""
+    from vl4pose.predictor import PredictorConfig
+
+    default = PredictorConfig()
+    p.add_argument("--no-flip", dest="flip", action="store_false", help="no flip test on the final pass")
+    p.add_argument("--box-passes", type=int, default=default.box_passes,
+                   help=f"person-finding passes before the final one (automatic box; default {default.box_passes})")
+    p.add_argument("--box-padding", type=float, default=default.box_padding,
+                   help=f"automatic person window = padding x the found pose's box (default {default.box_padding})")
+    add_device_option(p)
+
+
+def predictor_from_args(args: argparse.Namespace):
+    from vl4pose.predictor import Predictor, PredictorConfig
+
+    config = PredictorConfig(flip=args.flip, box_passes=args.box_passes, box_padding=args.box_padding,
+                             device=args.device)
+    return Predictor(args.checkpoint, config)
 
 
 @command("evaluate", _evaluate_options)
 def run_evaluate(args: argparse.Namespace) -> int:
     from vl4pose.evaluate import evaluate, format_report
-    from vl4pose.predictor import Predictor
 
-    report = evaluate(Predictor(args.checkpoint), load_from_args(args, args.split), args.box)
+    report = evaluate(predictor_from_args(args), load_from_args(args, args.split), args.box)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0
 
@@ -112,13 +149,12 @@ def _predict_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--box", nargs=4, type=float, metavar=("X0", "Y0", "X1", "Y1"), help="person box for every image")
     p.add_argument("--json", action="store_true")
+    add_predictor_options(p)
 
 
 @command("predict", _predict_options)
 def run_predict(args: argparse.Namespace) -> int:
-    from vl4pose.predictor import Predictor
-
-    predictor = Predictor(args.checkpoint)
+    predictor = predictor_from_args(args)
     boxes = [np.array(args.box)] * len(args.images) if args.box else None
     results = predictor.predict_batch(args.images, boxes)
     out = [{"image": image, **({"error": str(r)} if isinstance(r, Exception) else r.to_dict())}

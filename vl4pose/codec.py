@@ -7,7 +7,10 @@ neighbourhood, which recovers a Gaussian's centre exactly.
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 
 
 def encode(keypoints: torch.Tensor, weights: torch.Tensor, size: int, sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -23,7 +26,7 @@ def encode(keypoints: torch.Tensor, weights: torch.Tensor, size: int, sigma: flo
         heatmaps (N, K, H, H) and target weights (N, K): keypoints outside the map by more than
         3 sigma get weight 0 and an empty map.
     """
-    coords = torch.arange(size, dtype=torch.float32)
+    coords = torch.arange(size, dtype=torch.float32, device=keypoints.device)
     x = torch.nan_to_num(keypoints[..., 0], nan=-1e4)
     y = torch.nan_to_num(keypoints[..., 1], nan=-1e4)
     inside = (x > -3 * sigma) & (x < size - 1 + 3 * sigma) & (y > -3 * sigma) & (y < size - 1 + 3 * sigma)
@@ -60,6 +63,48 @@ def subpixel(heatmaps: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor) -> tupl
         interior = (pos > 0) & (pos < limit - 1)
         offsets.append(torch.where(interior, step.clamp(-0.5, 0.5), torch.zeros_like(step)))
     return xs.float() + offsets[0], ys.float() + offsets[1]
+
+
+def subpixel_dark(heatmaps: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor, sigma: float
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Distribution-aware sub-pixel positions (DARK, Zhang et al. 2020): blur the heatmaps with the target's
+    Gaussian, then take one Newton step on the log heatmap with the full 2x2 Hessian at each integer peak.
+
+    Args and returns as :func:`subpixel`; offsets are clamped to one pixel (the blurred peak may sit next to the
+    raw one); peaks whose log heatmap is not concave there, or that sit on the border, keep the integer position.
+    """
+    n, k, h, w = heatmaps.shape
+    radius = max(1, int(math.ceil(2 * sigma)))
+    taps = torch.arange(-radius, radius + 1, dtype=heatmaps.dtype, device=heatmaps.device)
+    kernel = torch.exp(-taps**2 / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+    flat = heatmaps.reshape(n * k, 1, h, w)
+    blurred = F.conv2d(F.pad(flat, (radius, radius, 0, 0), mode="replicate"), kernel.view(1, 1, 1, -1))
+    blurred = F.conv2d(F.pad(blurred, (0, 0, radius, radius), mode="replicate"), kernel.view(1, 1, -1, 1))
+    peak = flat.amax(dim=(2, 3), keepdim=True)
+    blurred = blurred * peak / blurred.amax(dim=(2, 3), keepdim=True).clamp_min(1e-10)
+    log = blurred.reshape(n, k, h * w).clamp_min(1e-10).log()
+
+    def value(dx: int, dy: int) -> torch.Tensor:
+        xx = (xs + dx).clamp(0, w - 1)
+        yy = (ys + dy).clamp(0, h - 1)
+        return torch.gather(log, 2, (yy * w + xx).reshape(n, k, -1)).reshape(xs.shape)
+
+    centre = value(0, 0)
+    gx = 0.5 * (value(1, 0) - value(-1, 0))
+    gy = 0.5 * (value(0, 1) - value(0, -1))
+    hxx = value(1, 0) - 2 * centre + value(-1, 0)
+    hyy = value(0, 1) - 2 * centre + value(0, -1)
+    hxy = 0.25 * (value(1, 1) - value(1, -1) - value(-1, 1) + value(-1, -1))
+    det = hxx * hyy - hxy**2
+    concave = (hxx < -1e-6) & (det > 1e-12)
+    safe = torch.where(concave, det, torch.ones_like(det))
+    ox = -(hyy * gx - hxy * gy) / safe
+    oy = -(-hxy * gx + hxx * gy) / safe
+    interior = (xs > 0) & (xs < w - 1) & (ys > 0) & (ys < h - 1) & concave
+    zero = torch.zeros_like(ox)
+    return (xs.float() + torch.where(interior, ox.clamp(-1.0, 1.0), zero),
+            ys.float() + torch.where(interior, oy.clamp(-1.0, 1.0), zero))
 
 
 def decode(heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from vl4pose.checkpoint import Calibration
+from vl4pose.device import to_input, trunk_autocast
 from vl4pose.heads import BoneHead
 from vl4pose.likelihood import Candidates, expected_log_likelihood, find_candidates
 from vl4pose.models.hourglass import StackedHourglass
@@ -29,11 +30,27 @@ class NetworkOutput:
 
 
 @torch.no_grad()
-def run_network(pose: StackedHourglass, bones: BoneHead, images: torch.Tensor) -> NetworkOutput:
-    """Forward (N, 3, S, S) crops in [0, 1] through the pose model and the bone head."""
-    output = pose(images)
-    mean, logvar = bones.params(output.features)
-    return NetworkOutput(output.heatmaps[-1], mean, logvar, output.features)
+def run_network(pose: StackedHourglass, bones: BoneHead, images: torch.Tensor,
+                flip_permutation: list[int] | None = None) -> NetworkOutput:
+    """Forward (N, 3, S, S) crops in [0, 1] through the pose model and the bone head, on the device the
+    pose model lives on (bf16 trunk on CUDA). Outputs come back as fp32 CPU tensors.
+
+    With ``flip_permutation`` (the skeleton's left/right swap) the mirrored crops run in the same batch and
+    their heatmaps, mirrored back with left and right swapped, are averaged with the plain ones (flip test).
+    Mirroring a crop about its centre maps heatmap pixel j to H-1-j exactly (pixel centres at
+    ``j*stride + (stride-1)/2``). The bone head and the features stay those of the unflipped crop.
+    """
+    device = next(pose.parameters()).device
+    n = images.shape[0]
+    batch = torch.cat([images, images.flip(-1)]) if flip_permutation is not None else images
+    with trunk_autocast(device):
+        output = pose(to_input(batch, device))
+    heatmaps = output.heatmaps[-1].float()
+    if flip_permutation is not None:
+        heatmaps = 0.5 * (heatmaps[:n] + heatmaps[n:].flip(-1)[:, flip_permutation])
+    features = [f[:n].float() for f in output.features]
+    mean, logvar = bones.params(features)
+    return NetworkOutput(heatmaps.cpu(), mean.float().cpu(), logvar.float().cpu(), [f.cpu() for f in features])
 
 
 @dataclass

@@ -17,6 +17,7 @@ import torch
 
 from vl4pose.checkpoint import Checkpoint, load_checkpoint
 from vl4pose.data.sample import DEFAULT_MAX_PIXELS, ImageSource, box_from_keypoints, load_image
+from vl4pose.device import prepare_module, resolve_device
 from vl4pose.data.transforms import CropWindow, apply_affine, heatmap_matrix, image_window, person_window, warp
 from vl4pose.errors import ConfigError, ImageError
 from vl4pose.inference import HeatmapPoses, NetworkOutput, analyse, run_network
@@ -28,13 +29,24 @@ Clamps = Mapping[str | int, tuple[float, float]]
 
 @dataclass(frozen=True)
 class PredictorConfig:
-    """auto_box: without a person box, find the person on the whole image first, then crop around it.
-    batch_size: crops per forward pass. workers: image-decoding threads. max_pixels: largest image."""
+    """How images become poses.
+
+    auto_box: without a person box, find the person first (a pass on the whole image, then ``box_passes - 1``
+    passes around the previous estimate), then crop around it for the final pass.
+    flip: flip test on the final pass (mirrored crop averaged in; the person-finding passes are not flipped).
+    box_padding: person window side = padding x the longer side of the found keypoints' box.
+    batch_size: crops per forward pass. workers: image-decoding threads. max_pixels: largest image.
+    device: ``auto``, ``cpu`` or ``cuda`` (None: ``VL4POSE_DEVICE``, default auto).
+    """
 
     auto_box: bool = True
+    box_passes: int = 1
+    box_padding: float = 1.25
+    flip: bool = True
     batch_size: int = 16
     workers: int = 2
     max_pixels: int = DEFAULT_MAX_PIXELS
+    device: str | None = None
 
 
 @dataclass
@@ -97,8 +109,10 @@ class Predictor:
         self.calibration = self.checkpoint.calibration
         self.input_size = self.checkpoint.model_config.input_size
         self.to_heat = heatmap_matrix(self.input_size, self.checkpoint.model_config.heatmap_size)
-        self.pose = self.checkpoint.pose.eval()
-        self.bones = self.checkpoint.heads["bones"].eval()
+        self.device = resolve_device(self.config.device)
+        self.pose = prepare_module(self.checkpoint.pose, self.device).eval()
+        self.bones = self.checkpoint.heads["bones"].to(self.device).eval()
+        self.flip_permutation = self.skeleton.flip_permutation()
 
     # -- public API ---------------------------------------------------------------------------------
     def predict(self, image: ImageSource, box: np.ndarray | None = None, clamped: Clamps | None = None) -> PosePrediction:
@@ -126,6 +140,8 @@ class Predictor:
             arrays = list(pool.map(self._load, images))
         results: list[Analysis | ImageError] = list(arrays)  # errors stay in place
         ok = [i for i, a in enumerate(arrays) if not isinstance(a, ImageError)]
+        if not ok:  # nothing decodable: every slot holds its error (no empty forward pass)
+            return results
         windows: dict[int, CropWindow] = {}
         first_pass = []
         for i in ok:
@@ -137,12 +153,12 @@ class Predictor:
                 windows[i] = image_window(size)
             else:
                 windows[i] = image_window(size)
-        if first_pass:
-            coarse = self._forward([arrays[i] for i in first_pass], [windows[i] for i in first_pass])
+        for _ in range(self.config.box_passes if first_pass else 0):
+            coarse = self._forward([arrays[i] for i in first_pass], [windows[i] for i in first_pass], flip=False)
             poses = analyse(coarse, self.skeleton, self.calibration)
             for j, i in enumerate(first_pass):
                 windows[i] = self._person_window(poses, j, windows[i], arrays[i])
-        output = self._forward([arrays[i] for i in ok], [windows[i] for i in ok])
+        output = self._forward([arrays[i] for i in ok], [windows[i] for i in ok], flip=self.config.flip)
         for j, i in enumerate(ok):
             single = NetworkOutput(output.heatmaps[j:j + 1], output.mean[j:j + 1], output.logvar[j:j + 1],
                                    [f[j:j + 1] for f in output.features])
@@ -172,13 +188,14 @@ class Predictor:
             log.warning("%s", exc)
             return exc
 
-    def _forward(self, arrays: list[np.ndarray], windows: list[CropWindow]) -> NetworkOutput:
+    def _forward(self, arrays: list[np.ndarray], windows: list[CropWindow], flip: bool) -> NetworkOutput:
         outputs = []
+        permutation = self.flip_permutation if flip else None
         for start in range(0, len(arrays), self.config.batch_size):
             crops = torch.stack([warp(a, w.matrix(self.input_size), self.input_size)
                                  for a, w in zip(arrays[start:start + self.config.batch_size],
                                                  windows[start:start + self.config.batch_size])])
-            outputs.append(run_network(self.pose, self.bones, crops))
+            outputs.append(run_network(self.pose, self.bones, crops, permutation))
         return NetworkOutput(torch.cat([o.heatmaps for o in outputs]), torch.cat([o.mean for o in outputs]),
                              torch.cat([o.logvar for o in outputs]),
                              [torch.cat(level) for level in zip(*[o.features for o in outputs])])
@@ -190,7 +207,7 @@ class Predictor:
         if placed.sum() < 2:
             return window
         box = box_from_keypoints(points, placed)
-        return person_window(box, (array.shape[1], array.shape[0]))
+        return person_window(box, (array.shape[1], array.shape[0]), self.config.box_padding)
 
     def _to_prediction(self, poses: HeatmapPoses, j: int, analysis: Analysis, to_image: np.ndarray) -> PosePrediction:
         peak = poses.peak[j].numpy().astype(np.float64)

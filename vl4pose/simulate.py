@@ -11,12 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from vl4pose.cli import command
+from vl4pose.cli import add_device_option, command
 from vl4pose.data import DATASETS, dataset_skeleton, load_samples
 from vl4pose.simulate_config import ALL_STRATEGIES, SimulationConfig, SimulationData
 from vl4pose.simulate_protocol import Simulation
@@ -77,10 +78,13 @@ def _simulate_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--inference-batch", type=int, default=defaults.inference_batch)
     p.add_argument("--no-analysis", action="store_true", help="skip the failure-detection and refinement tables")
     p.add_argument("--out", required=True, help="output folder; rerun the same command to resume")
+    add_device_option(p)
 
 
 @command("simulate", _simulate_options)
 def run_simulate(args: argparse.Namespace) -> int:
+    if args.device:
+        os.environ["VL4POSE_DEVICE"] = args.device  # every Trainer and Predictor of the run resolves it
     config = SimulationConfig(
         strategies=tuple(args.strategies), initial=args.initial, budget=args.budget, rounds=args.rounds,
         seeds=tuple(args.seeds), preset=args.preset, epochs=args.epochs, initial_epochs=args.initial_epochs,

@@ -20,14 +20,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from vl4pose.budget import TimeBudget
 from vl4pose.calibrate import calibrate, score_pass, validation_pass
 from vl4pose.checkpoint import Calibration, Checkpoint, load_checkpoint, save_checkpoint
 from vl4pose.data.crops import CropCache
 from vl4pose.data.sample import Sample
 from vl4pose.data.transforms import AugmentConfig
+from vl4pose.device import prepare_module, resolve_device, to_input, trunk_autocast
 from vl4pose.errors import TrainingError
 from vl4pose.heads import build_heads
-from vl4pose.models import ModelConfig, build_pose
+from vl4pose.models import ModelConfig, PoseOutput, build_pose
 from vl4pose.skeletons import Skeleton
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,13 @@ class TrainConfig:
     """Cap on steps per epoch (smoke tests); None = one pass over the data."""
     save_every_s: float = 300.0
     """Also save the resume state mid-epoch this often."""
+    time_budget_s: float | None = None
+    """Wall-clock budget of the whole run: the schedule follows the share of it used and the run ends on time
+    (``epochs`` then only caps it). None: a fixed number of epochs."""
+    log_every_s: float = 60.0
+    """Log a progress line (step, images/s, time left) at least this often."""
+    budget_check_steps: int = 10
+    """Steps timed before a time budget is checked against one epoch."""
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def to_dict(self) -> dict:
@@ -69,9 +78,15 @@ class Progress:
     steps: int
     loss: float
     validation: dict | None = None
+    budget_fraction: float | None = None
+    """Share of the time budget's schedule done (time-budget runs only)."""
+    seconds_left: float | None = None
+    """Time left in the budget (time-budget runs only)."""
 
     @property
     def fraction(self) -> float:
+        if self.budget_fraction is not None:
+            return self.budget_fraction
         return (self.epoch + self.step / max(self.steps, 1)) / max(self.epochs, 1)
 
 
@@ -83,19 +98,25 @@ class Trainer:
         out: the run folder.
         init_from: a checkpoint to fine-tune from (same skeleton and model config).
         callbacks: called with :class:`Progress` after every step and every validation.
+        device: ``auto``, ``cpu``, ``cuda`` (None: ``VL4POSE_DEVICE``, default auto). On CUDA the crop canvases
+            stay on the GPU, batches are warped and encoded there, and the trunk runs in bf16 autocast.
     """
 
     def __init__(self, model_config: ModelConfig, skeleton: Skeleton, config: TrainConfig, out: str | Path,
-                 init_from: Checkpoint | None = None, callbacks: list[Callable[[Progress], None]] | None = None) -> None:
+                 init_from: Checkpoint | None = None, callbacks: list[Callable[[Progress], None]] | None = None,
+                 device: str | torch.device | None = None) -> None:
         self.model_config = model_config.validate()
         self.skeleton = skeleton
         self.config = config
         self.out = Path(out)
         self.callbacks = callbacks or []
+        self.device = resolve_device(device)
         self.pose = build_pose(model_config, skeleton.num_keypoints)
         self.heads = build_heads(list(config.heads), model_config, skeleton)
         if init_from is not None:
             self._init_from(init_from)
+        self.pose = prepare_module(self.pose, self.device)
+        self.heads = self.heads.to(self.device)
         groups = [{"params": self.pose.parameters(), "lr": config.lr},
                   {"params": self.heads.parameters(), "lr": config.aux_lr}]
         self.optimizer = torch.optim.Adam(groups, weight_decay=config.weight_decay)
@@ -116,21 +137,33 @@ class Trainer:
         low = self.config.min_lr_ratio
         return low + (1 - low) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
-    def _set_lr(self, step: int, total: int) -> None:
-        factor = self._lr_factor(step, total)
+    def _budget_lr_factor(self, step: int, fraction: float) -> float:
+        """Warm-up by steps, then cosine over the share of the time budget used."""
+        low = self.config.min_lr_ratio
+        warm = min(1.0, (step + 1) / max(self.config.warmup_steps, 1))
+        return warm * (low + (1 - low) * 0.5 * (1 + math.cos(math.pi * min(fraction, 1.0))))
+
+    def _set_lr(self, step: int, total: int, fraction: float | None = None) -> None:
+        factor = self._lr_factor(step, total) if fraction is None else self._budget_lr_factor(step, fraction)
+        self.lr_factor = factor
         for group, base in zip(self.optimizer.param_groups, (self.config.lr, self.config.aux_lr)):
             group["lr"] = base * factor
 
-    def _save_state(self, epoch: int, step: int, best: float, history: list) -> None:
+    def _save_state(self, epoch: int, step: int, best: float, history: list, budget: TimeBudget | None = None,
+                    done: bool = False) -> None:
         state = {"pose": self.pose.state_dict(), "heads": self.heads.state_dict(),
                  "optimizer": self.optimizer.state_dict(), "epoch": epoch, "step": step, "best": best,
-                 "history": history, "config": self.config.to_dict(), "model": self.model_config.to_dict()}
+                 "history": history, "config": self.config.to_dict(), "model": self.model_config.to_dict(),
+                 "budget": {"spent": budget.elapsed(), "step_seconds": budget.step_seconds,
+                            "validation_seconds": budget.validation_seconds} if budget else None,
+                 "done": done}
         tmp = self.out / "state.pt.tmp"
         torch.save(state, tmp)
         os.replace(tmp, self.out / "state.pt")
 
     def _load_state(self) -> tuple[int, int, float, list]:
         path = self.out / "state.pt"
+        self._resumed: dict = {}
         if not path.is_file():
             return 0, 0, -1.0, []
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -139,16 +172,27 @@ class Trainer:
         self.pose.load_state_dict(state["pose"])
         self.heads.load_state_dict(state["heads"])
         self.optimizer.load_state_dict(state["optimizer"])
+        self._resumed = {"budget": state.get("budget"), "done": state.get("done", False)}
         log.info("resuming %s at epoch %d step %d", self.out, state["epoch"] + 1, state["step"])
         return state["epoch"], state["step"], state["best"], state["history"]
 
     # -- the loop -----------------------------------------------------------------------------------
     def fit(self, train: list[Sample], val: list[Sample]) -> Checkpoint:
-        """Train, validating each epoch; returns the calibrated best checkpoint (also in ``out/best``)."""
+        """Train, validating each epoch; returns the calibrated best checkpoint (also in ``out/best``).
+
+        With ``time_budget_s`` the run ends on time: the learning rate follows the share of the budget used,
+        and a last validation of the partial epoch closes it.
+        """
         self.out.mkdir(parents=True, exist_ok=True)
         cfg, mc = self.config, self.model_config
-        train_cache = CropCache(train, mc.input_size, whole_image=cfg.augment.whole_image_prob > 0)
-        val_cache = CropCache(val, mc.input_size)
+        epoch, start_step, best, history = self._load_state()
+        resumed_budget = self._resumed.get("budget") or {}
+        budget = (TimeBudget(cfg.time_budget_s, spent=resumed_budget.get("spent", 0.0),
+                             step_seconds=resumed_budget.get("step_seconds", 0.0),
+                             validation_seconds=resumed_budget.get("validation_seconds", 0.0))
+                  if cfg.time_budget_s else None)
+        train_cache = CropCache(train, mc.input_size, whole_image=cfg.augment.whole_image_prob > 0, device=self.device)
+        val_cache = CropCache(val, mc.input_size, device=self.device)
         if len(train_cache) == 0 or not train_cache.labelled.any():
             raise TrainingError(f"no usable keypoints in {len(train)} training samples "
                                 f"({len(train_cache.skipped)} unreadable images); label some keypoints first")
@@ -157,38 +201,81 @@ class Trainer:
         steps = len(train_cache) // cfg.batch_size or 1
         steps = min(steps, cfg.steps_per_epoch or steps)
         total = steps * cfg.epochs
-        epoch, start_step, best, history = self._load_state()
         self.seconds = history[-1]["train_seconds"] if history else 0.0
-        last_save = tick = time.monotonic()
+        if self._resumed.get("done"):
+            return self._finish(val_cache, history)
+        meter = _StepMeter(cfg.batch_size)
+        last_save = last_log = tick = time.monotonic()
+        stopped = False
         for epoch in range(epoch, cfg.epochs):
             order = np.random.default_rng([cfg.seed, epoch]).permutation(len(train_cache))
             self.pose.train()
             self.heads.train()
             bar = tqdm(range(start_step, steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=None)
             running = 0.0
+            fraction = seconds_left = None
+            step = start_step
             for step in bar:
+                global_step = epoch * steps + step
+                if budget is not None:
+                    val_estimate = meter.validation_estimate(len(val_cache))
+                    if meter.timed == cfg.budget_check_steps and not history and epoch == 0:
+                        budget.check_fits_one_epoch(steps, meter.per_step, val_estimate)
+                    left = budget.step_time_left(steps, step, meter.per_step, val_estimate)
+                    if left <= 0 and budget.step_seconds > 0:
+                        stopped = True
+                        break
+                    fraction, seconds_left = budget.fraction(left), budget.left()
+                    self._set_lr(global_step, total, fraction)
+                else:
+                    self._set_lr(global_step, total)
                 rng = np.random.default_rng([cfg.seed, epoch, step])
                 indices = order[(step * cfg.batch_size) % len(order):][:cfg.batch_size]
                 batch = train_cache.batch(indices, self.skeleton, mc.sigma, cfg.augment, rng)
-                self._set_lr(epoch * steps + step, total)
                 loss = self._step(batch)
                 running = loss if step == start_step else 0.95 * running + 0.05 * loss
                 now = time.monotonic()
+                meter.add(now - tick)
                 self.seconds += now - tick
+                if budget is not None:
+                    budget.step_seconds += now - tick
                 tick = now
                 bar.set_postfix(loss=f"{running:.4g}")
-                self._notify(Progress(epoch, cfg.epochs, step + 1, steps, running))
-                if time.monotonic() - last_save > cfg.save_every_s:
-                    self._save_state(epoch, step + 1, best, history)
+                self._notify(Progress(epoch, cfg.epochs, step + 1, steps, running, None, fraction, seconds_left))
+                if now - last_log >= cfg.log_every_s:
+                    self._log_progress(epoch, step + 1, steps, running, meter, budget, total - global_step - 1)
+                    last_log = now
+                if now - last_save > cfg.save_every_s:
+                    self._save_state(epoch, step + 1, best, history, budget)
                     last_save = time.monotonic()
+            else:
+                step = steps
             start_step = 0
-            best = self._validate(epoch, val_cache, running, best, history)
-            self._save_state(epoch + 1, 0, best, history)
+            if step == 0 and stopped:
+                break  # the budget ran out exactly at an epoch end: that epoch is validated already
+            started = time.monotonic()
+            best = self._validate(epoch, val_cache, running, best, history, partial=step if stopped else None)
+            meter.validation_seconds = max(meter.validation_seconds, time.monotonic() - started)
+            if budget is not None:
+                budget.validation_seconds = meter.validation_seconds
+            self._save_state(epoch + 1, 0, best, history, budget, done=stopped)
             last_save = tick = time.monotonic()
+            if stopped:
+                break
         return self._finish(val_cache, history)
 
+    def _log_progress(self, epoch: int, step: int, steps: int, loss: float, meter: "_StepMeter",
+                      budget: TimeBudget | None, steps_left: int) -> None:
+        """One line a log file can follow: where the run is, how fast it goes, how long it has left."""
+        left = budget.left() if budget is not None else steps_left * meter.per_step
+        log.info("epoch %d step %d/%d: loss %.5f, %.1f images/s, lr x%.3f, %s left%s", epoch + 1, step, steps, loss,
+                 meter.images_per_second, getattr(self, "lr_factor", 1.0), _minutes(left),
+                 f" of a {_minutes(budget.seconds)} budget" if budget is not None else "")
+
     def _step(self, batch: dict[str, torch.Tensor]) -> float:
-        output = self.pose(batch["image"])
+        with trunk_autocast(self.device):
+            output = self.pose(to_input(batch["image"], self.device))
+        output = PoseOutput([h.float() for h in output.heatmaps], [f.float() for f in output.features])
         weights = batch["weights"][..., None, None]
         # squared error summed over pixels, averaged over keypoints: a per-pixel mean makes the gradients
         # of sparse Gaussian targets so small that Adam's epsilon swamps them and training stalls
@@ -205,11 +292,14 @@ class Trainer:
         self.optimizer.step()
         return float(per_image.mean().detach())
 
-    def _validate(self, epoch: int, val_cache: CropCache, loss: float, best: float, history: list) -> float:
+    def _validate(self, epoch: int, val_cache: CropCache, loss: float, best: float, history: list,
+                  partial: int | None = None) -> float:
         val = validation_pass(self.pose, self.heads["bones"], val_cache, self.skeleton, self.model_config.sigma)
         scores = score_pass(val, self.skeleton, Calibration(max_candidates=self.config.max_candidates))
         scores.pop("log_likelihood")
         record = {"epoch": epoch + 1, "train_loss": loss, "train_seconds": round(self.seconds, 1), **scores}
+        if partial is not None:
+            record["partial_steps"] = partial  # the time budget ended this epoch early
         history.append(record)
         (self.out / "history.json").write_text(json.dumps(history, indent=2))
         log.info("epoch %d: loss %.5f val PCK@0.2 %.4f (refined %.4f)", epoch + 1, loss, scores["pck@0.2"],
@@ -242,3 +332,36 @@ class Trainer:
     def _notify(self, progress: Progress) -> None:
         for callback in self.callbacks:
             callback(progress)
+
+
+class _StepMeter:
+    """Measured step time (an average that follows changes; the first, slow step is left out)."""
+
+    def __init__(self, batch_size: int) -> None:
+        self.batch_size = batch_size
+        self.per_step = 0.0
+        self.timed = 0
+        self.validation_seconds = 0.0
+        self._first = True
+
+    def add(self, seconds: float) -> None:
+        if self._first:
+            self._first = False
+            self.per_step = seconds
+            return
+        self.per_step = seconds if self.timed == 0 else 0.9 * self.per_step + 0.1 * seconds
+        self.timed += 1
+
+    @property
+    def images_per_second(self) -> float:
+        return self.batch_size / self.per_step if self.per_step > 0 else 0.0
+
+    def validation_estimate(self, images: int) -> float:
+        """Seconds for a validation pass: measured once there was one, else about half a training step per image."""
+        if self.validation_seconds > 0:
+            return self.validation_seconds
+        return images * self.per_step / max(self.batch_size, 1) / 2.0
+
+
+def _minutes(seconds: float) -> str:
+    return f"{max(seconds, 0.0) / 60.0:.1f} min"

@@ -41,11 +41,14 @@ class CropCache:
         margin: canvas side = margin x window side, at ``margin * S`` pixels.
         whole_image: also cache the whole-image view.
         workers: decoding threads.
+        device: where the canvases live and batches are warped and encoded (a GPU keeps the whole data path
+            on the device: only the small affine matrices are made on the CPU).
     """
 
     def __init__(self, samples: list[Sample], input_size: int, margin: float = 1.5, whole_image: bool = False,
-                 workers: int = 2) -> None:
+                 workers: int = 2, device: torch.device | str = "cpu") -> None:
         self.input_size = input_size
+        self.device = torch.device(device)
         self.canvas_size = int(round(input_size * margin))
         self.margin = margin
         with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -61,7 +64,7 @@ class CropCache:
         for name in ("person", "image") if whole_image else ("person",):
             parts = [d[name] for _, d in kept]
             self.views[name] = _View(
-                torch.stack([p[0] for p in parts]) if parts else torch.zeros(0, 3, self.canvas_size, self.canvas_size,
+                torch.stack([p[0] for p in parts]).to(self.device) if parts else torch.zeros(0, 3, self.canvas_size, self.canvas_size,
                                                                              dtype=torch.uint8),
                 np.stack([p[1] for p in parts]) if parts else np.zeros((0, 3, 3)),
                 [p[2] for p in parts],
@@ -92,7 +95,7 @@ class CropCache:
               rng: np.random.Generator) -> dict[str, torch.Tensor]:
         """An input batch.
 
-        Returns:
+        Returns (``matrix`` and ``index`` on the CPU, the rest on the cache's device):
             ``image`` (B, 3, S, S) float in [0, 1]; ``heatmaps`` (B, K, H, H); ``weights`` (B, K);
             ``keypoints`` (B, K, 2) heatmap pixels (NaN where missing); ``labelled`` (B, K) float;
             ``matrix`` (B, 3, 3) image -> input pixels; ``index`` (B,) sample indices.
@@ -105,7 +108,7 @@ class CropCache:
             "image" if augment and "image" in self.views and rng.random() < augment.whole_image_prob else "person"
             for _ in indices
         ]
-        images = torch.zeros(len(indices), 3, size, size)
+        images = torch.zeros(len(indices), 3, size, size, device=self.device)
         matrices = np.zeros((len(indices), 3, 3))
         keypoints = np.zeros((len(indices), skeleton.num_keypoints, 2))
         labelled = np.zeros((len(indices), skeleton.num_keypoints))
@@ -126,10 +129,10 @@ class CropCache:
                     points, mask = points[perm], mask[perm]
                 keypoints[row] = apply_affine(to_heat, points)
                 labelled[row] = mask
-            canvases = view.canvases[indices[rows]].float().div_(255.0)
+            canvases = view.canvases[torch.as_tensor(indices[rows], device=self.device)].float().div_(255.0)
             images[rows] = warp_tensor(canvases, np.stack(crop_from_canvas), size)
-        kp = torch.from_numpy(keypoints).float()
-        lab = torch.from_numpy(labelled).float()
+        kp = torch.from_numpy(keypoints).float().to(self.device)
+        lab = torch.from_numpy(labelled).float().to(self.device)
         heatmaps, weights = encode(kp, lab, heat_size, sigma)
         return {"image": images, "heatmaps": heatmaps, "weights": weights, "keypoints": kp, "labelled": lab,
                 "matrix": torch.from_numpy(matrices), "index": torch.from_numpy(np.asarray(indices))}

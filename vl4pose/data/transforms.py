@@ -112,7 +112,7 @@ def warp_tensor(images: torch.Tensor, matrices: np.ndarray | torch.Tensor, size:
                             dtype=torch.float64)
     to_norm = torch.tensor([[2.0 / width, 0, 1.0 / width - 1], [0, 2.0 / height, 1.0 / height - 1], [0, 0, 1.0]],
                            dtype=torch.float64)
-    theta = (to_norm @ inverse @ to_pixel)[:, :2].to(images.dtype)
+    theta = (to_norm @ inverse @ to_pixel)[:, :2].to(device=images.device, dtype=images.dtype)
     grid = F.affine_grid(theta, [images.shape[0], images.shape[1], size, size], align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 

@@ -1,0 +1,79 @@
+"""A wall-clock training budget that the learning-rate schedule follows.
+
+The schedule's progress is the share of the *step time* already used out of the step time the budget
+still allows, re-estimated at every step from the measured step and validation times. A run whose
+throughput drops midway therefore reaches the end of its schedule (and stops) on time instead of
+running over; no epoch count is fixed in advance.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from vl4pose.errors import TrainingError
+
+
+@dataclass
+class TimeBudget:
+    """Tracks one training run against ``seconds`` of wall-clock time.
+
+    Args:
+        seconds: the whole budget (decoding, steps, validations, final calibration).
+        spent: seconds already used by earlier attempts of the same run (resume).
+        clock: a monotonic clock (tests may pass a fake one).
+    """
+
+    seconds: float
+    spent: float = 0.0
+    clock: Callable[[], float] = time.monotonic
+    step_seconds: float = 0.0
+    """Time spent in training steps so far (all attempts)."""
+    validation_seconds: float = 0.0
+    """Longest validation pass measured (0 until the first one)."""
+    _started: float = field(default=0.0, init=False)
+    _fraction: float = field(default=0.0, init=False)
+
+    def __post_init__(self) -> None:
+        if not self.seconds > 0:
+            raise TrainingError(f"time budget must be positive (got {self.seconds} s); pass --time-budget MINUTES > 0")
+        self._started = self.clock() - self.spent
+
+    def elapsed(self) -> float:
+        return self.clock() - self._started
+
+    def left(self) -> float:
+        return self.seconds - self.elapsed()
+
+    def step_time_left(self, steps_per_epoch: int, step_in_epoch: int, per_step: float, val_estimate: float) -> float:
+        """Seconds still available for training steps after reserving the validations they imply.
+
+        Reserved: one validation per epoch end still reachable, one final validation and one calibration pass
+        (about one more validation).
+        """
+        left = self.left()
+        validation = max(self.validation_seconds, val_estimate)
+        epoch_seconds = steps_per_epoch * per_step + validation
+        epoch_ends = math.floor((left - 2 * validation + step_in_epoch * per_step) / epoch_seconds) \
+            if epoch_seconds > 0 else 0
+        return left - validation * (max(epoch_ends, 0) + 2)
+
+    def fraction(self, step_time_left: float) -> float:
+        """Schedule progress in [0, 1], never moving backwards."""
+        total = self.step_seconds + max(step_time_left, 0.0)
+        value = self.step_seconds / total if total > 0 else 1.0
+        self._fraction = min(1.0, max(self._fraction, value))
+        return self._fraction
+
+    def check_fits_one_epoch(self, steps_per_epoch: int, per_step: float, val_estimate: float) -> None:
+        """Refuse a budget that cannot hold one pass over the training data (a model that never saw its data)."""
+        needed = steps_per_epoch * per_step + 3 * val_estimate
+        if self.elapsed() + needed > self.seconds:
+            minutes = math.ceil((self.elapsed() + needed) / 60.0)
+            raise TrainingError(
+                f"a time budget of {self.seconds / 60:.1f} min cannot hold one epoch here: {steps_per_epoch} steps at "
+                f"the measured {per_step:.2f} s/step plus validation need about {needed / 60:.1f} min after "
+                f"{self.elapsed() / 60:.1f} min of set-up; give --time-budget {minutes} or more, train on fewer "
+                "images, or use a smaller preset")
