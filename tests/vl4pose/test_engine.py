@@ -22,7 +22,10 @@ from vl4pose.models import preset
 from vl4pose.skeletons import LSP14
 from vl4pose.train import TrainConfig, Trainer
 
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run scripts/gpu_check.sh on one)")
+def cuda(test):
+    """A test that needs a CUDA GPU: marked ``cuda`` (``pytest -m cuda`` selects them) and skipped without one."""
+    skip = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (scripts/gpu_check.sh runs it)")
+    return pytest.mark.cuda(skip(test))
 
 
 @pytest.fixture(scope="module")
