@@ -16,7 +16,7 @@ from typing import Any
 
 PREFIX = "VL4POSE_"
 REQUIRED = ("webhook_secret", "api_token")
-SECRETS = ("webhook_secret", "api_token", "label_studio_token", "secret_key")
+SECRETS = ("webhook_secret", "api_token", "label_studio_token", "secret_key", "ml_basic_auth_password")
 MIN_SECRET_LENGTH = 16
 
 
@@ -39,6 +39,8 @@ class Settings:
     label_studio_files_root: str = ""
     label_studio_timeout_s: float = 30.0
     ml_backend_url: str = ""
+    ml_basic_auth_user: str = ""
+    ml_basic_auth_password: str = ""
     public_url: str = "http://127.0.0.1:8200"
     image_import: str = "auto"
     # security

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from vl4pose.errors import ConfigError
+from vl4pose.fetch import parse_networks
 
 PREFIX = "VL4POSE_"
 
@@ -30,6 +31,7 @@ class MLBackendConfig:
     image_cache_dir: Path = Path("storage/image_cache")
     image_cache_max_mb: int = 1024
     state_dir: Path = Path("storage/ml_backend")
+    auth: str = "basic"
     basic_auth_user: str | None = None
     basic_auth_password: str | None = field(default=None, repr=False)
     coordinator_url: str | None = None
@@ -42,7 +44,10 @@ class MLBackendConfig:
     max_image_pixels: int = 40_000_000
     max_request_bytes: int = 32 * 1024 * 1024
     fetch_timeout: float = 10.0
+    fetch_deadline: float = 30.0
     fetch_workers: int = 4
+    fetch_allow_hosts: tuple[str, ...] = ()
+    fetch_allow_networks: tuple[str, ...] = ()
     predict_chunk: int = 64
     model_poll_seconds: float = 1.0
     interactive_cache_size: int = 32
@@ -51,7 +56,7 @@ class MLBackendConfig:
 
     @property
     def auth_enabled(self) -> bool:
-        return bool(self.basic_auth_user)
+        return self.auth == "basic"
 
     @property
     def forwarding_enabled(self) -> bool:
@@ -62,7 +67,9 @@ ENV_NAMES = {
     "basic_auth_user": "ML_BASIC_AUTH_USER",
     "basic_auth_password": "ML_BASIC_AUTH_PASSWORD",
     "state_dir": "ML_STATE_DIR",
+    "auth": "ML_AUTH",
 }
+UPPER_CASE_LISTS = ("webhook_actions",)
 
 
 def env_name(field_name: str) -> str:
@@ -72,15 +79,18 @@ def env_name(field_name: str) -> str:
 
 def _convert(name: str, kind: Any, raw: Any) -> Any:
     """Turn an environment string (or a test override) into the field's type."""
+    kind_text = str(kind)
+    if kind_text.startswith("tuple") and isinstance(raw, str) and not raw.strip():
+        return ()
     if raw is None or (isinstance(raw, str) and raw.strip() == "" and kind is not str):
         return None
-    kind_text = str(kind)
     try:
         if "Path" in kind_text:
             return Path(raw)
         if kind_text.startswith("tuple"):
             items = raw.split(",") if isinstance(raw, str) else list(raw)
-            return tuple(item.strip().upper() for item in items if item.strip())
+            items = [str(item).strip() for item in items if str(item).strip()]
+            return tuple(item.upper() if name in UPPER_CASE_LISTS else item.lower() for item in items)
         if "bool" in kind_text:
             if isinstance(raw, bool):
                 return raw
@@ -108,7 +118,7 @@ def load_config(environ: Mapping[str, str], overrides: Mapping[str, Any] | None 
     values: dict[str, Any] = {}
     for name, f in fields.items():
         raw = environ.get(env_name(name))
-        if raw is not None:
+        if raw is not None and raw.strip():  # empty values count as unset
             converted = _convert(name, f.type, raw)
             if converted is not None:
                 values[name] = converted
@@ -123,14 +133,17 @@ def load_config(environ: Mapping[str, str], overrides: Mapping[str, Any] | None 
 
 def _check(config: MLBackendConfig) -> None:
     positive = ("image_cache_max_mb", "max_image_bytes", "max_image_pixels", "max_request_bytes", "fetch_timeout",
-                "fetch_workers", "predict_chunk", "interactive_cache_size", "webhook_timeout")
+                "fetch_deadline", "fetch_workers", "predict_chunk", "interactive_cache_size", "webhook_timeout")
     for name in positive:
         if getattr(config, name) is None or getattr(config, name) <= 0:
             raise ConfigError(f"{env_name(name)} must be a positive number, got {getattr(config, name)!r}")
     if config.model_poll_seconds < 0 or config.torch_threads < 0:
         raise ConfigError(f"{env_name('model_poll_seconds')} and {env_name('torch_threads')} must be >= 0")
-    if bool(config.basic_auth_user) != bool(config.basic_auth_password):
-        raise ConfigError(f"set both {env_name('basic_auth_user')} and {env_name('basic_auth_password')}, or neither")
+    _check_auth(config)
+    try:
+        parse_networks(config.fetch_allow_networks)
+    except ValueError as exc:
+        raise ConfigError(f"{env_name('fetch_allow_networks')}: {exc}") from None
     for name in ("coordinator_url", "label_studio_url"):
         url = getattr(config, name)
         if url and not url.startswith(("http://", "https://")):
@@ -138,3 +151,18 @@ def _check(config: MLBackendConfig) -> None:
     if config.coordinator_url and not config.webhook_secret:
         raise ConfigError(f"{env_name('coordinator_url')} is set: also set {env_name('webhook_secret')} "
                           "(the shared secret the coordinator checks)")
+
+
+def _check_auth(config: MLBackendConfig) -> None:
+    user, password = env_name("basic_auth_user"), env_name("basic_auth_password")
+    if config.auth not in ("basic", "none"):
+        raise ConfigError(f"{env_name('auth')} must be 'basic' (the default) or 'none', got {config.auth!r}")
+    if config.auth == "none":
+        if config.basic_auth_user or config.basic_auth_password:
+            raise ConfigError(f"{env_name('auth')}=none but {user}/{password} are set; remove one or the other")
+        return
+    if not config.basic_auth_user or not config.basic_auth_password:
+        raise ConfigError(f"the ML backend requires HTTP Basic auth: set {user} and {password} (bash "
+                          "scripts/start.sh generates them) and connect the backend in Label Studio with "
+                          f"authentication on; or set {env_name('auth')}=none to run it without auth on a "
+                          "network where nobody else can reach it")

@@ -1,8 +1,11 @@
 """Fetch task images from Label Studio (or any http(s) URL), bounded in bytes, pixels and time, cached on disk.
 
-Relative URLs (``/data/local-files/?d=...``, ``/data/upload/...``) are prefixed with the hostname
-Label Studio sent to ``/setup`` and fetched with ``Authorization: Token <access_token>``. The token
-is only ever sent to that hostname's origin, never to another host.
+Relative URLs (``/data/local-files/?d=...``, ``/data/upload/...``) are prefixed with the project's Label
+Studio hostname (from ``/setup``, else ``VL4POSE_LABEL_STUDIO_URL``). Downloads go through
+:func:`vl4pose.fetch.download`: a token only ever goes to the origin it belongs to (the ``/setup`` token to the
+``/setup`` hostname, ``VL4POSE_LABEL_STUDIO_TOKEN`` to ``VL4POSE_LABEL_STUDIO_URL``), never after a redirect to
+another origin, no cookies are kept, internal addresses are refused except Label Studio's own origin and the
+allow-list, and every download has a wall-clock deadline.
 """
 
 from __future__ import annotations
@@ -11,61 +14,73 @@ import hashlib
 import logging
 import os
 import threading
-import time
-import urllib.parse
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import requests
-
 from vl4pose.data.sample import image_size
 from vl4pose.errors import ImageError
+from vl4pose.fetch import AddressPolicy, Credential, DownloadLimits, FetchError, download, origin, short
 
 log = logging.getLogger(__name__)
 
-CHUNK = 64 * 1024
+__all__ = ["FetchLimits", "ImageFetcher", "ProjectAccess", "short"]
 
 
 @dataclass(frozen=True)
 class ProjectAccess:
-    """Where a project's relative image URLs live and the token that reads them."""
+    """How one project's images are read.
+
+    Attributes:
+        hostname: Label Studio's base URL, for relative image URLs.
+        credentials: tokens, each bound to its own origin.
+        trusted: URLs whose origin is Label Studio's own (its internal address may be reached).
+    """
 
     hostname: str | None = None
-    access_token: str | None = field(default=None, repr=False)
+    credentials: tuple[Credential, ...] = field(default=(), repr=False)
+    trusted: tuple[str, ...] = ()
+
+    def credential_for(self, url: str) -> Credential | None:
+        """The credential of ``url``'s origin, if any."""
+        try:
+            where = origin(url)
+        except FetchError:
+            return None
+        return next((c for c in self.credentials if c.origin == where), None)
 
 
 @dataclass(frozen=True)
 class FetchLimits:
-    """max_bytes: largest download. max_pixels: largest width x height. timeout: seconds to connect, per
-    read, and (x3) for the whole download. cache_max_bytes: disk cache size before old files go."""
+    """max_bytes: largest download. max_pixels: largest width x height. timeout: seconds to connect and per
+    read. deadline: seconds for a whole download. cache_max_bytes: disk cache size before old files go."""
 
     max_bytes: int = 20 * 1024 * 1024
     max_pixels: int = 40_000_000
     timeout: float = 10.0
     cache_max_bytes: int = 1024 * 1024 * 1024
+    deadline: float = 30.0
 
 
-def _origin(url: str) -> tuple[str, str, int | None]:
-    parts = urllib.parse.urlsplit(url)
-    return parts.scheme.lower(), (parts.hostname or "").lower(), parts.port
-
-
-def short(url: str, limit: int = 120) -> str:
-    """A URL cut to ``limit`` characters, for log lines and messages."""
-    return url if len(url) <= limit else url[:limit] + "..."
+_ADVICE = {
+    "refused": "for Label Studio images, reconnect the ML backend so /setup sends a valid token",
+    "not_found": "check the task's image URL and the project's storage",
+    "timeout": "the image server is too slow (VL4POSE_FETCH_TIMEOUT / VL4POSE_FETCH_DEADLINE)",
+    "too_large": "resize it or raise VL4POSE_MAX_IMAGE_BYTES={max_bytes}",
+}
 
 
 class ImageFetcher:
     """Downloads images into ``cache_dir`` (one file per URL, named by its SHA-256) and returns their paths."""
 
-    def __init__(self, cache_dir: Path, limits: FetchLimits | None = None, workers: int = 4) -> None:
+    def __init__(self, cache_dir: Path, limits: FetchLimits | None = None, workers: int = 4,
+                 policy: AddressPolicy | None = None) -> None:
         self.cache_dir = Path(cache_dir)
         self.limits = limits or FetchLimits()
+        self.policy = policy or AddressPolicy()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch")
-        self._local = threading.local()
         self._cache_lock = threading.Lock()
         self._cache_bytes: int | None = None
 
@@ -76,7 +91,7 @@ class ImageFetcher:
         url = url.strip()
         if url.startswith(("http://", "https://")):
             return url
-        if url.startswith("/"):
+        if url.startswith("/") and not url.startswith("//"):
             if not access.hostname:
                 raise ImageError(f"image {short(url)} is relative but no Label Studio hostname is known; reconnect "
                                  "the ML backend in the project settings (that sends /setup) or set VL4POSE_LABEL_STUDIO_URL")
@@ -100,7 +115,8 @@ class ImageFetcher:
                 pass
             return path
         data = self._download(absolute, access)
-        width, height = image_size(data)
+        # the header only: a bomb or a non-image is refused before any pixel is decoded (never naming the bytes)
+        width, height = image_size(data, name=short(url))
         if width * height > self.limits.max_pixels:
             raise ImageError(f"image {short(url)} is {width}x{height} pixels, over VL4POSE_MAX_IMAGE_PIXELS="
                              f"{self.limits.max_pixels}; resize it or raise the limit")
@@ -125,51 +141,13 @@ class ImageFetcher:
         digest = hashlib.sha256(absolute.encode("utf-8")).hexdigest()
         return self.cache_dir / digest[:2] / digest
 
-    def _session(self) -> requests.Session:
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = self._local.session = requests.Session()
-        return session
-
     def _download(self, absolute: str, access: ProjectAccess) -> bytes:
-        headers = {}
-        if access.access_token and access.hostname and _origin(absolute) == _origin(access.hostname):
-            headers["Authorization"] = f"Token {access.access_token}"
-        timeout = self.limits.timeout
-        shown = short(absolute)
+        limits = DownloadLimits(self.limits.max_bytes, self.limits.timeout, self.limits.deadline)
         try:
-            with self._session().get(absolute, headers=headers, stream=True, timeout=(timeout, timeout)) as response:
-                if response.status_code in (401, 403):
-                    raise ImageError(f"image {shown}: access refused (HTTP {response.status_code}); for Label Studio "
-                                     "images, reconnect the ML backend so /setup sends a valid token")
-                if response.status_code == 404:
-                    raise ImageError(f"image {shown} not found (HTTP 404); check the task's image URL and the "
-                                     "project's storage")
-                if response.status_code >= 400:
-                    raise ImageError(f"image {shown}: HTTP {response.status_code} from the image server")
-                declared = int(response.headers.get("Content-Length") or 0)
-                if declared > self.limits.max_bytes:
-                    raise self._too_large(shown, declared)
-                return self._read(response, shown, time.monotonic() + 3 * timeout)
-        except requests.Timeout:
-            raise ImageError(f"image {shown}: no answer within VL4POSE_FETCH_TIMEOUT={timeout} s") from None
-        except requests.RequestException as exc:
-            raise ImageError(f"image {shown} cannot be fetched ({type(exc).__name__})") from None
-
-    def _read(self, response: requests.Response, shown: str, deadline: float) -> bytes:
-        chunks, total = [], 0
-        for chunk in response.iter_content(CHUNK):
-            total += len(chunk)
-            if total > self.limits.max_bytes:
-                raise self._too_large(shown, total)
-            if time.monotonic() > deadline:
-                raise ImageError(f"image {shown}: download took longer than 3 x VL4POSE_FETCH_TIMEOUT")
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    def _too_large(self, shown: str, size: int) -> ImageError:
-        return ImageError(f"image {shown} is over {size} bytes, more than VL4POSE_MAX_IMAGE_BYTES="
-                          f"{self.limits.max_bytes}; resize it or raise the limit")
+            return download(absolute, limits, access.credential_for(absolute), self.policy.with_trusted(*access.trusted))
+        except FetchError as exc:
+            advice = _ADVICE.get(exc.kind, "").format(max_bytes=self.limits.max_bytes)
+            raise ImageError(f"image {exc}" + (f"; {advice}" if advice else "")) from None
 
     def _store(self, path: Path, data: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

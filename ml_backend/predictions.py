@@ -34,6 +34,17 @@ class RequestError(VL4PoseError):
     """The request body is not what Label Studio sends (answered with 400)."""
 
 
+class ProjectNotLinked(VL4PoseError):
+    """The Label Studio project has no model here (answered with 404 ``project_not_linked``)."""
+
+    def __init__(self, project_id: str | None) -> None:
+        super().__init__(
+            f"Label Studio project {project_id} is not linked to a VL4Pose model in this ML backend's registry; "
+            f"link it with the coordinator (python -m backend link --project-id {project_id} ...), which gives it "
+            "its own model versions" if project_id else
+            "the request names no Label Studio project ('project': '<id>.<timestamp>'); Label Studio always sends it")
+
+
 @dataclass
 class PredictionService:
     models: ModelService
@@ -41,22 +52,26 @@ class PredictionService:
     projects: ProjectStore
     analyses: LRUCache
     predict_chunk: int = 64
+    max_pixels: int = 40_000_000
 
     # -- /setup -------------------------------------------------------------------------------------
     def setup(self, body: dict) -> dict:
-        """Remember the project's hostname and token, validate its label config, answer the model version.
+        """Validate the project's label config, then remember its hostname and token; answer the model version.
 
         Raises:
-            RequestError: no ``schema``. LabelConfigError: the config does not fit the served skeleton.
+            RequestError: no ``schema``. ProjectNotLinked: the project has no model here.
+            LabelConfigError: the config does not fit the project's skeleton (nothing is stored then).
         """
         project_id = parse_project_id(body.get("project"))
         schema = body.get("schema")
-        self.projects.remember(project_id, body.get("hostname"), body.get("access_token"), schema)
         if not isinstance(schema, str):
             raise RequestError("/setup needs 'schema': the project's label config XML")
+        self._require_linked(project_id)
         config = parse_label_config(schema)
-        version = self.models.current_version()
-        mapping = map_labels(config, self.models.skeleton(version)) if version else guess_skeleton(config)
+        version = self.models.current_version(project_id)
+        skeleton = self.models.skeleton(version) if version else self.models.project_skeleton(project_id)
+        mapping = map_labels(config, skeleton) if skeleton else guess_skeleton(config)
+        self.projects.remember(project_id, body.get("hostname"), body.get("access_token"), schema)
         missing = [k for k, label in zip(mapping.skeleton.keypoints, mapping.labels) if label is None]
         if missing:
             log.info("project %s: the config has no label for %s; those keypoints are never suggested",
@@ -64,6 +79,11 @@ class PredictionService:
         log.info("project %s set up: skeleton %s, model version %s, interactive %s", project_id,
                  mapping.skeleton.name, version, config.smart)
         return {"model_version": version, "skeleton": mapping.skeleton.name}
+
+    def _require_linked(self, project_id: str | None) -> str:
+        if project_id is None or not self.models.linked(project_id):
+            raise ProjectNotLinked(project_id)
+        return project_id
 
     # -- /predict -----------------------------------------------------------------------------------
     def predict(self, body: dict) -> dict:
@@ -75,16 +95,16 @@ class PredictionService:
         tasks = body.get("tasks")
         if not isinstance(tasks, list) or not all(isinstance(t, dict) for t in tasks):
             raise RequestError("/predict needs 'tasks': a list of task objects")
-        project_id = parse_project_id(body.get("project"))
+        project_id = self._require_linked(parse_project_id(body.get("project")))
         params = body.get("params") if isinstance(body.get("params"), dict) else {}
         xml = body.get("label_config") or self.projects.label_config(project_id)
         if not isinstance(xml, str):
             raise RequestError("/predict needs 'label_config' (or an earlier /setup for this project)")
-        model = self.models.get()
+        model = self.models.get(project_id)
         if model is None:
-            error = self.models.last_error()
-            log.warning("no model version is published in %s%s: answering %d task(s) with no predictions",
-                        self.models.registry.root, f" ({error})" if error else "", len(tasks))
+            error = self.models.last_error(project_id)
+            log.warning("project %s has no model version yet in %s%s: answering %d task(s) with no predictions",
+                        project_id, self.models.registry.root, f" ({error})" if error else "", len(tasks))
             context = params.get("context")
             interactive = isinstance(context, dict) and bool(context.get("result"))
             return {"results": [{"result": []} if interactive else [] for _ in tasks], "model_version": None}
@@ -123,27 +143,47 @@ class PredictionService:
                 except ImageError as exc:
                     log.warning("task %s: no prediction: %s", tasks[i].get("id"), exc)
             fetched = dict(zip(urls, self.fetcher.fetch_many(list(urls.values()), access)))
-            ready = [i for i, f in fetched.items() if not isinstance(f, ImageError)]
             for i, f in fetched.items():
                 if isinstance(f, ImageError):
                     log.warning("task %s: no prediction: %s", tasks[i].get("id"), f)
-            predictions = model.predictor.predict_batch([fetched[i] for i in ready]) if ready else []
-            for i, prediction in zip(ready, predictions):
-                if isinstance(prediction, ImageError):
-                    log.warning("task %s: no prediction: %s", tasks[i].get("id"), prediction)
-                    self.fetcher.forget(urls[i], access)
-                    continue
-                answers[i] = self._predictions(prediction, mapping, model.version)
+            ready = [i for i, f in fetched.items() if not isinstance(f, ImageError)]
+            for group in self._pixel_groups(ready, fetched):
+                predictions = model.predictor.predict_batch([fetched[i] for i in group])
+                for i, prediction in zip(group, predictions):
+                    if isinstance(prediction, ImageError):
+                        log.warning("task %s: no prediction: %s", tasks[i].get("id"), prediction)
+                        self.fetcher.forget(urls[i], access)
+                        continue
+                    answers[i] = self._predictions(prediction, mapping, model.version)
         done = sum(1 for a in answers if a)
         log.info("predicted %d of %d task(s) with model version %s", done, len(tasks), model.version)
         return answers
+
+    def _pixel_groups(self, ready: list[int], fetched: dict) -> list[list[int]]:
+        """Split images into groups of at most ``max_pixels`` pixels together (sizes from the headers), so a
+        request never holds more than about one limit-sized image's worth of decoded pixels at a time."""
+        groups: list[list[int]] = []
+        total = 0
+        for i in ready:
+            try:
+                width, height = image_size(fetched[i])
+                pixels = width * height
+            except ImageError:
+                pixels = 0  # the predictor reports it in its slot
+            if groups and total + pixels <= self.max_pixels:
+                groups[-1].append(i)
+                total += pixels
+            else:
+                groups.append([i])
+                total = pixels
+        return groups
 
     def _interactive(self, model: ServedModel, mapping: KeypointMapping, task: dict, access: ProjectAccess,
                      clicks: Clicks) -> dict:
         try:
             url = self._image_url(task, mapping)
             path = self.fetcher.fetch(url, access)
-            clamped, box = clicks.in_pixels(mapping.skeleton, image_size(path))
+            clamped, box = clicks.in_pixels(mapping.skeleton, image_size(path, self.max_pixels))
             box_key = tuple(np.round(box, 1)) if box is not None else None
             key = (model.version, self.fetcher.absolute_url(url, access), box_key)
             analysis, hit = self.analyses.get_or_compute(key, lambda: model.predictor.analyse(path, box))

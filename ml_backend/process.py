@@ -8,6 +8,7 @@ variables of the child; the parent's own ``VL4POSE_*`` variables are not inherit
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -56,7 +57,8 @@ class BackendProcess:
     Attributes:
         settings: config field name -> value, e.g. ``{"models_dir": path, "torch_threads": 1}``.
         log_file: where the child's stdout and stderr go.
-        auth: (user, password) for the readiness check when Basic auth is on.
+        auth: (user, password) of HTTP Basic auth; generated when neither this nor the settings give one
+            (unless ``settings["auth"] == "none"``), and used by the readiness check.
     """
 
     log_file: Path
@@ -65,6 +67,15 @@ class BackendProcess:
     port: int = field(default_factory=free_port)
     auth: tuple[str, str] | None = None
     process: subprocess.Popen | None = None
+
+    def __post_init__(self) -> None:
+        if self.settings.get("auth") == "none":
+            return
+        if self.auth is None and self.settings.get("basic_auth_user"):
+            self.auth = (str(self.settings["basic_auth_user"]), str(self.settings["basic_auth_password"]))
+        if self.auth is None:
+            self.auth = ("vl4pose", secrets.token_urlsafe(18))
+        self.settings = {**self.settings, "basic_auth_user": self.auth[0], "basic_auth_password": self.auth[1]}
 
     @property
     def url(self) -> str:
@@ -89,7 +100,8 @@ class BackendProcess:
         return env
 
     def start(self, timeout: float = 120.0) -> "BackendProcess":
-        """Start the process and wait until ``/health`` answers with the model loaded (or none published)."""
+        """Start the process and wait until ``/health`` answers with every linked project's current model loaded
+        (or failed to load)."""
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_file, "ab") as log:
             self.process = subprocess.Popen(self.argv(), cwd=REPO, env=self.environment(), stdout=log,
@@ -102,7 +114,8 @@ class BackendProcess:
             try:
                 health = requests.get(f"{self.url}/health", timeout=2, auth=self.auth)
                 body = health.json() if health.status_code == 200 else {}
-                if body.get("model_loaded") or (body and body.get("model_version") is None):
+                projects = body.get("projects", {}).values()
+                if body and all(p["model_loaded"] or not p["model_version"] or p["model_error"] for p in projects):
                     return self
             except (requests.RequestException, ValueError):
                 pass

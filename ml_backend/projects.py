@@ -1,7 +1,9 @@
 """What ``/setup`` told us per Label Studio project: hostname and access token (kept on disk, so a
 restarted backend can still fetch images) and the label config (kept in memory).
 
-The token file is written with mode 0600 and its content is never logged.
+A token belongs to the hostname it arrived with: a ``/setup`` with another hostname and no token drops the
+stored one. ``VL4POSE_LABEL_STUDIO_TOKEN`` belongs to ``VL4POSE_LABEL_STUDIO_URL`` only. The token file is
+written with mode 0600 and its content is never logged.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ import os
 import threading
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ml_backend.images import ProjectAccess
+from vl4pose.fetch import Credential, FetchError, origin
 
 log = logging.getLogger(__name__)
 
@@ -31,31 +35,66 @@ def parse_project_id(value: object) -> str | None:
     return None
 
 
-class ProjectStore:
-    """Per-project access details, persisted as JSON in ``path``; ``fallback`` serves unknown projects."""
+@dataclass(frozen=True)
+class Stored:
+    """What ``/setup`` sent for one project: the hostname and the token that came with it."""
 
-    def __init__(self, path: Path, fallback: ProjectAccess | None = None) -> None:
+    hostname: str | None = None
+    access_token: str | None = field(default=None, repr=False)
+
+
+def _same_origin(a: str | None, b: str | None) -> bool:
+    try:
+        return a is not None and b is not None and origin(a) == origin(b)
+    except FetchError:
+        return False
+
+
+class ProjectStore:
+    """Per-project access details, persisted as JSON in ``path``.
+
+    Args:
+        path: the JSON file (mode 0600).
+        label_studio_url, label_studio_token: the configured Label Studio (``VL4POSE_LABEL_STUDIO_URL`` /
+            ``_TOKEN``): its origin is trusted, and its token goes to that origin only.
+    """
+
+    def __init__(self, path: Path, label_studio_url: str | None = None, label_studio_token: str | None = None) -> None:
         self.path = Path(path)
-        self.fallback = fallback or ProjectAccess()
+        self.label_studio_url = label_studio_url.rstrip("/") if label_studio_url else None
+        self.label_studio_token = label_studio_token or None
         self._lock = threading.Lock()
-        self._access: dict[str, ProjectAccess] = self._read()
+        self._access: dict[str, Stored] = self._read()
         self._configs: dict[str, str] = {}
 
     def remember(self, project_id: str | None, hostname: object, access_token: object, label_config: object) -> None:
-        """Store what a ``/setup`` call carried (values of the wrong type are ignored)."""
+        """Store what a ``/setup`` call carried (values of the wrong type are ignored).
+
+        A hostname on another origin than the stored one drops the stored token (a token only ever goes to
+        the origin it arrived with).
+        """
         if project_id is None:
             return
         if isinstance(label_config, str) and label_config.strip():
             self._configs[project_id] = label_config
         host = hostname.strip().rstrip("/") if isinstance(hostname, str) else None
-        if host and not host.startswith(("http://", "https://")):
-            log.warning("project %s: ignoring hostname that is not an http(s) URL", project_id)
-            host = None
+        if host:
+            try:
+                origin(host)
+            except FetchError:
+                log.warning("project %s: ignoring hostname that is not an http(s) URL", project_id)
+                host = None
         token = access_token.strip() if isinstance(access_token, str) and access_token.strip() else None
         with self._lock:
-            old = self._access.get(project_id, ProjectAccess())
-            new = ProjectAccess(host or old.hostname, token or old.access_token)
-            if new == old:
+            old = self._access.get(project_id, Stored())
+            if host and old.hostname and not _same_origin(host, old.hostname):
+                log.warning("project %s: Label Studio moved from %s to %s; the old token is dropped", project_id,
+                            old.hostname, host)
+                old = Stored()
+            new = Stored(host or old.hostname, token or old.access_token)
+            if new.access_token and not new.hostname:
+                new = Stored(None, None)  # a token without the origin it belongs to is never used
+            if new == old and project_id in self._access:
                 return
             self._access[project_id] = new
             self._write()
@@ -63,18 +102,25 @@ class ProjectStore:
                  "received" if new.access_token else "missing")
 
     def access(self, project_id: str | None) -> ProjectAccess:
-        """The project's hostname and token, each falling back to the configured defaults."""
-        stored = self._access.get(project_id or "", ProjectAccess())
-        return ProjectAccess(stored.hostname or self.fallback.hostname,
-                             stored.access_token or self.fallback.access_token)
+        """How to read the project's images: its hostname (else the configured Label Studio URL), each token
+        bound to its own origin, and Label Studio's origin trusted (the configured one; without one, the
+        ``/setup`` hostname)."""
+        stored = self._access.get(project_id or "", Stored())
+        credentials = []
+        if stored.hostname and stored.access_token:
+            credentials.append(Credential.token(stored.hostname, stored.access_token))
+        if self.label_studio_url and self.label_studio_token:
+            credentials.append(Credential.token(self.label_studio_url, self.label_studio_token))
+        trusted = (self.label_studio_url,) if self.label_studio_url else (stored.hostname,) if stored.hostname else ()
+        return ProjectAccess(stored.hostname or self.label_studio_url, tuple(credentials), trusted)
 
     def label_config(self, project_id: str | None) -> str | None:
         return self._configs.get(project_id or "")
 
-    def _read(self) -> dict[str, ProjectAccess]:
+    def _read(self) -> dict[str, Stored]:
         try:
             data = json.loads(self.path.read_text())
-            return {str(pid): ProjectAccess(entry.get("hostname"), entry.get("access_token"))
+            return {str(pid): Stored(entry.get("hostname"), entry.get("access_token"))
                     for pid, entry in data.get("projects", {}).items()}
         except FileNotFoundError:
             return {}

@@ -13,7 +13,7 @@ from ml_backend.errors import ApiError
 from ml_backend.interactive import ContextError
 from ml_backend.labelconfig import LabelConfigError
 from ml_backend.models import ModelService
-from ml_backend.predictions import PredictionService, RequestError
+from ml_backend.predictions import PredictionService, ProjectNotLinked, RequestError
 from ml_backend.projects import parse_project_id
 from ml_backend.webhooks import WebhookForwarder
 from vl4pose.errors import VL4PoseError
@@ -52,19 +52,30 @@ def _as_api_error(exc: VL4PoseError) -> ApiError:
         return ApiError(400, "malformed_context", str(exc))
     if isinstance(exc, RequestError):
         return ApiError(400, "invalid_request", str(exc))
+    if isinstance(exc, ProjectNotLinked):
+        return ApiError(404, "project_not_linked", str(exc))
     return ApiError(422, type(exc).__name__, str(exc))
+
+
+PUBLIC_PATHS = ("/", "/health")
+"""Answered without credentials (Label Studio's connection check); they reveal nothing but "UP"."""
+
+
+def _authorized() -> bool:
+    config = services().config
+    if not config.auth_enabled:
+        return True
+    auth = request.authorization
+    return (auth is not None and auth.type == "basic"
+            and hmac.compare_digest((auth.username or "").encode(), (config.basic_auth_user or "").encode())
+            and hmac.compare_digest((auth.password or "").encode(), (config.basic_auth_password or "").encode()))
 
 
 @bp.before_app_request
 def _basic_auth() -> None:
-    config = services().config
-    if not config.auth_enabled:
+    if request.path in PUBLIC_PATHS and request.method in ("GET", "HEAD"):
         return
-    auth = request.authorization
-    ok = (auth is not None and auth.type == "basic"
-          and hmac.compare_digest((auth.username or "").encode(), (config.basic_auth_user or "").encode())
-          and hmac.compare_digest((auth.password or "").encode(), (config.basic_auth_password or "").encode()))
-    if not ok:
+    if not _authorized():
         log.warning("refused %s %s: missing or wrong HTTP Basic credentials", request.method, request.path)
         raise ApiError(401, "unauthorized", "this ML backend needs HTTP Basic auth: in Label Studio, connect it with "
                                             "authentication on and the user/password of VL4POSE_ML_BASIC_AUTH_*")
@@ -80,14 +91,13 @@ def _challenge(response):
 @bp.get("/health")
 @bp.get("/")
 def health():
-    s = services()
-    s.models.refresh_in_background()
-    loaded = s.models.loaded
-    version = loaded.version if loaded else s.models.current_version()
-    return jsonify({"status": "UP", "model_class": "VL4Pose", "model_version": version,
-                    "model_loaded": loaded is not None,
-                    "skeleton": loaded.predictor.skeleton.name if loaded else None,
-                    "model_error": s.models.last_error()})
+    """``{"status": "UP", "model_class": "VL4Pose"}``; with valid credentials also every linked project's model."""
+    body: dict = {"status": "UP", "model_class": "VL4Pose"}
+    if _authorized():
+        s = services()
+        s.models.refresh_in_background()
+        body["projects"] = s.models.status()
+    return jsonify(body)
 
 
 @bp.post("/setup")
@@ -130,5 +140,10 @@ def train():
 
 @bp.get("/versions")
 def versions():
+    """Published versions; ``current`` is the current version of the project named in the query or body."""
     models = services().models
-    return jsonify({"versions": models.registry.versions(), "current": models.current_version()})
+    body = request.get_json(silent=True)
+    raw = request.args.get("project") or (body.get("project") if isinstance(body, dict) else None)
+    project_id = parse_project_id(raw)
+    current = models.current_version(project_id) if project_id and models.linked(project_id) else None
+    return jsonify({"versions": models.registry.versions(), "current": current})

@@ -86,7 +86,7 @@ def start_backend(args: argparse.Namespace, tmp: Path):
     from vl4pose.registry import ModelRegistry
 
     checkpoint = load_checkpoint(args.checkpoint)
-    ModelRegistry(tmp / "models").publish(checkpoint.path, "bench")
+    ModelRegistry(tmp / "models").publish(checkpoint.path, "bench", make_current=True, project="1")  # body_for's
     settings = {"models_dir": tmp / "models", "image_cache_dir": tmp / "cache", "state_dir": tmp / "state",
                 "torch_threads": args.threads}
     return BackendProcess(tmp / "backend.log", settings, server=args.server).start(), checkpoint
@@ -113,10 +113,12 @@ def click(label: str, x: float, y: float, size: tuple[int, int]) -> dict:
                         "id": "bench", "from_name": "kp", "to_name": "image", "type": "keypointlabels"}]}
 
 
-def measure(args: argparse.Namespace, url: str, images: Path, label_config: str) -> dict:
+def measure(args: argparse.Namespace, url: str, images: Path, label_config: str, auth: tuple[str, str] | None = None
+            ) -> dict:
     from vl4pose.data.sample import image_size
 
     session = requests.Session()
+    session.auth = auth  # the backend requires HTTP Basic auth (BackendProcess generates the credentials)
     numbers = list(range(1, args.batch + 1))
     batch_body = body_for(numbers, label_config)
     warm_s, answer = timed_post(session, f"{url}/predict", batch_body)  # fetches and caches every image
@@ -165,8 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             requests.post(f"{backend.url}/setup", json={"project": "1.1", "schema": label_config,
                                                         "hostname": image_url, "access_token": TOKEN},
-                          timeout=30).raise_for_status()
-            figures = measure(args, backend.url, images, label_config)
+                          auth=backend.auth, timeout=30).raise_for_status()
+            figures = measure(args, backend.url, images, label_config, backend.auth)
         finally:
             backend.stop()
             image_server.shutdown()

@@ -53,8 +53,8 @@ def label_studio(tmp_path_factory):
 
     if not (DEFAULT_VENV / "bin" / "label-studio").exists():
         pytest.fail(f"Label Studio is not installed in {DEFAULT_VENV}; run `bash scripts/setup.sh`")
-    server = LabelStudioServer(tmp_path_factory.mktemp("label_studio"),
-                               files_root=SHARED_DATA if SHARED_DATA.is_dir() else None)
+    server = LabelStudioServer(tmp_path_factory.mktemp("label_studio"),  # links resolved, as Label Studio does
+                               files_root=SHARED_DATA.resolve() if SHARED_DATA.is_dir() else None)
     server.start()
     yield server
     server.stop()
@@ -62,7 +62,8 @@ def label_studio(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def model_registry(tmp_path_factory, tiny_checkpoint):
-    """A model registry with the tiny checkpoint published as version ``tiny-v1`` (current)."""
+    """A model registry with the tiny checkpoint published as version ``tiny-v1`` (current for no project yet:
+    a test makes it current for the Label Studio projects it uses)."""
     from vl4pose.registry import ModelRegistry
 
     registry = ModelRegistry(tmp_path_factory.mktemp("models"))

@@ -113,7 +113,7 @@ class LabelStudio:
             "add a local-files storage",
             self.sdk.import_storage.local.create,
             project=project_id,
-            path=path,
+            path=str(Path(path).resolve()),  # Label Studio compares it to its (resolved) document root
             title=title[:64],
             use_blob_urls=False,
         )
@@ -195,26 +195,28 @@ class LabelStudio:
         return int(body.get("created", len(predictions))) if isinstance(body, dict) else len(predictions)
 
     def fetch(self, url: str, max_bytes: int) -> bytes:
-        """Download a task's file (``/data/...`` relative URLs are on this server)."""
+        """Download a task's file (``/data/...`` relative URLs are on this server) through
+        :func:`vl4pose.fetch.download`: the token goes to this server's origin only (never after a redirect
+        away from it), no cookies, a wall-clock deadline of the adapter's timeout."""
+        from vl4pose.fetch import AddressPolicy, Credential, DownloadLimits, FetchError, download, origin
+
         target = url if url.startswith(("http://", "https://")) else self.url + "/" + url.lstrip("/")
         if not target.startswith(self.url + "/"):
             raise LabelStudioError(
                 f"image URL {url[:200]!r} is not on Label Studio ({self.url}); "
                 "the coordinator only downloads images from Label Studio"
             )
-        path = target[len(self.url) :]
-        with self._http.stream("GET", self.url + path, headers=self._headers()) as response:
-            if response.status_code >= 400:
-                raise self._status_error(f"download image {url[:200]}", response.status_code, "")
-            chunks, size = [], 0
-            for chunk in response.iter_bytes():
-                size += len(chunk)
-                if size > max_bytes:
-                    raise LabelStudioError(
-                        f"image {url[:200]} is larger than {max_bytes} bytes " "(VL4POSE_IMAGE_MAX_BYTES)"
-                    )
-                chunks.append(chunk)
-        return b"".join(chunks)
+        limits = DownloadLimits(max_bytes, min(10.0, self.timeout), self.timeout)
+        credential = Credential(origin(self.url), self._headers()["Authorization"])
+        try:
+            return download(target, limits, credential, AddressPolicy().with_trusted(self.url))
+        except FetchError as exc:
+            if exc.transient:
+                raise LabelStudioUnavailable(f"download image {url[:200]}: {exc}") from None
+            if exc.kind == "too_large":
+                raise LabelStudioError(f"image {url[:200]} is larger than {max_bytes} bytes (VL4POSE_IMAGE_MAX_BYTES)")
+            status = f" ({exc.status})" if exc.status else ""
+            raise LabelStudioError(f"Label Studio refused{status} to download image {url[:200]}: {exc}") from None
 
     # -- Data Manager views --------------------------------------------------------------------------
     def views(self, project_id: int) -> list[dict]:
@@ -236,11 +238,30 @@ class LabelStudio:
         backends = self.call("list ML backends", self.sdk.ml.list, project=project_id)
         return [{"id": b.id, "url": b.url, "title": b.title} for b in backends]
 
-    def add_ml_backend(self, project_id: int, url: str, title: str) -> int:
+    def add_ml_backend(self, project_id: int, url: str, title: str, basic_auth: tuple[str, str] | None = None) -> int:
+        """Connect the ML backend (interactive); with ``basic_auth`` Label Studio sends it HTTP Basic credentials."""
+        auth: dict[str, Any] = {}
+        if basic_auth:
+            auth = {"auth_method": "BASIC_AUTH", "basic_auth_user": basic_auth[0], "basic_auth_pass": basic_auth[1]}
         backend = self.call(
-            "connect the ML backend", self.sdk.ml.create, project=project_id, url=url, title=title, is_interactive=True
+            "connect the ML backend",
+            self.sdk.ml.create,
+            project=project_id,
+            url=url,
+            title=title,
+            is_interactive=True,
+            **auth,
         )
         return int(backend.id)
+
+    def set_ml_backend_auth(self, backend_id: int, basic_auth: tuple[str, str]) -> None:
+        """Give an already connected ML backend HTTP Basic credentials (e.g. after an upgrade turned auth on)."""
+        self.request(
+            "set the ML backend's credentials",
+            "PATCH",
+            f"/api/ml/{backend_id}",
+            json={"auth_method": "BASIC_AUTH", "basic_auth_user": basic_auth[0], "basic_auth_pass": basic_auth[1]},
+        )
 
     def webhooks(self, project_id: int) -> list[dict]:
         hooks = self.call("list webhooks", self.sdk.webhooks.list, project=str(project_id))

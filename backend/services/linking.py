@@ -203,6 +203,7 @@ def link_project(services: Services, request: LinkRequest) -> LinkResult:
     )
     if init is not None:
         result.initial_version = _publish_initial(services, project_id, init)
+    services.registry().link_project(ls_project_id, skeleton=skeleton.name)  # the ML backend serves linked projects
     _connect(services, project_id, ls_project_id, result)
     from backend.services.reconcile import reconcile
 
@@ -260,12 +261,16 @@ def _connect(services: Services, project_id: int, ls_project_id: int, result: Li
         found = [
             b for b in ls.ml_backends(ls_project_id) if b["url"].rstrip("/") == settings.ml_backend_url.rstrip("/")
         ]
+        auth = (settings.ml_basic_auth_user, settings.ml_basic_auth_password) if settings.ml_basic_auth_user else None
         try:
-            result.ml_backend_id = (
-                found[0]["id"]
-                if found
-                else ls.add_ml_backend(ls_project_id, settings.ml_backend_url, result.initial_version or "vl4pose")
-            )
+            if found:
+                result.ml_backend_id = found[0]["id"]
+                if auth:  # a backend connected before auth was on gets the credentials now
+                    ls.set_ml_backend_auth(found[0]["id"], auth)
+            else:
+                title = result.initial_version or "vl4pose"
+                args = (ls_project_id, settings.ml_backend_url, title)
+                result.ml_backend_id = ls.add_ml_backend(*args, basic_auth=auth) if auth else ls.add_ml_backend(*args)
         except LabelStudioError as exc:
             result.warnings.append(f"ML backend not connected ({exc}); start it and link again")
     else:

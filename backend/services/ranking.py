@@ -182,7 +182,7 @@ class RankHandler(Handler):
         ls = services.ls()
         if imported:  # Label Studio refuses a model version that no prediction carries
             ls.update_project(project.ls_project_id, model_version=version, sampling=UNCERTAINTY_SAMPLING)
-        services.registry().set_current(version)
+        services.registry().set_current(version, project.ls_project_id)  # this project's model only
         self._finish_round(ctx, project, version, time.monotonic() - started, len(tasks) - failed, failed)
 
     def _finish_round(

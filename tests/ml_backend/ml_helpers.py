@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import copy
 import io
 import json
@@ -20,7 +21,14 @@ CONFIGS = REPO / "annotation_configs"
 SHARED_DATA = Path(os.environ.get("VL4POSE_SHARED_DATA", REPO.parent / "shared" / "data"))
 CAPTURES = SHARED_DATA.parent / "docs" / "label-studio-captures"
 TOKEN = "test-label-studio-token-0123456789"
+AUTH = ("studio", "test-basic-password-0123")
+TEST_PROJECTS = ("1", "2", "3", "7", "12", "27")
+"""Project ids the unit tests and the captures use: linked to ``tiny-v1`` by the ``served_registry`` fixture."""
 LSP_CONFIG = (CONFIGS / "lsp14.xml").read_text()
+
+
+def basic(user: str, password: str) -> dict:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
 
 
 def png(width: int, height: int) -> bytes:
@@ -82,3 +90,109 @@ def keypoint_click(label: str, x: float, y: float, width: int, height: int, **ex
             "value": {"x": x, "y": y, "width": 0.75, "keypointlabels": [label]}, "is_positive": True,
             "id": "click1", "from_name": "kp", "to_name": "image", "type": "keypointlabels", "origin": "manual",
             **extra}
+
+
+def png_bomb(width: int, height: int) -> bytes:
+    """A valid grey PNG of ``width`` x ``height`` zeros, compressed to a few hundred KB without ever holding the
+    pixels in memory (a 12000 x 12000 one is about 140 KB: a decompression bomb)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    compressor, row, parts = zlib.compressobj(9), b"\0" * (width + 1), []
+    for _ in range(height):
+        parts.append(compressor.compress(row))
+    parts.append(compressor.flush())
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b"")
+
+
+def truncated_jpeg() -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)).save(buffer, "JPEG")
+    return buffer.getvalue()[:800]
+
+
+class Listener:
+    """A plain HTTP server on 127.0.0.1 (its own port) recording every request's path, Authorization and Cookie.
+
+    Paths: ``/redirect?to=<url>`` (302), ``/set-cookie.png`` (an image with ``Set-Cookie: sessionid=...``),
+    ``/slow.png`` (one byte every ``trickle_s`` seconds), ``/page.html`` (a 200 text body with a marker),
+    ``/bomb.png``, ``/truncated.jpg``, anything else: a small PNG.
+    """
+
+    BODY_MARKER = "SECRET-PROJECT-LIST-0123"
+
+    def __init__(self, trickle_s: float = 0.5) -> None:
+        import http.server
+        import threading
+
+        self.requests: list[dict] = []
+        self.trickle_s = trickle_s
+        listener = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's interface
+                listener.requests.append({"path": self.path, "authorization": self.headers.get("Authorization"),
+                                          "cookie": self.headers.get("Cookie")})
+                listener.answer(self)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def answer(self, handler) -> None:
+        import time
+        import urllib.parse
+
+        path, _, query = handler.path.partition("?")
+        if path == "/redirect":
+            handler.send_response(302)
+            handler.send_header("Location", urllib.parse.parse_qs(query)["to"][0])
+            handler.end_headers()
+            return
+        if path == "/slow.png":
+            body = png(64, 48)
+            handler.send_response(200)
+            handler.send_header("Content-Length", str(len(body)))
+            handler.end_headers()
+            try:
+                for i in range(len(body)):
+                    handler.wfile.write(body[i:i + 1])
+                    handler.wfile.flush()
+                    time.sleep(self.trickle_s)
+            except OSError:
+                pass  # the client gave up: what the deadline is for
+            return
+        extra = {}
+        if path == "/page.html":
+            body, kind = f"<html>{self.BODY_MARKER}</html>".encode(), "text/html"
+        elif path == "/bomb.png":
+            body, kind = png_bomb(12000, 12000), "image/png"
+        elif path == "/truncated.jpg":
+            body, kind = truncated_jpeg(), "image/jpeg"
+        else:
+            body, kind = png(64, 48), "image/png"
+            if path == "/set-cookie.png":
+                extra["Set-Cookie"] = "sessionid=leaked-session-id; Path=/"
+        handler.send_response(200)
+        handler.send_header("Content-Type", kind)
+        handler.send_header("Content-Length", str(len(body)))
+        for key, value in extra.items():
+            handler.send_header(key, value)
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    def credentials(self) -> list[tuple[str | None, str | None]]:
+        """(Authorization, Cookie) of every request that arrived."""
+        return [(r["authorization"], r["cookie"]) for r in self.requests]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

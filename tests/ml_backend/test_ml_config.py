@@ -12,11 +12,32 @@ from ml_backend.config import MLBackendConfig, env_name, load_config
 from vl4pose.errors import ConfigError
 
 
-def test_defaults_without_environment():
-    config = load_config({})
-    assert config == MLBackendConfig()
+def test_authentication_is_required_by_default():
+    with pytest.raises(ConfigError, match="VL4POSE_ML_BASIC_AUTH_USER and VL4POSE_ML_BASIC_AUTH_PASSWORD"):
+        load_config({})
+    with pytest.raises(ConfigError, match="VL4POSE_ML_AUTH=none but"):
+        load_config({"VL4POSE_ML_AUTH": "none", "VL4POSE_ML_BASIC_AUTH_USER": "u",
+                     "VL4POSE_ML_BASIC_AUTH_PASSWORD": "p"})
+    with pytest.raises(ConfigError, match="'basic' .* or 'none'"):
+        load_config({"VL4POSE_ML_AUTH": "token"})
+
+
+def test_defaults_without_environment_but_the_credentials():
+    config = load_config({"VL4POSE_ML_BASIC_AUTH_USER": "u", "VL4POSE_ML_BASIC_AUTH_PASSWORD": "p"})
+    assert config == MLBackendConfig(basic_auth_user="u", basic_auth_password="p")
     assert config.models_dir == Path("storage/models") and config.image_cache_dir == Path("storage/image_cache")
-    assert not config.auth_enabled and not config.forwarding_enabled
+    assert config.auth_enabled and not config.forwarding_enabled
+    assert config.fetch_deadline == 30.0 and config.fetch_allow_hosts == () and config.fetch_allow_networks == ()
+    assert not load_config({"VL4POSE_ML_AUTH": "none"}).auth_enabled
+
+
+def test_fetch_allow_lists_are_read_and_checked():
+    config = load_config({"VL4POSE_ML_AUTH": "none", "VL4POSE_FETCH_ALLOW_HOSTS": "Images.LAN, 127.0.0.1:9000",
+                          "VL4POSE_FETCH_ALLOW_NETWORKS": "10.0.0.0/8,::1"})
+    assert config.fetch_allow_hosts == ("images.lan", "127.0.0.1:9000")
+    assert config.fetch_allow_networks == ("10.0.0.0/8", "::1")
+    with pytest.raises(ConfigError, match="VL4POSE_FETCH_ALLOW_NETWORKS.*not an IP network"):
+        load_config({"VL4POSE_ML_AUTH": "none", "VL4POSE_FETCH_ALLOW_NETWORKS": "intranet"})
 
 
 def test_environment_values_are_converted():
@@ -44,12 +65,12 @@ def test_environment_values_are_converted():
 ])
 def test_invalid_settings_name_the_variable(environ, fragment):
     with pytest.raises(ConfigError, match=fragment):
-        load_config(environ)
+        load_config({"VL4POSE_ML_AUTH": "none", **environ} if "AUTH" not in str(environ) else environ)
 
 
 def test_unknown_override_is_refused():
     with pytest.raises(ConfigError, match="unknown ML backend setting"):
-        load_config({}, {"no_such_setting": 1})
+        load_config({"VL4POSE_ML_AUTH": "none"}, {"no_such_setting": 1})
 
 
 def test_secrets_do_not_appear_in_the_config_repr():
@@ -72,9 +93,10 @@ def test_create_app_reads_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("VL4POSE_ML_STATE_DIR", str(tmp_path / "s"))
     monkeypatch.setenv("VL4POSE_MAX_REQUEST_BYTES", "12345")
     monkeypatch.setenv("VL4POSE_PRELOAD_MODEL", "0")
+    monkeypatch.setenv("VL4POSE_ML_AUTH", "none")
     app = create_app()
     assert app.config["MAX_CONTENT_LENGTH"] == 12345
-    assert app.test_client().get("/health").json["model_version"] is None
+    assert app.test_client().get("/health").json == {"status": "UP", "model_class": "VL4Pose", "projects": {}}
 
 
 def test_importing_the_package_stays_light():

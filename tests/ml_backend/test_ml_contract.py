@@ -81,13 +81,18 @@ def check_task_predictions(entry: list, size: tuple[int, int], version: str = "t
 
 
 @pytest.mark.parametrize("name", ["01_health_GET", "16_health_GET_without_sentry_headers"])
-def test_health_captures(client, name):
-    response = replay(client, name)
+def test_health_captures(app, client, name):
+    from flask.testing import FlaskClient
+
+    response = replay(FlaskClient(app), name)  # Label Studio's connection check, without credentials
     assert response.status_code == 200
-    assert response.json == {"status": "UP", "model_class": "VL4Pose", "model_version": "tiny-v1",
-                             "model_loaded": response.json["model_loaded"], "skeleton": response.json["skeleton"],
-                             "model_error": None}
-    assert response.json["skeleton"] in (None, "lsp14")
+    assert response.json == {"status": "UP", "model_class": "VL4Pose"}  # nothing more without credentials
+    response = replay(client, name)  # with the backend's credentials: every linked project's model
+    assert response.status_code == 200
+    seven = response.json["projects"]["7"]
+    assert seven == {"model_version": "tiny-v1", "model_loaded": seven["model_loaded"], "skeleton": seven["skeleton"],
+                     "model_error": None}
+    assert seven["skeleton"] in (None, "lsp14")
 
 
 def test_setup_capture_verbatim_is_refused_naming_labels(client):
@@ -188,6 +193,8 @@ def test_legacy_train_capture(client):
 
 
 def test_versions_capture(client):
-    response = replay(client, "14_versions_GET")
+    response = replay(client, "14_versions_GET")  # Label Studio names no project here
     assert response.status_code == 200
-    assert response.json == {"versions": ["tiny-v1"], "current": "tiny-v1"}
+    assert response.json == {"versions": ["tiny-v1"], "current": None}
+    assert client.get("/versions?project=7.1795501997").json == {"versions": ["tiny-v1"], "current": "tiny-v1"}
+    assert client.get("/versions?project=4242.1").json["current"] is None  # not linked

@@ -57,7 +57,7 @@ def test_a_click_moves_the_rest_of_the_skeleton(connected, lspet_dir):
 
 def test_the_network_pass_runs_once_per_image_and_model_version(app, connected, lspet_dir, monkeypatch):
     services = app.extensions[EXTENSION]
-    model = services.models.get()
+    model = services.models.get("7")
     calls = []
     original = model.predictor.analyse
     monkeypatch.setattr(model.predictor, "analyse", lambda *a, **k: calls.append(a) or original(*a, **k))
@@ -139,5 +139,8 @@ def test_interactive_image_failure_and_missing_model_answer_an_empty_suggestion(
                         {"result": [keypoint_click("Neck", 5, 5, 10, 10)]})
     assert connected.post("/predict", json=body).json == {"results": [{"result": [], "model_version": "tiny-v1"}],
                                                           "model_version": "tiny-v1"}
+    from vl4pose.registry import ModelRegistry
+
+    ModelRegistry(tmp_path / "none").link_project("7")  # linked, no version yet
     empty = make_app(models_dir=tmp_path / "none").test_client()
     assert empty.post("/predict", json=body).json == {"results": [{"result": []}], "model_version": None}

@@ -51,10 +51,17 @@ def test_other_skeleton_configs_are_refused_by_an_lsp_model(client, skeleton):
 
 @pytest.mark.parametrize("skeleton", sorted(SKELETONS))
 def test_every_config_passes_setup_without_a_model(make_app, tmp_path, skeleton):
-    client = make_app(models_dir=tmp_path / "empty").test_client()
+    from vl4pose.registry import ModelRegistry
+
+    registry = ModelRegistry(tmp_path / "empty")
+    registry.link_project("3")  # linked without a skeleton or a version: any known skeleton's config passes
+    registry.link_project("4", skeleton="coco17")  # linked with its skeleton: only configs that fit it
+    client = make_app(models_dir=registry.root).test_client()
     response = client.post("/setup", json={"project": "3.1", "schema": (CONFIGS / f"{skeleton}.xml").read_text()})
     assert response.status_code == 200
     assert response.json == {"model_version": None, "skeleton": skeleton}
+    response = client.post("/setup", json={"project": "4.1", "schema": (CONFIGS / f"{skeleton}.xml").read_text()})
+    assert response.status_code == (200 if skeleton == "coco17" else 422)
 
 
 def test_subset_of_keypoints_and_other_names_are_accepted():

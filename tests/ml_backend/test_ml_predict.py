@@ -52,12 +52,15 @@ def test_images_are_fetched_once_then_served_from_the_disk_cache(connected, imag
     assert len(list((tmp_path / "cache").glob("*/*"))) == 2
 
 
-def test_token_goes_to_label_studio_only(connected, image_server):
-    """An absolute URL on another origin is fetched without the Label Studio token."""
+def test_token_goes_to_label_studio_only(make_app, image_server):
+    """An absolute URL on another origin (allow-listed: it is on loopback) is fetched without the token."""
+    client = make_app(fetch_allow_hosts="localhost").test_client()
+    client.post("/setup", json={"project": "7.1", "schema": LSP_CONFIG, "hostname": image_server.url,
+                                "access_token": TOKEN})
     other = image_server.url.replace("127.0.0.1", "localhost")
     tasks = [{"id": 1, "data": {"image": f"{image_server.url}/small.png"}},
              {"id": 2, "data": {"image": f"{other}/small.png"}}]
-    results = connected.post("/predict", json=predict_body(tasks)).json["results"]
+    results = client.post("/predict", json=predict_body(tasks)).json["results"]
     sent = [auth for path, auth in image_server.requests if path.startswith("/small.png")]
     assert sorted(sent, key=str) == [None, f"Token {TOKEN}"]  # fetched in parallel: any order
     assert len(results[0]) == 2 and results[1] == []  # the other origin got no token, so the server refused it
@@ -115,15 +118,18 @@ def test_keypoints_the_model_does_not_place_are_left_out(connected, model_regist
 
 
 def test_no_published_model_answers_empty_lists_and_health_still_200(make_app, tmp_path, caplog):
+    from vl4pose.registry import ModelRegistry
+
+    ModelRegistry(tmp_path / "no-models").link_project("7")  # linked, nothing published yet
     client = make_app(models_dir=tmp_path / "no-models").test_client()
     health = client.get("/health")
-    assert health.status_code == 200 and health.json["model_version"] is None
+    assert health.status_code == 200 and health.json["projects"]["7"]["model_version"] is None
     with caplog.at_level(logging.WARNING, logger="ml_backend"):
         response = client.post("/predict", json=predict_body([lspet_task(1, 1), lspet_task(2, 2)]))
     assert response.status_code == 200
     assert response.json == {"results": [[], []], "model_version": None}
-    assert "no model version is published" in caplog.text
-    assert client.get("/versions").json == {"versions": [], "current": None}
+    assert "project 7 has no model version yet" in caplog.text
+    assert client.get("/versions?project=7.1").json == {"versions": [], "current": None}
 
 
 def test_label_config_from_setup_is_used_when_predict_has_none(connected):
@@ -134,7 +140,7 @@ def test_label_config_from_setup_is_used_when_predict_has_none(connected):
 
 
 @pytest.mark.parametrize("body", [
-    None, [], {"tasks": "not a list"}, {"tasks": [1, 2]}, {"tasks": [{"id": 1}], "project": "99.1", "params": {}},
+    None, [], {"tasks": "not a list"}, {"tasks": [1, 2]}, {"tasks": [{"id": 1}], "project": "7.1", "params": {}},
 ])
 def test_malformed_predict_bodies_are_400(client, body):
     response = client.post("/predict", json=body) if body is not None else client.post(

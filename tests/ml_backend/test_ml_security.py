@@ -1,42 +1,74 @@
-"""Security: HTTP Basic auth, bounded requests, the access token kept on disk (0600) and out of logs and answers."""
+"""Security: HTTP Basic auth by default, bounded requests, the access token kept on disk (0600) and out of logs and
+answers, a label config validated before anything is stored."""
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import stat
 
 import pytest
-from ml_helpers import LSP_CONFIG, TOKEN, lspet_task, predict_body
-
-
-def basic(user: str, password: str) -> dict:
-    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+from flask.testing import FlaskClient
+from ml_helpers import LSP_CONFIG, TOKEN, basic, lspet_task, predict_body
 
 
 @pytest.fixture
 def locked(make_app):
-    return make_app(basic_auth_user="studio", basic_auth_password="s3cret-pass").test_client()
+    """A client without the backend's credentials (``FlaskClient`` sends none)."""
+    return FlaskClient(make_app(basic_auth_user="studio", basic_auth_password="s3cret-pass"))
 
 
 @pytest.mark.parametrize("headers", [{}, basic("studio", "wrong"), basic("other", "s3cret-pass"),
                                      {"Authorization": "Bearer s3cret-pass"}, {"Authorization": "Basic !!!"}])
-@pytest.mark.parametrize("method,path", [("GET", "/health"), ("POST", "/setup"), ("POST", "/predict"),
-                                         ("POST", "/webhook"), ("GET", "/versions"), ("GET", "/nowhere")])
+@pytest.mark.parametrize("method,path", [("POST", "/setup"), ("POST", "/predict"), ("POST", "/webhook"),
+                                         ("POST", "/train"), ("GET", "/versions"), ("GET", "/nowhere")])
 def test_requests_without_the_right_credentials_are_401(locked, headers, method, path):
-    response = locked.open(path, method=method, headers=headers, json={"tasks": []} if method == "POST" else None)
+    body = {"tasks": [], "project": "7.1", "schema": LSP_CONFIG, "hostname": "http://127.0.0.1:1"}
+    response = locked.open(path, method=method, headers=headers, json=body if method == "POST" else None)
     assert response.status_code == 401
     assert response.json["error"] == "unauthorized"
     assert response.headers["WWW-Authenticate"].startswith("Basic")
     assert "s3cret-pass" not in response.get_data(as_text=True)
 
 
+def test_auth_is_on_by_default_and_health_reveals_nothing_without_it(make_app):
+    app = make_app()  # the test apps get credentials like any deployment; no setting turns auth on
+    assert app.extensions["vl4pose_ml_backend"].config.auth_enabled
+    anonymous = FlaskClient(app)
+    for headers in ({}, basic("studio", "wrong")):
+        health = anonymous.get("/health", headers=headers)
+        assert health.status_code == 200 and health.json == {"status": "UP", "model_class": "VL4Pose"}
+    assert anonymous.post("/setup", json={"project": "7.1", "schema": LSP_CONFIG}).status_code == 401
+    assert anonymous.post("/predict", json=predict_body([lspet_task(1, 1)])).status_code == 401
+    assert "7" in app.test_client().get("/health").json["projects"]  # with the credentials: the projects
+
+
 def test_right_credentials_pass(locked):
     response = locked.get("/health", headers=basic("studio", "s3cret-pass"))
-    assert response.status_code == 200 and response.json["status"] == "UP"
+    assert response.status_code == 200 and response.json["status"] == "UP" and "projects" in response.json
     response = locked.post("/webhook", json={"action": "PROJECT_UPDATED"}, headers=basic("studio", "s3cret-pass"))
     assert response.status_code == 200
+
+
+def test_a_label_config_is_validated_before_anything_is_stored(client, tmp_path):
+    response = client.post("/setup", json={"project": "7.1", "schema": "<View><Image", "access_token": TOKEN,
+                                           "hostname": "http://127.0.0.1:1"})
+    assert response.status_code == 400 and response.json["error"] == "invalid_label_config"
+    response = client.post("/setup", json={"project": "7.1", "schema": (LSP_CONFIG.replace("Neck", "Tail")),
+                                           "hostname": "http://127.0.0.1:1", "access_token": TOKEN})
+    assert response.status_code == 422
+    assert not (tmp_path / "state" / "projects.json").exists()  # neither hostname nor token was kept
+    body = predict_body([lspet_task(1, 1)])
+    body.pop("label_config")
+    assert client.post("/predict", json=body).status_code == 400  # no config was remembered either
+
+
+def test_a_project_that_is_not_linked_gets_a_clear_error(client):
+    for path, body in (("/setup", {"project": "4242.1", "schema": LSP_CONFIG}),
+                       ("/predict", {**predict_body([lspet_task(1, 1)]), "project": "4242.1795501997"})):
+        response = client.post(path, json=body)
+        assert response.status_code == 404 and response.json["error"] == "project_not_linked"
+        assert "project 4242 is not linked" in response.json["message"] and "backend link" in response.json["message"]
 
 
 def test_oversized_request_body_is_413(make_app):

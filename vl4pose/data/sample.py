@@ -66,22 +66,37 @@ def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.
     if isinstance(source, (str, Path)) and not Path(source).is_file():
         raise ImageError(f"image {name} not found; check the path or the dataset folder")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            handle = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
-            with handle, Image.open(handle) as im:
-                width, height = im.size
-                if width * height > max_pixels:
-                    raise ImageError(
-                        f"image {name} is {width}x{height} = {width * height} pixels, over the limit of "
-                        f"{max_pixels}; resize it or raise the limit"
-                    )
-                im = ImageOps.exif_transpose(im)
-                return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+        handle = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
+        with handle, _open_checked(handle, name, max_pixels) as im:
+            im = ImageOps.exif_transpose(im)
+            return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
     except ImageError:
         raise
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise ImageError(f"image {name} cannot be decoded ({exc}); the file is corrupt or not an image") from exc
+
+
+def _open_checked(handle, name: str, max_pixels: int | None) -> Image.Image:
+    """Open an image and check its size from the header, before any pixel is decoded.
+
+    Pillow's own bomb check (``Image.MAX_IMAGE_PIXELS``) runs inside ``Image.open``; its warning is
+    silenced in favour of ``max_pixels``, its error (over twice its limit) becomes an :class:`ImageError`.
+
+    Raises:
+        ImageError: over ``max_pixels`` or over Pillow's limit; OSError and friends for unreadable data.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(handle)
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"image {name} is refused as a decompression bomb ({exc}); resize it") from None
+    width, height = im.size
+    if max_pixels is not None and width * height > max_pixels:
+        im.close()
+        raise ImageError(f"image {name} is {width}x{height} = {width * height} pixels, over the limit of "
+                         f"{max_pixels}; resize it or raise the limit")
+    return im
 
 
 def _array_to_rgb(array: np.ndarray) -> np.ndarray:
@@ -96,19 +111,45 @@ def _array_to_rgb(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array[:, :, :3])
 
 
-def image_size(source: ImageSource) -> tuple[int, int]:
-    """(width, height) of an image without decoding all pixels."""
+def image_size(source: ImageSource, max_pixels: int | None = None, name: str | None = None) -> tuple[int, int]:
+    """(width, height) of an image, as displayed (EXIF rotation applied), read from its header only.
+
+    Args:
+        source: a file path, encoded bytes, or an array.
+        max_pixels: refuse images with more pixels than this (checked before anything else is read).
+        name: how the image is named in error messages (default: the path; bytes are never shown).
+
+    Raises:
+        ImageError: not an image, unreadable, or over ``max_pixels`` / Pillow's bomb limit.
+    """
     if isinstance(source, np.ndarray):
         return int(source.shape[1]), int(source.shape[0])
+    shown = name or (str(source)[:200] if isinstance(source, (str, Path)) else f"<{len(source)} bytes>")
     try:
         handle = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
-        with handle, Image.open(handle) as im:
+        with handle, _open_checked(handle, shown, max_pixels) as im:
             width, height = im.size
-            if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # EXIF orientation rotates by 90 degrees
+            if _orientation(im) in (5, 6, 7, 8):  # EXIF orientation rotates by 90 degrees
                 width, height = height, width
             return width, height
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise ImageError(f"image {source!s:.200} cannot be read ({exc})") from exc
+    except ImageError:
+        raise
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise ImageError(f"image {shown} cannot be read ({type(exc).__name__}); it is corrupt or not an image") from exc
+
+
+def _orientation(im: Image.Image) -> int:
+    """The EXIF orientation tag, from data already read with the header.
+
+    ``PngImageFile.getexif()`` decodes the whole image to look for an ``eXIf`` chunk after the pixels,
+    so a PNG's EXIF is only used when it came before them (``im.info["exif"]``).
+    """
+    if im.format == "PNG" and "exif" not in im.info:
+        return 1
+    try:
+        return int(im.getexif().get(0x0112, 1))
+    except (OSError, ValueError, SyntaxError, TypeError):
+        return 1
 
 
 def box_from_keypoints(keypoints: np.ndarray, labelled: np.ndarray) -> np.ndarray | None:
