@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
                                    args.limit, args.checkpoint, args.title, args.round_budget)
             summary = start(options)
             if args.json:
-                print(json.dumps({k: v for k, v in summary.items() if k != "text"}, indent=2))
+                print(json.dumps({k: v for k, v in summary.items() if k not in ("text", "api_token")}, indent=2))
             return 0
         storage = storage_dir()
         state = load_state(storage)

@@ -93,7 +93,8 @@ class LabelStudioServer:
         })
         if self.files_root is not None:
             env["LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED"] = "true"
-            env["LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"] = str(self.files_root)
+            # links resolved, like every storage path we give it (Label Studio compares resolved paths)
+            env["LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"] = str(Path(self.files_root).resolve())
         env.pop("VIRTUAL_ENV", None)
         return env
 

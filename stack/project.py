@@ -39,7 +39,8 @@ class LinkSpec:
 def link(config: StackConfig, spec: LinkSpec, timeout: float = 1800.0) -> dict:
     """Run the link; returns its JSON result (``project_id``, ``ls_project_id``, ``initial_version``, ...)."""
     argv = [sys.executable, "-m", "backend", "link", *spec.argv(), "--json"]
-    done = subprocess.run(argv, cwd=REPO, env=config.environment(), capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(argv, cwd=REPO, env=config.environment("coordinator"), capture_output=True, text=True,
+                          timeout=timeout)
     if done.returncode != 0:
         raise StackError(f"linking the project failed: {done.stderr.strip()[-2000:] or done.stdout[-2000:]}")
     try:
@@ -114,15 +115,39 @@ def job_progress_printer(stream=sys.stdout):
     return show
 
 
-def ml_serves(config: StackConfig, version: str, timeout: float = 120.0) -> None:
-    """Wait until the ML backend serves ``version`` (it polls the registry's CURRENT)."""
+def ml_serves(config: StackConfig, version: str, project: int | str, timeout: float = 120.0) -> None:
+    """Wait until the ML backend serves ``version`` to Label Studio project ``project`` (it polls that project's
+    ``CURRENT`` in the registry)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            health = requests.get(config.url("ml") + "/health", timeout=3).json()
-            if health.get("model_version") == version and health.get("model_loaded"):
+            health = requests.get(config.url("ml") + "/health", auth=config.ml_auth, timeout=3).json()
+            served = health.get("projects", {}).get(str(project), {})
+            if served.get("model_version") == version and served.get("model_loaded"):
                 return
         except (requests.RequestException, ValueError):
             pass
         time.sleep(0.5)
-    raise StackError(f"the ML backend does not serve {version} after {timeout:.0f} s; see storage/logs/ml.log")
+    raise StackError(f"the ML backend does not serve {version} to Label Studio project {project} after "
+                     f"{timeout:.0f} s; see storage/logs/ml.log")
+
+
+def ensure_ml_auth(config: StackConfig, ls_project_ids: list[int]) -> int:
+    """Give the ML backend connections of these Label Studio projects the backend's HTTP Basic credentials (a
+    storage linked before the ML backend required authentication); returns how many were updated."""
+    headers = {"Authorization": f"Token {config.secrets.ls_token}"}
+    base, ml_url, updated = config.url("labelstudio"), config.url("ml").rstrip("/"), 0
+    for project in ls_project_ids:
+        try:
+            found = requests.get(f"{base}/api/ml/", params={"project": project}, headers=headers, timeout=30)
+            backends = found.json() if found.status_code == 200 else []
+            for backend in backends:
+                if str(backend.get("url", "")).rstrip("/") != ml_url or backend.get("auth_method") == "BASIC_AUTH":
+                    continue
+                patch = requests.patch(f"{base}/api/ml/{backend['id']}", headers=headers, timeout=30,
+                                       json={"auth_method": "BASIC_AUTH", "basic_auth_user": config.ml_auth[0],
+                                             "basic_auth_pass": config.ml_auth[1]})
+                updated += patch.status_code == 200
+        except (requests.RequestException, ValueError, TypeError, KeyError):
+            continue
+    return updated

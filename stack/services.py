@@ -34,15 +34,26 @@ class StackError(RuntimeError):
     """A service could not be started, or the system is not in the state a command needs."""
 
 
+def _password() -> str:
+    import secrets
+
+    return secrets.token_urlsafe(18)
+
+
 @dataclass
 class Secrets:
-    """Credentials made once per storage folder (kept in ``<storage>/stack.json``, mode 0600)."""
+    """Credentials made once per storage folder (kept in ``<storage>/stack.json``, mode 0600).
+
+    ``ml_user`` / ``ml_password``: the ML backend's HTTP Basic credentials (registered with Label Studio).
+    """
 
     ls_username: str
     ls_password: str
     ls_token: str
     api_token: str
     webhook_secret: str
+    ml_user: str = "vl4pose"
+    ml_password: str = field(default_factory=_password)
 
     @classmethod
     def generate(cls) -> "Secrets":
@@ -55,6 +66,11 @@ class Secrets:
             secrets.token_urlsafe(24),
             secrets.token_urlsafe(24),
         )
+
+
+ML_ONLY_NOT = ("VL4POSE_API_TOKEN", "VL4POSE_WEBHOOK_SECRET", "VL4POSE_SECRET_KEY", "VL4POSE_DATABASE_URL",
+               "VL4POSE_COORDINATOR_URL")
+"""Coordinator settings the ML backend never receives (its forwarding to the coordinator stays off)."""
 
 
 @dataclass
@@ -80,8 +96,16 @@ class StackConfig:
     worker_threads: int = 2
     web_workers: int = 2
 
+    def __post_init__(self) -> None:
+        self.files_root = Path(self.files_root).resolve()  # Label Studio compares resolved paths
+
     def url(self, name: str) -> str:
         return f"http://{self.host}:{self.ports[name]}"
+
+    @property
+    def ml_auth(self) -> tuple[str, str]:
+        """The ML backend's HTTP Basic credentials."""
+        return self.secrets.ml_user, self.secrets.ml_password
 
     @property
     def run_dir(self) -> Path:
@@ -91,17 +115,25 @@ class StackConfig:
     def log_dir(self) -> Path:
         return self.storage / "logs"
 
-    def wiring(self) -> dict[str, str]:
-        """The settings that connect the services (they win over everything else)."""
+    def wiring(self, service: str | None = None) -> dict[str, str]:
+        """The settings that connect the services (they win over everything else); ``service="ml"`` gets only
+        what the ML backend needs (no coordinator API token, webhook secret or database)."""
         s = self.storage
-        return {
-            "VL4POSE_DATABASE_URL": f"sqlite:///{s / 'coordinator.sqlite'}",
-            "VL4POSE_STORAGE_DIR": str(s),
+        ml = {
             "VL4POSE_MODELS_DIR": str(s / "models"),
             "VL4POSE_IMAGE_CACHE_DIR": str(s / "image_cache"),
             "VL4POSE_ML_STATE_DIR": str(s / "ml_backend"),
             "VL4POSE_LABEL_STUDIO_URL": self.url("labelstudio"),
             "VL4POSE_LABEL_STUDIO_TOKEN": self.secrets.ls_token,
+            "VL4POSE_ML_BASIC_AUTH_USER": self.secrets.ml_user,
+            "VL4POSE_ML_BASIC_AUTH_PASSWORD": self.secrets.ml_password,
+        }
+        if service == "ml":
+            return ml
+        return {
+            **ml,
+            "VL4POSE_DATABASE_URL": f"sqlite:///{s / 'coordinator.sqlite'}",
+            "VL4POSE_STORAGE_DIR": str(s),
             "VL4POSE_LABEL_STUDIO_FILES_ROOT": str(self.files_root),
             "VL4POSE_ML_BACKEND_URL": self.url("ml"),
             "VL4POSE_PUBLIC_URL": self.url("coordinator"),
@@ -109,15 +141,19 @@ class StackConfig:
             "VL4POSE_API_TOKEN": self.secrets.api_token,
         }
 
-    def environment(self) -> dict[str, str]:
-        """The environment of our Python services: the caller's, then ``settings``, then the wiring."""
+    def environment(self, service: str | None = None) -> dict[str, str]:
+        """The environment of one of our Python services (default: the coordinator's, as the ``link`` command
+        and the worker get it): the caller's, then ``settings``, then the wiring."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("LABEL_STUDIO_", "DJANGO_"))}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
         if self.torch_threads:
             env["OMP_NUM_THREADS"] = str(self.torch_threads)
             env["VL4POSE_TORCH_THREADS"] = str(self.torch_threads)
         env.update({"VL4POSE_" + k.upper(): str(v) for k, v in self.settings.items() if v is not None})
-        env.update(self.wiring())
+        if service == "ml":
+            for name in ML_ONLY_NOT:
+                env.pop(name, None)
+        env.update(self.wiring(service))
         return env
 
     def labelstudio(self) -> LabelStudioServer:
@@ -190,7 +226,7 @@ def _spawn(config: StackConfig, name: str) -> subprocess.Popen:
     argv = command(config, name)
     config.log_dir.mkdir(parents=True, exist_ok=True)
     with open(config.log_dir / f"{name}.log", "ab") as out:
-        process = subprocess.Popen(argv, cwd=REPO, env=config.environment(), stdout=out, stderr=subprocess.STDOUT,
+        process = subprocess.Popen(argv, cwd=REPO, env=config.environment(name), stdout=out, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, start_new_session=True)
     _write_record(config, name, process.pid, argv)
     return process

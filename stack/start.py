@@ -18,11 +18,12 @@ import os
 import sys
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from stack import demo
-from stack.project import Coordinator, LinkSpec, job_progress_printer, link, ml_serves, round_ready
+from stack.project import Coordinator, LinkSpec, ensure_ml_auth, job_progress_printer, link, ml_serves, round_ready
 from stack.services import REPO, SERVICES, Secrets, StackConfig, StackError, running_pid, start_service
 from stack.starter import StarterConfig, train_starter
 
@@ -67,12 +68,37 @@ def load_state(storage: Path) -> dict:
 
 
 def save_state(storage: Path, state: dict) -> None:
+    """Write ``stack.json`` atomically; the file is created with mode 0600 (never readable by others, not even
+    for a moment)."""
     storage.mkdir(parents=True, exist_ok=True)
     path = storage / "stack.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=2))
-    os.chmod(tmp, 0o600)
+    tmp = storage / f".stack.json.{uuid.uuid4().hex[:8]}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(json.dumps(state, indent=2))
     os.replace(tmp, path)
+
+
+def migrate_registry(config: StackConfig, state: dict) -> str | None:
+    """Per-project model versions for a storage from before them: every linked project is registered, and the
+    old single ``models/CURRENT`` moves to the project whose version it names (``p<id>-v<n>``), else the active
+    one. Returns the migrated version (None when nothing was to migrate)."""
+    from vl4pose.registry import ModelRegistry
+
+    registry = ModelRegistry(config.storage / "models")
+    linked = [p for p in state.get("projects", {}).values() if p.get("ls_project_id")]
+    for project in linked:
+        if not registry.is_linked(project["ls_project_id"]):
+            registry.link_project(project["ls_project_id"])
+    pointer = registry.root / "CURRENT"
+    if not pointer.is_file():
+        return None
+    legacy = pointer.read_text().strip()
+    owner = next((p for p in linked if legacy.startswith(f"p{p.get('project_id')}-")), None)
+    owner = owner or state.get("projects", {}).get(state.get("active", ""))
+    if not owner:
+        return None
+    return registry.migrate_legacy_current(owner["ls_project_id"])
 
 
 def stack_config(storage: Path, state: dict, default_root: Path | None = None) -> StackConfig:
@@ -86,7 +112,9 @@ def stack_config(storage: Path, state: dict, default_root: Path | None = None) -
         "ml": _int_env("VL4POSE_ML_PORT", 9090),
         "coordinator": _int_env("VL4POSE_COORDINATOR_PORT", 8200),
     }
-    return StackConfig(storage, Secrets(**state["secrets"]), Path(state["files_root"]), ports,
+    secrets = Secrets(**state["secrets"])
+    state["secrets"] = dataclasses.asdict(secrets)  # credentials added since (the ML backend's) are kept too
+    return StackConfig(storage, secrets, Path(state["files_root"]), ports,
                        torch_threads=_int_env("VL4POSE_STACK_TORCH_THREADS", 0))
 
 
@@ -173,6 +201,10 @@ def start(options: StartOptions, out=sys.stdout) -> dict:
     thread.join()
     if errors:
         raise errors[0]
+    migrated = migrate_registry(config, state)
+    if migrated:
+        out.write(f"[start] model registry: {migrated} is now the current version of its project only\n")
+    ensure_ml_auth(config, [p["ls_project_id"] for p in state.get("projects", {}).values() if p.get("ls_project_id")])
     for name in SERVICES[1:]:
         out.write(f"[start] {name}: {'running' if running_pid(config, name) else 'starting'}\n")
         out.flush()
@@ -198,7 +230,7 @@ def start(options: StartOptions, out=sys.stdout) -> dict:
         out.flush()
         coordinator.wait(linked["project_id"], round_ready(None), "ranking round 1", 1800, job_progress_printer(out))
         served = coordinator.project(linked["project_id"])["current_round"]["model_version"]
-        ml_serves(config, served)
+        ml_serves(config, served, linked["ls_project_id"])
     summary = describe(config, linked, coordinator)
     out.write(summary["text"])
     out.flush()
@@ -242,7 +274,7 @@ def describe(config: StackConfig, linked: dict, coordinator: Coordinator | None 
         f"  Label Studio   {ls}   login {s.ls_username} / {s.ls_password}",
         f"  Label now      {label_stream_url(ls, linked)}   ({linked['title']})",
         f"  Dashboard      {config.url('coordinator')}/projects/{linked['project_id']}   "
-        f"log in with the API token {s.api_token}",
+        f"log in with the API token (\"api_token\" in {config.storage / 'stack.json'}, readable by you only)",
         f"  ML backend     {config.url('ml')}/health",
     ]
     if first:

@@ -54,7 +54,8 @@ def ml_version(live: Live, expected: str, timeout: float = 60.0) -> str | None:
     seen = {}
 
     def serves() -> bool:
-        seen["version"] = requests.get(live.config.url("ml") + "/health", timeout=5).json()["model_version"]
+        health = requests.get(live.config.url("ml") + "/health", auth=live.config.ml_auth, timeout=5).json()
+        seen["version"] = health["projects"].get(str(live.ls_project), {}).get("model_version")
         return seen["version"] == expected
 
     try:

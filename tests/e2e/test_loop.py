@@ -66,7 +66,7 @@ def test_the_ml_backend_scores_a_task_like_the_ranking_did(live, two_rounds):
     task_id = min(set(stored) - live.labelled_tasks(), key=lambda t: stored[t]["score"])
     task = live.ls_get(f"/api/tasks/{task_id}/")
     project = live.ls_get(f"/api/projects/{live.ls_project}/")
-    answer = requests.post(live.config.url("ml") + "/predict", timeout=120, json={
+    answer = requests.post(live.config.url("ml") + "/predict", timeout=120, auth=live.config.ml_auth, json={
         "tasks": [task], "project": f"{live.ls_project}.0", "label_config": project["label_config"]}).json()
     refined = answer["results"][0][0]
     assert refined["model_version"] == v2
