@@ -80,7 +80,9 @@ def validate_results(results: Any, where: str = "the annotation") -> list[dict]:
             continue
         for key in ("x", "y"):
             if not _number(value.get(key)):
-                raise DataError(f"{where}: result[{i}] value.{key} must be a finite number, not {_show(value.get(key))}")
+                raise DataError(
+                    f"{where}: result[{i}] value.{key} must be a finite number, not {_show(value.get(key))}"
+                )
         for key in ("original_width", "original_height"):
             if item.get(key) is not None and not (_number(item[key]) and item[key] > 0):
                 raise DataError(f"{where}: result[{i}] {key} must be a positive number, not {_show(item[key])}")

@@ -116,7 +116,8 @@ def retry_event(event_id: int):
 
     try:
         event = run(services(), event_id)
-        flash(f"Webhook event {event_id} retried: now {event['state']}" + (f" ({event['error']})" if event["error"] else "."))
+        reason = f" ({event['error']})" if event["error"] else "."
+        flash(f"Webhook event {event_id} retried: now {event['state']}{reason}")
     except CoordinatorError as exc:
         flash(str(exc), "error")
     return _back()

@@ -61,7 +61,8 @@ def test_dashboard_forms_with_ids_beyond_64_bits_are_a_clean_404(app):
     client.post("/login", data={"token": TOKEN})
     with client.session_transaction() as session:
         csrf = session["csrf"]
-    for path in (f"/projects/{BEYOND}/close", f"/jobs/{BEYOND}/retry", f"/events/{BEYOND}/retry", f"/events/{BEYOND}/dismiss"):
+    for path in (f"/projects/{BEYOND}/close", f"/jobs/{BEYOND}/retry", f"/events/{BEYOND}/retry",
+                 f"/events/{BEYOND}/dismiss"):
         assert client.post(path, data={"csrf_token": csrf}).status_code == 404
 
 

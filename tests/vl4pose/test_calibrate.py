@@ -63,7 +63,8 @@ def test_a_handful_of_validation_images_keeps_the_previous_temperature_and_a_mea
     assert report["current_images"] == 2 and report["min_images"] == MIN_CALIBRATION_IMAGES
     assert best.calibration.temperature == previous.temperature == report["temperature"]
     saved = load_checkpoint(tmp_path / "best")
-    assert saved.calibration.temperature == previous.temperature and saved.metrics["calibration"]["fallback"] == "previous_temperature"
+    assert saved.calibration.temperature == previous.temperature
+    assert saved.metrics["calibration"]["fallback"] == "previous_temperature"
 
     # the reference: the new model's likelihoods of the validation images, at the kept temperature
     likelihoods = score_pass(_pass(saved, val), LSP14, saved.calibration)["log_likelihood"]
