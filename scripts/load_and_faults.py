@@ -8,6 +8,10 @@
    round is labelled; the ML backend is killed (SIGKILL) and restarted; Label Studio is killed and restarted;
    the rest of the round is labelled, which closes it; the worker is killed while it trains and restarted.
    Then: the round is trained, ranked and the next one opens; no annotation and no model version is lost.
+4. Hostile probes (``stack/probes.py``): /predict and /setup without the ML backend's credentials (401), a hostile
+   /setup moving the live project to a listener (no token or cookie may arrive there), four images from a server
+   trickling one byte every 3 s (bounded; /health keeps answering), a 12000 x 12000 PNG bomb served by Label
+   Studio (its task gets [], the good one its predictions, the ML worker's RSS grows < 50 MB).
 
     .venv/bin/python scripts/load_and_faults.py [--clients 8 --seconds 60 --webhooks 200] [--json-out FILE]
 
@@ -31,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from stack import services  # noqa: E402
 from stack.annotator import GroundTruth, SimulatedAnnotator  # noqa: E402
+from stack.probes import run_probes  # noqa: E402
 from stack.project import Coordinator, ml_serves  # noqa: E402
 from stack.start import load_state, stack_config, storage_dir  # noqa: E402
 
@@ -56,7 +61,7 @@ def predict_load(config, ls: requests.Session, project: int, clients: int, secon
             n += clients
             started = time.monotonic()
             try:
-                response = http.post(config.url("ml") + "/predict", timeout=120,
+                response = http.post(config.url("ml") + "/predict", timeout=120, auth=config.ml_auth,
                                      json={"tasks": [task], "project": f"{project}.0", "label_config": xml})
                 ok = response.status_code == 200 and response.json()["results"][0]
                 problem = None if ok else f"{response.status_code}: {response.text[:200]}"
@@ -140,7 +145,7 @@ def faults(config, state: dict, active: dict) -> dict:
     labelled = annotator.run(left // 2)
     started = time.monotonic()
     out["ml_restart_s"] = restart(config, "ml")
-    ml_serves(config, round_before["model_version"])
+    ml_serves(config, round_before["model_version"], ls_project)
     out["ml_model_loaded_s"] = round(time.monotonic() - started, 1)
     out["labelstudio_restart_s"] = restart(config, "labelstudio")
     labelled += annotator.run(left - len(labelled))
@@ -162,7 +167,7 @@ def faults(config, state: dict, active: dict) -> dict:
     report = coordinator.wait(project, next_round, "the next round", 1800)
     out["close_to_next_round_s"] = round(time.monotonic() - closed_at, 1)
     new_version = report["current_round"]["model_version"]
-    ml_serves(config, new_version)
+    ml_serves(config, new_version, ls_project)
     ls = requests.Session()
     ls.headers["Authorization"] = f"Token {config.secrets.ls_token}"
     ids = set()
@@ -217,6 +222,23 @@ def table(result: dict) -> str:
     return "\n".join(f"| {a.ljust(width)} | {b} |" for a, b in rows)
 
 
+def probe_table(probes: dict) -> str:
+    a, h, s, b = probes["auth"], probes["hostile_setup"], probes["slow_image"], probes["pixel_bomb"]
+    rows = [
+        ("no credentials: /predict, /setup status", f"{a['predict_status']}, {a['setup_status']}"),
+        ("hostile /setup: requests / with credentials at the attacker",
+         f"{h['requests_at_attacker']} / {h['credentials_at_attacker']} (unlinked project: {h['unlinked_setup_status']})"),
+        ("4 images trickling 1 byte / 3 s: statuses, wall time, connections",
+         f"{s['statuses']}, {s['wall_s']} s, {s['connections_at_server']} (/health meanwhile {s['health_s_meanwhile']} s)"),
+        ("12000x12000 PNG bomb: bomb task empty / good task predicted",
+         f"{b['bomb_task_empty']} / {b['good_task_predicted']}"),
+        ("ML worker RSS before -> after the bomb", f"{b['rss_before_mb']} -> {b['rss_after_mb']} MB "
+                                                    f"(+{b['rss_growth_mb']} MB)"),
+    ]
+    width = max(len(x) for x, _ in rows)
+    return "\n".join(f"| {x.ljust(width)} | {y} |" for x, y in rows)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=8)
@@ -235,8 +257,14 @@ def main() -> int:
     ls.headers["Authorization"] = f"Token {config.secrets.ls_token}"
     result = {"predict": predict_load(config, ls, active["ls_project_id"], args.clients, args.seconds)}
     result["webhooks"] = webhook_burst(config, args.webhooks)
+    xml = ls.get(f"{config.url('labelstudio')}/api/projects/{active['ls_project_id']}/").json()["label_config"]
+    first = ls.get(f"{config.url('labelstudio')}/api/tasks/", params={"project": active["ls_project_id"],
+                                                                       "page_size": 1}).json()["tasks"][0]
+    result["probes"], probe_checks = run_probes(config, active["ls_project_id"], xml,
+                                                next(iter(first["data"].values())))
     result["faults"] = {} if args.skip_faults else faults(config, state, active)
     checks = {
+        **probe_checks,
         "predict_errors_zero": result["predict"]["errors"] == 0,
         "webhooks_none_lost": result["webhooks"]["lost"] == 0 and result["webhooks"]["processed"] == args.webhooks,
     }
@@ -248,6 +276,7 @@ def main() -> int:
     print(text)
     if args.json_out:
         args.json_out.write_text(text)
+    print(probe_table(result["probes"]))
     if not args.skip_faults:
         print(table(result))
     return 0 if all(checks.values()) else 1

@@ -19,13 +19,13 @@ IMAGE_NUMBERS = [1, 2, 3, 4, 5, 6]
 
 
 @pytest.fixture(scope="module")
-def backend_url(tmp_path_factory, model_registry):
-    """Our backend under gunicorn, serving the tiny model of the ``model_registry`` fixture."""
+def backend(tmp_path_factory, served_registry):
+    """Our backend under gunicorn (generated HTTP Basic credentials), serving the tiny model."""
     tmp = tmp_path_factory.mktemp("ml_backend_gunicorn")
-    settings = {"models_dir": model_registry.root, "image_cache_dir": tmp / "cache", "state_dir": tmp / "state",
+    settings = {"models_dir": served_registry.root, "image_cache_dir": tmp / "cache", "state_dir": tmp / "state",
                 "torch_threads": 1}
     with BackendProcess(tmp / "gunicorn.log", settings, server="gunicorn") as backend:
-        yield backend.url
+        yield backend
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def predictor(model_registry):
 
 
 @pytest.fixture(scope="module")
-def project(label_studio, backend_url, lspet_dir, predictor):
+def project(label_studio, backend, served_registry, lspet_dir, predictor):
     """A project with our LSP config, LSPET tasks imported in DEscending score order (so that a queue
     falling back to sequential order would fail the ranking test), and our backend connected."""
     from label_studio_sdk import LabelStudio
@@ -51,7 +51,9 @@ def project(label_studio, backend_url, lspet_dir, predictor):
         {"image": f"/data/local-files/?d=lspet/images/im{n:05d}.jpg", "number": n} for n in order],
         return_task_ids=True)
     task_ids = dict(zip(order, imported.task_ids))
-    ml = ls.ml.create(project=created.id, url=backend_url, title="vl4pose", is_interactive=True)
+    served_registry.set_current("tiny-v1", created.id)  # what linking through the coordinator does
+    ml = ls.ml.create(project=created.id, url=backend.url, title="vl4pose", is_interactive=True,
+                      auth_method="BASIC_AUTH", basic_auth_user=backend.auth[0], basic_auth_pass=backend.auth[1])
     return {"ls": ls, "id": created.id, "ml_id": ml.id, "task_ids": task_ids, "files": files}
 
 
