@@ -62,6 +62,9 @@ class Settings:
     holdout_fraction: float = 0.1
     train_preset: str = "cpu"
     train_epochs: int = 4
+    train_time_budget_minutes: float = 0.0
+    """> 0: each round's training ends on time after this many minutes (the schedule follows the budget and
+    train_epochs no longer applies); 0: train_epochs epochs."""
     train_batch_size: int = 16
     train_steps_per_epoch: int = 0
     train_lr: float = 1e-3
@@ -140,6 +143,9 @@ class Settings:
             )
         if not 1 <= self.reconcile_minutes <= 59:
             raise SettingsError(f"{PREFIX}RECONCILE_MINUTES must be between 1 and 59, not {self.reconcile_minutes}")
+        if self.train_time_budget_minutes < 0:
+            raise SettingsError(f"{PREFIX}TRAIN_TIME_BUDGET_MINUTES must be >= 0 (0 = train_epochs epochs), "
+                                f"not {self.train_time_budget_minutes}")
         for name in ("holdout_fraction", "train_val_fraction"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise SettingsError(f"{PREFIX}{name.upper()} must be in [0, 1), not {getattr(self, name)}")

@@ -210,6 +210,12 @@ def failures(session: Session, project: Project, events: dict[str, Any], limit: 
     return out
 
 
+def training_budget(settings: Any) -> str:
+    """How each round's training is bounded, in words (shown on the dashboard and in the API)."""
+    minutes = settings.train_time_budget_minutes
+    return f"{minutes:g} min per round" if minutes > 0 else f"{settings.train_epochs} epochs per round (no time budget)"
+
+
 def project_report(session: Session, project_id: int, queue_limit: int = 12) -> dict[str, Any]:
     """Everything the dashboard shows for one project."""
     project = get_project(session, project_id)

@@ -33,8 +33,10 @@ log = logging.getLogger(__name__)
 def train_config(services: Services, round_number: int, heads: list[str]) -> dict:
     """The TrainConfig fields of a round (stored in the job so that a resumed run uses the same ones)."""
     s = services.settings
+    budget = s.train_time_budget_minutes * 60.0 or None
     return {
-        "epochs": s.train_epochs,
+        "epochs": 1000 if budget else s.train_epochs,  # with a time budget the budget ends the run
+        "time_budget_s": budget,
         "batch_size": s.train_batch_size,
         "steps_per_epoch": s.train_steps_per_epoch or None,
         "lr": s.train_lr,
@@ -149,10 +151,12 @@ class TrainHandler(Handler):
         )
 
         def report(progress) -> None:
-            ctx.progress(
-                0.05 + 0.85 * progress.fraction,
-                f"training epoch {progress.epoch + 1}/{progress.epochs}" if progress.step <= 1 else None,
-            )
+            if progress.seconds_left is not None:
+                stage = (f"training epoch {progress.epoch + 1}, {progress.seconds_left / 60:.1f} min left of a "
+                         f"{config.time_budget_s / 60:.0f} min budget")
+            else:
+                stage = f"training epoch {progress.epoch + 1}/{progress.epochs}"
+            ctx.progress(0.05 + 0.85 * progress.fraction, stage if progress.step <= 1 else None)
 
         trainer = Trainer(model_config, skeleton, config, ctx.dir / "run", init_from=init, callbacks=[report])
         # under MIN_CALIBRATION_IMAGES the previous version's temperature is kept (vl4pose.calibrate)

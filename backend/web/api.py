@@ -60,7 +60,9 @@ def link():
 def project(project_id: int):
     limit = _int_arg("queue", 12, 0, 200)
     with services().db.session() as session:
-        return jsonify(reports.project_report(session, project_id, limit))
+        report = reports.project_report(session, project_id, limit)
+    report["training_budget"] = reports.training_budget(services().settings)
+    return jsonify(report)
 
 
 @bp.get("/projects/<id:project_id>/rounds")

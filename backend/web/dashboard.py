@@ -76,6 +76,7 @@ def index():
 def project(project_id: int):
     with services().db.session() as session:
         report = reports.project_report(session, project_id, queue_limit=12)
+    report["training_budget"] = reports.training_budget(services().settings)
     return render_template("project.html", r=report, chart=accuracy_svg(report["accuracy"]))
 
 
