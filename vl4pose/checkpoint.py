@@ -33,46 +33,13 @@ from vl4pose.errors import CheckpointError
 from vl4pose.heads import build_heads
 from vl4pose.models import ModelConfig, build_pose
 from vl4pose.models.hourglass import StackedHourglass
+from vl4pose.postprocess import Calibration  # noqa: F401  (torch-free; re-exported here)
 from vl4pose.skeletons import Skeleton
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 REQUIRED = ("weights.pt", "config.json", "skeleton.json", "calibration.json")
-
-
-@dataclass
-class Calibration:
-    """How raw likelihoods become user-facing numbers.
-
-    Attributes:
-        temperature: softmax temperature over candidate peak values.
-        max_candidates: candidates per keypoint (K in the paper's notation).
-        reference: sorted expected log-likelihoods of validation images; the calibrated score of an
-            image is the (interpolated) fraction of these that are lower.
-        min_peak: heatmap value below which a keypoint counts as not placed (fitted on validation: at most
-            0.1, and low enough that 95 % of labelled keypoints are placed).
-    """
-
-    temperature: float = 0.1
-    max_candidates: int = 5
-    reference: list[float] = field(default_factory=list)
-    min_peak: float = 0.1
-
-    def score(self, log_likelihood: np.ndarray) -> np.ndarray:
-        """Order-preserving map of (N,) log-likelihoods to (0, 1): the interpolated empirical CDF of the
-        validation reference, with exponential tails so that the map stays strictly increasing."""
-        x = np.asarray(log_likelihood, dtype=np.float64)
-        ref = np.asarray(self.reference, dtype=np.float64)
-        if ref.size < 2:
-            return 1.0 / (1.0 + np.exp(-x / 10.0))
-        n = ref.size
-        spread = max(float(ref.std()), 1e-6)
-        ranks = (np.arange(n) + 0.5) / n
-        inside = np.interp(x, ref, ranks)
-        below = ranks[0] * np.exp(np.minimum(x - ref[0], 0.0) / spread)
-        above = 1.0 - (1.0 - ranks[-1]) * np.exp(-np.maximum(x - ref[-1], 0.0) / spread)
-        return np.where(x < ref[0], below, np.where(x > ref[-1], above, inside))
 
 
 @dataclass

@@ -1,5 +1,8 @@
-"""Candidates from heatmaps and the exact expected log-likelihood of the skeleton (VL4Pose Eq. 3).
+"""Candidates from heatmaps and the exact expected log-likelihood of the skeleton (VL4Pose Eq. 3), for
+torch callers (calibration, strategies, training's bone lengths, benchmarks).
 
+The maths lives once, in NumPy, in :mod:`vl4pose.postprocess` (shared with the Predictor and the ONNX
+scorer); the functions here convert torch tensors to it and back.
 Shapes: N images, K keypoints, M candidates per keypoint, E edges, H heatmap side.
 Bone lengths are measured in units of the heatmap side (so 1.0 = the whole crop), consistently in
 training targets and in scoring.
@@ -10,13 +13,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
-from torch.nn import functional as F
 
-from vl4pose.codec import subpixel
+from vl4pose import postprocess
 from vl4pose.skeletons import Skeleton
-
-_LOG_2PI = math.log(2 * math.pi)
 
 
 @dataclass
@@ -47,29 +48,28 @@ class Candidates:
         self.valid[image, keypoint, 1:] = False
 
 
-def find_candidates(heatmaps: torch.Tensor, max_candidates: int) -> Candidates:
-    """Local maxima (3x3 non-maximum suppression, border peaks kept), top ``max_candidates`` by value.
+def find_candidates(heatmaps: torch.Tensor, max_candidates: int, decoder: str = postprocess.DEFAULT_DECODER,
+                    sigma: float = 1.0) -> Candidates:
+    """Local maxima (3x3 non-maximum suppression, border peaks kept), top ``max_candidates`` by value
+    (:func:`vl4pose.postprocess.find_candidates`), as float32 tensors.
 
     Args:
         heatmaps: (N, K, H, W).
     """
-    n, k, h, w = heatmaps.shape
-    m = min(max_candidates, h * w)
-    pooled = F.max_pool2d(heatmaps, 3, stride=1, padding=1)  # pads with -inf: border peaks count
-    peaks = torch.where(heatmaps >= pooled, heatmaps, torch.full_like(heatmaps, -math.inf))
-    value, index = peaks.reshape(n, k, -1).topk(m, dim=2)
-    valid = torch.isfinite(value)
-    valid[..., 0] = True  # the global maximum is always a local maximum
-    xs, ys = index % w, index // w
-    fx, fy = subpixel(heatmaps, xs, ys)
-    xy = torch.stack([fx, fy], dim=-1) * valid[..., None]
-    return Candidates(xy, torch.where(valid, value, torch.full_like(value, -math.inf)), valid)
+    found = postprocess.find_candidates(heatmaps.detach().float().cpu().numpy(), max_candidates, decoder, sigma)
+    return Candidates(torch.from_numpy(found.xy).float(), torch.from_numpy(found.value).float(),
+                      torch.from_numpy(found.valid))
+
+
+def _numpy(x: torch.Tensor) -> np.ndarray:
+    return x.detach().cpu().double().numpy()
 
 
 def edge_log_likelihood(
     child_xy: torch.Tensor, parent_xy: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor, size: float
 ) -> torch.Tensor:
-    """log q(child = a | parent = b) = log N(|a - b| / size; mean, exp(logvar)) for every candidate pair.
+    """log q(child = a | parent = b) = log N(|a - b| / size; mean, exp(logvar)) for every candidate pair
+    (:func:`vl4pose.postprocess.edge_log_likelihood`), in the dtype of ``child_xy``.
 
     Args:
         child_xy: (..., Mc, 2) and parent_xy: (..., Mp, 2) heatmap pixels (same leading dims).
@@ -79,27 +79,23 @@ def edge_log_likelihood(
     Returns:
         (..., Mc, Mp) log-densities.
     """
-    length = torch.linalg.vector_norm(child_xy[..., :, None, :] - parent_xy[..., None, :, :], dim=-1) / size
-    mean, logvar = mean[..., None, None], logvar[..., None, None]
-    return -0.5 * (_LOG_2PI + logvar + (length - mean) ** 2 * torch.exp(-logvar))
+    out = postprocess.edge_log_likelihood(_numpy(child_xy), _numpy(parent_xy), _numpy(mean), _numpy(logvar), size)
+    return torch.from_numpy(out).to(child_xy.dtype)
 
 
 def edge_tables(candidates: Candidates, mean: torch.Tensor, logvar: torch.Tensor, skeleton: Skeleton,
                 size: float) -> torch.Tensor:
     """(N, E, M, M) log q(child candidate a | parent candidate b) for every edge at once."""
-    parents, children = _edge_index(skeleton)
-    return edge_log_likelihood(candidates.xy[:, children], candidates.xy[:, parents], mean, logvar, size)
-
-
-def _edge_index(skeleton: Skeleton) -> tuple[list[int], list[int]]:
-    return [p for p, _ in skeleton.edges], [c for _, c in skeleton.edges]
+    out = postprocess.edge_tables(_numpy(candidates.xy), _numpy(mean), _numpy(logvar), skeleton, size)
+    return torch.from_numpy(out).to(candidates.xy.dtype)
 
 
 def expected_log_likelihood(
     candidates: Candidates, log_probs: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor,
     skeleton: Skeleton, size: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """E[log q] = sum over edges of sum_a sum_b p̂(a) p̂(b) log q(a | b): exact, O(E M²).
+    """E[log q] = sum over edges of sum_a sum_b p̂(a) p̂(b) log q(a | b): exact, O(E M²)
+    (:func:`vl4pose.postprocess.expected_log_likelihood`), in the dtype of the candidates.
 
     Args:
         candidates: (N, K, M) candidate sets; log_probs: (N, K, M) log p̂.
@@ -108,12 +104,10 @@ def expected_log_likelihood(
     Returns:
         total (N,) and per-edge (N, E) expected log-likelihoods.
     """
-    parents, children = _edge_index(skeleton)
-    probs = log_probs.exp()
-    logq = edge_tables(candidates, mean, logvar, skeleton, size)  # (N, E, Mc, Mp)
-    weights = probs[:, children, :, None] * probs[:, parents, None, :]
-    edges = (weights * logq).sum(dim=(2, 3))
-    return edges.sum(dim=1), edges
+    total, edges = postprocess.expected_log_likelihood(_numpy(candidates.xy), _numpy(log_probs), _numpy(mean),
+                                                       _numpy(logvar), skeleton, size)
+    dtype = candidates.xy.dtype
+    return torch.from_numpy(total).to(dtype), torch.from_numpy(edges).to(dtype)
 
 
 def bone_lengths(keypoints: torch.Tensor, labelled: torch.Tensor, skeleton: Skeleton, size: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -2,8 +2,9 @@
 
 Maximises ``sum_k log p̂(y_k) + sum_edges log q(y_c | y_p)`` over one candidate per keypoint, in
 O(E M²) per image, with optional clamped keypoints, and per-keypoint confidences from max-marginals.
-The messages run in NumPy float64: for a handful of candidates per keypoint, per-operation overhead
-dominates, and NumPy's is several times lower than torch's.
+NumPy float64, no torch at import (the ONNX scorer uses it): for a handful of candidates per keypoint,
+per-operation overhead dominates, and NumPy's is several times lower than torch's. :func:`refine` also
+takes the torch :class:`vl4pose.likelihood.Candidates` and then answers in torch tensors.
 Shapes: N images, K keypoints, M candidates, E edges.
 """
 
@@ -11,17 +12,17 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-import torch
 
-from vl4pose.likelihood import Candidates, edge_tables
+from vl4pose.postprocess import edge_tables
 from vl4pose.skeletons import Skeleton
 
 
 @dataclass
 class Refinement:
-    """Result of the tree DP.
+    """Result of the tree DP (NumPy arrays, or torch tensors when :func:`refine` was given torch inputs).
 
     Attributes:
         choice: (N, K) chosen candidate index per keypoint.
@@ -31,31 +32,32 @@ class Refinement:
         moved: (N, K) bool, the choice is not the keypoint's global heatmap maximum.
     """
 
-    choice: torch.Tensor
-    xy: torch.Tensor
-    score: torch.Tensor
-    confidence: torch.Tensor
-    moved: torch.Tensor
+    choice: Any
+    xy: Any
+    score: Any
+    confidence: Any
+    moved: Any
 
 
-def pairwise_tables(candidates: Candidates, mean: torch.Tensor, logvar: torch.Tensor, skeleton: Skeleton,
-                    size: float) -> np.ndarray:
-    """(N, E, M, M) float64 log q(child candidate a | parent candidate b)."""
-    xy = candidates.xy.double()
-    return edge_tables(Candidates(xy, candidates.value, candidates.valid), mean.double(), logvar.double(),
-                       skeleton, size).numpy()
+def _array(x: Any) -> np.ndarray:
+    return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
 
 
-def refine(candidates: Candidates, log_probs: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor,
-           skeleton: Skeleton, size: float) -> Refinement:
+def pairwise_tables(candidates: Any, mean: Any, logvar: Any, skeleton: Skeleton, size: float) -> np.ndarray:
+    """(N, E, M, M) float64 log q(child candidate a | parent candidate b); candidates NumPy or torch."""
+    return edge_tables(_array(candidates.xy), _array(mean), _array(logvar), skeleton, size)
+
+
+def solve_tree(unary: np.ndarray, pair: np.ndarray, skeleton: Skeleton) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Max-product DP: leaves -> root messages, backtrack, then root -> leaves for max-marginals.
 
     Args:
-        candidates: (N, K, M); log_probs: (N, K, M) log p̂ (-inf for invalid slots).
-        mean, logvar: (N, E) bone-length parameters; size: heatmap side H.
+        unary: (N, K, M) log p̂ (-inf for invalid slots); pair: (N, E, M, M) log q(child a | parent b).
+
+    Returns:
+        choice (N, K) int64, score (N,) and confidence (N, K), float64.
     """
-    pair = pairwise_tables(candidates, mean, logvar, skeleton, size)
-    unary = log_probs.double().numpy()
+    unary = np.asarray(unary, dtype=np.float64)
     n, k, m = unary.shape
     incoming = np.zeros_like(unary)  # sum of messages from children, (N, K, M)
     messages = np.empty((n, len(skeleton.edges), m))
@@ -83,26 +85,53 @@ def refine(candidates: Candidates, log_probs: torch.Tensor, mean: torch.Tensor, 
     chosen = np.take_along_axis(max_marginal, choice[..., None], axis=2)[..., 0]
     top = max_marginal.max(axis=2, keepdims=True)
     log_total = top[..., 0] + np.log(np.exp(max_marginal - top).sum(axis=2))
-    confidence = np.exp(chosen - log_total)
-    choice_t = torch.from_numpy(choice)
-    xy = candidates.xy.gather(2, choice_t[..., None, None].expand(n, k, 1, 2))[:, :, 0]
-    return Refinement(choice_t, xy, torch.from_numpy(score), torch.from_numpy(confidence).float(), choice_t != 0)
+    return choice, score, np.exp(chosen - log_total)
 
 
-def refine_bruteforce(candidates: Candidates, log_probs: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor,
-                      skeleton: Skeleton, size: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Reference: enumerate every configuration (M^K). Returns choice (N, K) and score (N,)."""
-    pair = torch.from_numpy(pairwise_tables(candidates, mean, logvar, skeleton, size))
-    unary = log_probs.double()
+def refine(candidates: Any, log_probs: Any, mean: Any, logvar: Any, skeleton: Skeleton, size: float) -> Refinement:
+    """Tree-DP refinement of candidate sets.
+
+    Args:
+        candidates: (N, K, M) candidate sets (:class:`vl4pose.postprocess.Candidates`, or the torch
+            :class:`vl4pose.likelihood.Candidates`); log_probs: (N, K, M) log p̂ (-inf for invalid slots).
+        mean, logvar: (N, E) bone-length parameters; size: heatmap side H.
+
+    Returns:
+        a :class:`Refinement` in NumPy (positions float64, confidence float32), or in torch tensors when the
+        candidates were torch tensors.
+    """
+    xy = _array(candidates.xy)
+    pair = edge_tables(xy, _array(mean), _array(logvar), skeleton, size)
+    choice, score, confidence = solve_tree(_array(log_probs), pair, skeleton)
+    chosen = np.take_along_axis(xy, choice[..., None, None], axis=2)[:, :, 0]
+    result = Refinement(choice, chosen, score, confidence.astype(np.float32), choice != 0)
+    if hasattr(candidates.xy, "detach"):
+        import torch
+
+        result = Refinement(torch.from_numpy(choice), torch.from_numpy(chosen).to(candidates.xy.dtype),
+                            torch.from_numpy(score), torch.from_numpy(result.confidence), torch.from_numpy(result.moved))
+    return result
+
+
+def refine_bruteforce(candidates: Any, log_probs: Any, mean: Any, logvar: Any, skeleton: Skeleton, size: float
+                      ) -> tuple[Any, Any]:
+    """Reference: enumerate every configuration (M^K). Returns choice (N, K) and score (N,) (torch tensors
+    when given torch candidates)."""
+    pair = pairwise_tables(candidates, mean, logvar, skeleton, size)
+    unary = _array(log_probs).astype(np.float64)
     n, k, m = unary.shape
-    best_score = torch.full((n,), -torch.inf, dtype=torch.float64)
-    best_choice = torch.zeros(n, k, dtype=torch.long)
+    best_score = np.full(n, -np.inf)
+    best_choice = np.zeros((n, k), dtype=np.int64)
     for config in itertools.product(range(m), repeat=k):
-        idx = torch.tensor(config)
-        total = unary[:, torch.arange(k), idx].sum(dim=1)
+        idx = np.array(config)
+        total = unary[:, np.arange(k), idx].sum(axis=1)
         for e, (p, c) in enumerate(skeleton.edges):
             total = total + pair[:, e, idx[c], idx[p]]
         better = total > best_score
-        best_score = torch.where(better, total, best_score)
+        best_score = np.where(better, total, best_score)
         best_choice[better] = idx
+    if hasattr(candidates.xy, "detach"):
+        import torch
+
+        return torch.from_numpy(best_choice), torch.from_numpy(best_score)
     return best_choice, best_score

@@ -7,7 +7,6 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import scipy.io
 
 from vl4pose.data.sample import Sample
 from vl4pose.errors import DataError
@@ -26,6 +25,8 @@ def read_lsp_joints(mat_path: Path) -> tuple[np.ndarray, np.ndarray, str]:
     """
     if not mat_path.is_file():
         raise DataError(f"{mat_path} not found; point --data at the folder holding joints.mat and images/")
+    import scipy.io  # here, not at import: the torch-free ONNX scorer imports vl4pose.data
+
     try:
         mat = scipy.io.loadmat(str(mat_path))
     except Exception as exc:  # scipy raises several unrelated types for broken files

@@ -1,79 +1,21 @@
 """Person-centred crops, augmentation and their exact inverse, as 3x3 affine matrices.
 
-Convention: pixel centres sit at integer coordinates, in the image, in the network input and in the
-heatmaps. A crop is described by a :class:`CropWindow` (centre, side, rotation, flip); its matrix maps
-image pixels to input pixels, and ``np.linalg.inv`` of it maps predictions back to image pixels.
-Heatmap pixel ``j`` covers input pixels ``[j*stride, (j+1)*stride)``, so its centre is at input
-coordinate ``j*stride + (stride-1)/2``.
+The window maths (:class:`CropWindow`, :func:`heatmap_matrix`, :func:`person_window`, ...) lives in the
+torch-free :mod:`vl4pose.crop` (re-exported here); this module adds the torch crops training uses and the
+augmentation. Convention: pixel centres at integer coordinates (see :mod:`vl4pose.crop`).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
+from vl4pose.crop import (CropWindow, apply_affine, heatmap_matrix, image_window, person_window,  # noqa: F401
+                          prefilter)
 from vl4pose.data.sample import box_from_keypoints
-
-
-@dataclass(frozen=True)
-class CropWindow:
-    """A square window of the image: ``centre`` (x, y) pixels, ``side`` pixels, ``rotation`` degrees
-    (counter-clockwise in the image), ``flip`` horizontal mirror about the centre."""
-
-    centre: tuple[float, float]
-    side: float
-    rotation: float = 0.0
-    flip: bool = False
-
-    def matrix(self, size: int) -> np.ndarray:
-        """(3, 3) affine mapping image pixels to the pixels of a ``size`` x ``size`` crop."""
-        cx, cy = self.centre
-        half = (size - 1) / 2.0
-        scale = size / self.side
-        theta = math.radians(self.rotation)
-        cos, sin = math.cos(theta), math.sin(theta)
-        flip = -1.0 if self.flip else 1.0
-        # out = half + scale * R * F * (p - c)
-        linear = scale * np.array([[cos, sin], [-sin, cos]]) @ np.diag([flip, 1.0])
-        m = np.eye(3)
-        m[:2, :2] = linear
-        m[:2, 2] = np.array([half, half]) - linear @ np.array([cx, cy])
-        return m
-
-
-def heatmap_matrix(input_size: int, heatmap_size: int) -> np.ndarray:
-    """(3, 3) affine mapping input pixels to heatmap pixels (pixel centres at integers)."""
-    stride = input_size / heatmap_size
-    m = np.eye(3)
-    m[0, 0] = m[1, 1] = 1.0 / stride
-    m[0, 2] = m[1, 2] = -(stride - 1) / (2 * stride)
-    return m
-
-
-def apply_affine(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Apply a (3, 3) affine to (..., 2) points; NaN rows stay NaN."""
-    return points @ matrix[:2, :2].T + matrix[:2, 2]
-
-
-def person_window(box: np.ndarray | None, image_size: tuple[int, int], padding: float = 1.25) -> CropWindow:
-    """Square window around a person box (x0, y0, x1, y1), padded; the whole image when no box."""
-    width, height = image_size
-    if box is None or not np.isfinite(box).all():
-        return image_window(image_size)
-    x0, y0, x1, y1 = box
-    side = max(x1 - x0, y1 - y0, 8.0) * padding
-    return CropWindow(((x0 + x1) / 2.0, (y0 + y1) / 2.0), float(side))
-
-
-def image_window(image_size: tuple[int, int]) -> CropWindow:
-    """Square window holding the whole image, centred."""
-    width, height = image_size
-    return CropWindow(((width - 1) / 2.0, (height - 1) / 2.0), float(max(width, height)))
 
 
 def sample_window(keypoints: np.ndarray, labelled: np.ndarray, box: np.ndarray | None,
@@ -87,14 +29,7 @@ def sample_window(keypoints: np.ndarray, labelled: np.ndarray, box: np.ndarray |
 def warp(image: np.ndarray, matrix: np.ndarray, size: int) -> torch.Tensor:
     """Crop an (H, W, 3) uint8 image through an image->crop affine into a (3, size, size) float tensor in
     [0, 1]. Large downscales first shrink the image with a box filter to avoid aliasing."""
-    scale = math.sqrt(abs(np.linalg.det(matrix[:2, :2])))
-    factor = int(1.0 / scale / 2.0) if scale < 0.5 else 1
-    if factor > 1:
-        height, width = image.shape[:2]
-        image = np.asarray(Image.fromarray(image).reduce(factor))
-        # reduced pixel i covers original pixels [i*f, (i+1)*f): centre at i*f + (f-1)/2
-        up = np.array([[factor, 0, (factor - 1) / 2.0], [0, factor, (factor - 1) / 2.0], [0, 0, 1.0]])
-        matrix = matrix @ up
+    image, matrix = prefilter(image, matrix)
     tensor = torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1).float().div_(255.0)
     return warp_tensor(tensor[None], matrix[None], size)[0]
 

@@ -1,0 +1,295 @@
+"""From image files to scored, refined poses around any network: the code path the torch
+:class:`~vl4pose.predictor.Predictor` and the ONNX :class:`~vl4pose.scorer.OnnxScorer` share.
+
+Decoding, crop windows (the automatic person box: a pass on the whole image, then a crop around the pose
+found), the crops themselves, the flip test, candidates, likelihood, refinement and the calibrated score
+all run here in NumPy and Pillow (no torch at import). A subclass only supplies :meth:`PosePipeline.network`:
+crops in, heatmaps and bone-length parameters out.
+Shapes: N images, K keypoints, E edges, S input side, H heatmap side.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from vl4pose.crop import CropWindow, apply_affine, crop_batch, heatmap_matrix, image_window, person_window
+from vl4pose.data.sample import DEFAULT_MAX_PIXELS, ImageSource, box_from_keypoints, load_image
+from vl4pose.errors import ConfigError, ImageError
+from vl4pose.postprocess import DEFAULT_DECODER, Calibration, expected_log_likelihood, find_candidates, flip_average
+from vl4pose.refine import refine
+from vl4pose.skeletons import Skeleton
+
+log = logging.getLogger(__name__)
+
+Clamps = Mapping[str | int, tuple[float, float]]
+
+
+@dataclass(frozen=True)
+class PredictorConfig:
+    """How images become poses.
+
+    auto_box: without a person box, find the person first (a pass on the whole image, then ``box_passes - 1``
+    passes around the previous estimate), then crop around it for the final pass.
+    flip: flip test on the final pass (mirrored crop averaged in; the person-finding passes are not flipped).
+    box_padding: person window side = padding x the longer side of the found keypoints' box.
+    batch_size: crops per forward pass. workers: image-decoding threads. max_pixels: largest image.
+    device: ``auto``, ``cpu`` or ``cuda`` (None: ``VL4POSE_DEVICE``, default auto); the torch Predictor only.
+    """
+
+    auto_box: bool = True
+    box_passes: int = 1
+    box_padding: float = 1.25
+    flip: bool = True
+    batch_size: int = 16
+    workers: int = 2
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    device: str | None = None
+
+
+@dataclass
+class NetworkArrays:
+    """Network outputs as float32 NumPy arrays: ``heatmaps`` (N, K, H, H) of the last stack, bone-length
+    ``mean`` and ``logvar`` (N, E) in units of the heatmap side."""
+
+    heatmaps: np.ndarray
+    mean: np.ndarray
+    logvar: np.ndarray
+
+    def rows(self, start: int, stop: int) -> "NetworkArrays":
+        return NetworkArrays(self.heatmaps[start:stop], self.mean[start:stop], self.logvar[start:stop])
+
+
+@dataclass
+class HeatmapPoses:
+    """Everything scored for a batch, in heatmap pixels (NumPy).
+
+    Attributes:
+        raw: (N, K, 2) arg-max pose; peak: (N, K) its heatmap values.
+        refined: (N, K, 2) tree-DP pose; confidence: (N, K) max-marginal share; moved: (N, K) bool.
+        log_likelihood: (N,) expected log-likelihood; edge_log_likelihood: (N, E).
+    """
+
+    raw: np.ndarray
+    peak: np.ndarray
+    refined: np.ndarray
+    confidence: np.ndarray
+    moved: np.ndarray
+    log_likelihood: np.ndarray
+    edge_log_likelihood: np.ndarray
+
+
+def analyse_heatmaps(out: NetworkArrays, skeleton: Skeleton, calibration: Calibration,
+                     clamps: Sequence[Mapping[int, tuple[float, float]]] | None = None,
+                     decoder: str = DEFAULT_DECODER, sigma: float = 1.0) -> HeatmapPoses:
+    """Candidates, expected log-likelihood and refinement for a batch: the one post-network path.
+
+    Args:
+        out: network outputs for N images.
+        clamps: per image, {keypoint index: (x, y) heatmap pixels} placed by an annotator; they become
+            the only candidate of their keypoint in the refinement (not in the likelihood).
+        decoder, sigma: the sub-pixel decoder of the candidates (``sigma``: the model's target sigma).
+    """
+    size = float(out.heatmaps.shape[-1])
+    candidates = find_candidates(out.heatmaps, calibration.max_candidates, decoder, sigma)
+    log_probs = candidates.log_probs(calibration.temperature)
+    total, per_edge = expected_log_likelihood(candidates.xy, log_probs, out.mean, out.logvar, skeleton, size)
+    if clamps and any(clamps):
+        clamped = candidates.copy()
+        for image, points in enumerate(clamps):
+            for keypoint, xy in points.items():
+                clamped.clamp(keypoint, image, xy)
+        solved = refine(clamped, clamped.log_probs(calibration.temperature), out.mean, out.logvar, skeleton, size)
+        for image, points in enumerate(clamps):
+            for keypoint in points:
+                solved.moved[image, keypoint] = False
+    else:
+        solved = refine(candidates, log_probs, out.mean, out.logvar, skeleton, size)
+    return HeatmapPoses(candidates.xy[:, :, 0], candidates.value[:, :, 0], solved.xy, solved.confidence,
+                        solved.moved, total, per_edge)
+
+
+@dataclass
+class PosePrediction:
+    """One person's prediction, in image pixels.
+
+    Attributes:
+        image_size: (width, height).
+        box: (4,) the square crop window the network saw, (x0, y0, x1, y1) image pixels.
+        raw: (K, 2) arg-max pose of the network; refined: (K, 2) tree-DP pose.
+        peak: (K,) heatmap value at the raw keypoints; confidence: (K,) refined keypoint confidence in [0, 1].
+        placed: (K,) bool, the keypoint is confidently visible (peak >= calibration.min_peak).
+        moved: (K,) bool, the refinement chose another peak than the global maximum.
+        log_likelihood: expected log-likelihood of the pose (low = unusual = label first).
+        score: calibrated likelihood in (0, 1), order-preserving (fraction of validation images lower).
+    """
+
+    image_size: tuple[int, int]
+    box: np.ndarray
+    raw: np.ndarray
+    refined: np.ndarray
+    peak: np.ndarray
+    confidence: np.ndarray
+    placed: np.ndarray
+    moved: np.ndarray
+    log_likelihood: float
+    score: float
+    keypoint_names: tuple[str, ...] = field(default=(), repr=False)
+
+    def to_dict(self) -> dict:
+        def points(xy: np.ndarray) -> dict:
+            return {name: [round(float(x), 2), round(float(y), 2)] for name, (x, y) in zip(self.keypoint_names, xy)}
+
+        return {
+            "image_size": list(self.image_size), "box": [round(float(v), 2) for v in self.box],
+            "raw": points(self.raw), "refined": points(self.refined),
+            "confidence": {n: round(float(c), 4) for n, c in zip(self.keypoint_names, self.confidence)},
+            "placed": [n for n, p in zip(self.keypoint_names, self.placed) if p],
+            "moved": [n for n, m in zip(self.keypoint_names, self.moved) if m],
+            "log_likelihood": round(self.log_likelihood, 4), "score": round(self.score, 6),
+        }
+
+
+@dataclass
+class Analysis:
+    """Network output of one image kept for cheap re-solving with clamped keypoints."""
+
+    image_size: tuple[int, int]
+    window: CropWindow
+    output: NetworkArrays
+
+
+class PosePipeline:
+    """Images -> :class:`PosePrediction`; subclasses implement :meth:`network`. Thread-safe for inference
+    when the network is."""
+
+    def __init__(self, skeleton: Skeleton, calibration: Calibration, input_size: int, heatmap_size: int,
+                 sigma: float, config: PredictorConfig | None = None, decoder: str = DEFAULT_DECODER) -> None:
+        self.skeleton = skeleton
+        self.calibration = calibration
+        self.input_size = input_size
+        self.sigma = sigma
+        self.decoder = decoder
+        self.config = config or PredictorConfig()
+        self.to_heat = heatmap_matrix(input_size, heatmap_size)
+        self.flip_permutation = skeleton.flip_permutation()
+
+    def network(self, crops: np.ndarray, bones_for: int) -> NetworkArrays:
+        """Run (B, 3, S, S) float32 crops in [0, 1]: heatmaps of all B, bone parameters of the first ``bones_for``."""
+        raise NotImplementedError
+
+    # -- public API ---------------------------------------------------------------------------------
+    def predict(self, image: ImageSource, box: np.ndarray | None = None, clamped: Clamps | None = None) -> PosePrediction:
+        """Predict one image; ``clamped`` maps keypoint names or indices to fixed (x, y) image pixels."""
+        return self.resolve(self.analyse(image, box), clamped)
+
+    def predict_batch(self, images: Sequence[ImageSource], boxes: Sequence[np.ndarray | None] | None = None
+                      ) -> list[PosePrediction | ImageError]:
+        """Predict many images; an image that cannot be read yields its :class:`ImageError` in its slot."""
+        return [a if isinstance(a, ImageError) else self.resolve(a) for a in self.analyse_batch(images, boxes)]
+
+    def analyse(self, image: ImageSource, box: np.ndarray | None = None) -> Analysis:
+        result = self.analyse_batch([image], [box])[0]
+        if isinstance(result, ImageError):
+            raise result
+        return result
+
+    def analyse_batch(self, images: Sequence[ImageSource], boxes: Sequence[np.ndarray | None] | None = None
+                      ) -> list[Analysis | ImageError]:
+        """Decode, crop and run the network for many images (the expensive part), batched."""
+        boxes = list(boxes) if boxes is not None else [None] * len(images)
+        if len(boxes) != len(images):
+            raise ConfigError(f"{len(images)} images but {len(boxes)} boxes")
+        with ThreadPoolExecutor(max_workers=self.config.workers) as pool:
+            arrays = list(pool.map(self._load, images))
+        results: list[Analysis | ImageError] = list(arrays)  # errors stay in place
+        ok = [i for i, a in enumerate(arrays) if not isinstance(a, ImageError)]
+        if not ok:  # nothing decodable: every slot holds its error (no empty forward pass)
+            return results
+        windows: dict[int, CropWindow] = {}
+        first_pass = []
+        for i in ok:
+            size = (arrays[i].shape[1], arrays[i].shape[0])
+            if boxes[i] is not None:
+                windows[i] = person_window(np.asarray(boxes[i], dtype=float), size)
+            else:
+                windows[i] = image_window(size)
+                if self.config.auto_box:
+                    first_pass.append(i)
+        for _ in range(self.config.box_passes if first_pass else 0):
+            coarse = self._forward([arrays[i] for i in first_pass], [windows[i] for i in first_pass], flip=False)
+            poses = analyse_heatmaps(coarse, self.skeleton, self.calibration, decoder=self.decoder, sigma=self.sigma)
+            for j, i in enumerate(first_pass):
+                windows[i] = self._person_window(poses, j, windows[i], arrays[i])
+        output = self._forward([arrays[i] for i in ok], [windows[i] for i in ok], flip=self.config.flip)
+        for j, i in enumerate(ok):
+            results[i] = Analysis((arrays[i].shape[1], arrays[i].shape[0]), windows[i], output.rows(j, j + 1))
+        return results
+
+    def resolve(self, analysis: Analysis, clamped: Clamps | None = None) -> PosePrediction:
+        """Likelihood and refinement of an analysed image, with optional clamped keypoints (cheap)."""
+        to_image = np.linalg.inv(self.to_heat @ analysis.window.matrix(self.input_size))
+        clamps = {}
+        for key, xy in (clamped or {}).items():
+            index = key if isinstance(key, int) else self.skeleton.index(key)
+            if not 0 <= index < self.skeleton.num_keypoints or not np.isfinite(xy).all():
+                raise ConfigError(f"clamped keypoint {key!r} at {xy} is not a keypoint with a finite position")
+            clamps[index] = tuple(apply_affine(np.linalg.inv(to_image), np.asarray(xy, dtype=float)))
+        poses = analyse_heatmaps(analysis.output, self.skeleton, self.calibration, [clamps] if clamps else None,
+                                 self.decoder, self.sigma)
+        prediction = self._to_prediction(poses, 0, analysis, to_image)
+        for index in clamps:
+            prediction.placed[index] = True
+        return prediction
+
+    # -- internals ----------------------------------------------------------------------------------
+    def _load(self, image: ImageSource) -> np.ndarray | ImageError:
+        try:
+            return load_image(image, max_pixels=self.config.max_pixels)
+        except ImageError as exc:
+            log.warning("%s", exc)
+            return exc
+
+    def _forward(self, arrays: list[np.ndarray], windows: list[CropWindow], flip: bool) -> NetworkArrays:
+        """Crops through the network in batches; with ``flip`` the mirrored crops run in the same batch and their
+        heatmaps are averaged in (:func:`vl4pose.postprocess.flip_average`); bone parameters of the plain crops."""
+        parts = []
+        for start in range(0, len(arrays), self.config.batch_size):
+            stop = start + self.config.batch_size
+            crops = crop_batch(arrays[start:stop], windows[start:stop], self.input_size)
+            n = crops.shape[0]
+            batch = np.concatenate([crops, crops[..., ::-1]]) if flip else crops
+            out = self.network(np.ascontiguousarray(batch), n)
+            heatmaps = flip_average(out.heatmaps[:n], out.heatmaps[n:], self.flip_permutation) if flip else out.heatmaps
+            parts.append(NetworkArrays(np.asarray(heatmaps, dtype=np.float32), out.mean[:n], out.logvar[:n]))
+        return NetworkArrays(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("heatmaps", "mean", "logvar")))
+
+    def _person_window(self, poses: HeatmapPoses, j: int, window: CropWindow, array: np.ndarray) -> CropWindow:
+        to_image = np.linalg.inv(self.to_heat @ window.matrix(self.input_size))
+        points = apply_affine(to_image, poses.refined[j].astype(np.float64))
+        placed = poses.peak[j] >= self.calibration.min_peak
+        if placed.sum() < 2:
+            return window
+        box = box_from_keypoints(points, placed)
+        return person_window(box, (array.shape[1], array.shape[0]), self.config.box_padding)
+
+    def _to_prediction(self, poses: HeatmapPoses, j: int, analysis: Analysis, to_image: np.ndarray) -> PosePrediction:
+        peak = poses.peak[j].astype(np.float64)
+        ll = float(poses.log_likelihood[j])
+        return PosePrediction(
+            image_size=analysis.image_size,
+            box=analysis.window.box(),
+            raw=apply_affine(to_image, poses.raw[j].astype(np.float64)),
+            refined=apply_affine(to_image, poses.refined[j].astype(np.float64)),
+            peak=peak,
+            confidence=poses.confidence[j].astype(np.float64),
+            placed=peak >= self.calibration.min_peak,
+            moved=np.asarray(poses.moved[j]),
+            log_likelihood=ll,
+            score=float(self.calibration.score(np.array([ll]))[0]),
+            keypoint_names=self.skeleton.keypoints,
+        )
