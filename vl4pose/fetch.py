@@ -1,11 +1,14 @@
-"""Bounded, credential-safe HTTP downloads, shared by the ML backend and the coordinator (``requests``).
+"""Bounded, credential-safe HTTP downloads, shared by the ML backend and the coordinator.
+
+Built on ``urllib3``, the transport under ``requests`` (which the core ``vl4pose`` package may not import:
+``tests/architecture``), because the address check below needs its connection classes anyway.
 
 What every download guarantees:
 
 - **credentials stay with their origin**: an ``Authorization`` header is sent only to the origin (scheme,
   host, port) it belongs to, and never again once a redirect has left that origin;
-- **no cookies**: nothing a server sets is stored or sent back (each download is a fresh session with a
-  cookie jar that refuses everything; ``.netrc`` and proxy variables are ignored);
+- **no cookies**: nothing a server sets is stored or sent back (there is no cookie jar at all; ``.netrc`` and
+  proxy variables are never read);
 - **no internal addresses**: the resolved peer address of every connection (redirects included) is checked;
   loopback, private, link-local, shared and reserved addresses are refused unless the URL's origin is a
   trusted one (Label Studio's own) or its host / network is allow-listed (:class:`AddressPolicy`);
@@ -18,7 +21,6 @@ Redirects are followed by hand (at most ``max_redirects``), each hop checked lik
 
 from __future__ import annotations
 
-import http.cookiejar
 import ipaddress
 import socket
 import threading
@@ -27,10 +29,10 @@ import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-import requests
+import urllib3
 import urllib3.connection
 import urllib3.connectionpool
-from requests.adapters import HTTPAdapter
+import urllib3.exceptions
 
 from vl4pose.errors import VL4PoseError
 
@@ -234,47 +236,15 @@ class _GuardedMixin:
         return sock
 
 
-def _adapter(guard: _Guard) -> HTTPAdapter:
-    http_conn = type("GuardedHTTPConnection", (_GuardedMixin, urllib3.connection.HTTPConnection),
-                     {"guard": guard, "scheme_name": "http"})
-    https_conn = type("GuardedHTTPSConnection", (_GuardedMixin, urllib3.connection.HTTPSConnection),
-                      {"guard": guard, "scheme_name": "https"})
-    http_pool = type("GuardedHTTPPool", (urllib3.connectionpool.HTTPConnectionPool,), {"ConnectionCls": http_conn})
-    https_pool = type("GuardedHTTPSPool", (urllib3.connectionpool.HTTPSConnectionPool,),
-                      {"ConnectionCls": https_conn})
-    adapter = HTTPAdapter(max_retries=0)
-    adapter.poolmanager.pool_classes_by_scheme = {"http": http_pool, "https": https_pool}
-    return adapter
-
-
-class _NoCookies(http.cookiejar.CookiePolicy):
-    """Accept no cookie and send none."""
-
-    netscape = True
-    rfc2965 = False
-    hide_cookie2 = True
-
-    def set_ok(self, cookie, request) -> bool:  # noqa: ANN001 - cookiejar's interface
-        return False
-
-    def return_ok(self, cookie, request) -> bool:  # noqa: ANN001
-        return False
-
-    def domain_return_ok(self, domain, request) -> bool:  # noqa: ANN001
-        return False
-
-    def path_return_ok(self, path, request) -> bool:  # noqa: ANN001
-        return False
-
-
-def _session(guard: _Guard) -> requests.Session:
-    session = requests.Session()
-    session.trust_env = False  # no proxies from the environment, no .netrc credentials
-    session.cookies.set_policy(_NoCookies())
-    adapter = _adapter(guard)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
+def _pool(guard: _Guard, where: Origin, wait: float) -> urllib3.connectionpool.HTTPConnectionPool:
+    """A one-connection pool for one hop whose connections are checked by ``guard``."""
+    scheme, host, port = where
+    base_conn = urllib3.connection.HTTPSConnection if scheme == "https" else urllib3.connection.HTTPConnection
+    base_pool = (urllib3.connectionpool.HTTPSConnectionPool if scheme == "https"
+                 else urllib3.connectionpool.HTTPConnectionPool)
+    conn = type("GuardedConnection", (_GuardedMixin, base_conn), {"guard": guard, "scheme_name": scheme})
+    pool = type("GuardedPool", (base_pool,), {"ConnectionCls": conn})
+    return pool(host, port, timeout=urllib3.Timeout(connect=wait, read=wait), maxsize=1, retries=False)
 
 
 def _blocked_reason(exc: BaseException) -> str | None:
@@ -310,22 +280,20 @@ def download(url: str, limits: DownloadLimits | None = None, credential: Credent
     policy = policy or AddressPolicy()
     deadline = _Deadline(limits.deadline)
     guard = _Guard(policy, deadline)
-    session = _session(guard)
     shown = short(url)
     try:
-        return _follow(session, url, limits, credential, deadline)
+        return _follow(guard, url, limits, credential, deadline)
     except FetchError:
         raise
-    except requests.RequestException as exc:
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
         reason = _blocked_reason(exc)
         if reason:
             raise FetchError(f"{shown}: {reason}", "blocked") from None
-        if deadline.expired or isinstance(exc, requests.Timeout):
+        if deadline.expired or isinstance(exc, (urllib3.exceptions.TimeoutError, TimeoutError)):
             raise _timeout(shown, limits) from None
         raise FetchError(f"{shown} cannot be fetched ({type(exc).__name__})", "connection") from None
     finally:
         deadline.cancel()
-        session.close()
 
 
 def _timeout(shown: str, limits: DownloadLimits) -> FetchError:
@@ -333,12 +301,15 @@ def _timeout(shown: str, limits: DownloadLimits) -> FetchError:
                       f"{limits.timeout:g} s)", "timeout")
 
 
-def _follow(session: requests.Session, url: str, limits: DownloadLimits, credential: Credential | None,
+REDIRECTS = (301, 302, 303, 307, 308)
+
+
+def _follow(guard: _Guard, url: str, limits: DownloadLimits, credential: Credential | None,
             deadline: _Deadline) -> bytes:
     current, credential_ok, shown = url, credential is not None, short(url)
     for _ in range(limits.max_redirects + 1):
         where = origin(current)
-        headers = {}
+        headers = {"Accept-Encoding": "identity", "User-Agent": "vl4pose-fetch"}
         if credential is not None and credential_ok:
             if where == credential.origin:
                 headers["Authorization"] = credential.header
@@ -347,22 +318,30 @@ def _follow(session: requests.Session, url: str, limits: DownloadLimits, credent
         remaining = deadline.remaining()
         if remaining <= 0:
             raise _timeout(shown, limits)
-        wait = min(limits.timeout, remaining)
-        with session.get(current, headers=headers, stream=True, allow_redirects=False, timeout=(wait, wait)) as response:
-            if response.is_redirect:
-                location = response.headers.get("Location", "")
-                current = urllib.parse.urljoin(current, location)
-                continue
-            _check_status(response, shown)
-            declared = response.headers.get("Content-Length", "")
-            if declared.isdigit() and int(declared) > limits.max_bytes:
-                raise _too_large(shown, int(declared), limits)
-            return _read(response, shown, limits, deadline)
+        parts = urllib.parse.urlsplit(current)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        pool = _pool(guard, where, min(limits.timeout, remaining))
+        try:
+            response = pool.urlopen("GET", target, headers=headers, redirect=False, retries=False,
+                                    preload_content=False, assert_same_host=False)
+            try:
+                if response.status in REDIRECTS and response.headers.get("Location"):
+                    current = urllib.parse.urljoin(current, response.headers["Location"])
+                    continue
+                _check_status(response.status, shown)
+                declared = response.headers.get("Content-Length", "")
+                if declared.isdigit() and int(declared) > limits.max_bytes:
+                    raise _too_large(shown, int(declared), limits)
+                return _read(response, shown, limits, deadline)
+            finally:
+                response.release_conn()
+                response.close()
+        finally:
+            pool.close()
     raise FetchError(f"{shown}: more than {limits.max_redirects} redirects", "redirects")
 
 
-def _check_status(response: requests.Response, shown: str) -> None:
-    status = response.status_code
+def _check_status(status: int, shown: str) -> None:
     if status in (401, 403):
         raise FetchError(f"{shown}: access refused (HTTP {status})", "refused", status)
     if status == 404:
@@ -371,9 +350,9 @@ def _check_status(response: requests.Response, shown: str) -> None:
         raise FetchError(f"{shown}: HTTP {status} from the server", "http", status)
 
 
-def _read(response: requests.Response, shown: str, limits: DownloadLimits, deadline: _Deadline) -> bytes:
+def _read(response: urllib3.BaseHTTPResponse, shown: str, limits: DownloadLimits, deadline: _Deadline) -> bytes:
     chunks, total = [], 0
-    for chunk in response.iter_content(CHUNK):
+    for chunk in response.stream(CHUNK, decode_content=True):
         total += len(chunk)
         if total > limits.max_bytes:
             raise _too_large(shown, total, limits)
