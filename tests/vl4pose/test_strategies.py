@@ -16,8 +16,10 @@ from vl4pose.heads import HEADS, AleatoricHead, LearningLossHead, build_heads, r
 from vl4pose.inference import analyse, run_network
 from vl4pose.models import build_pose, preset
 from vl4pose.skeletons import LSP14
-from vl4pose.strategies import (STRATEGIES, CoreSet, PoolBatch, RandomStrategy, Strategy, get_strategies,
-                                k_centre_greedy, multipeak_entropy, nearest_distance, pool_values, required_heads)
+from vl4pose.strategies import (STRATEGIES, CoreSet, PoolBatch, RandomStrategy, Strategy, VL4PoseEntropy,
+                                VL4PoseKCentre, VL4PoseMix, get_strategies, k_centre_greedy, k_centre_order,
+                                multipeak_entropy, nearest_distance, pool_values, queue_scores, rank_average,
+                                required_heads, visible_edge_scores)
 from vl4pose.train import TrainConfig, Trainer
 
 TINY = preset("tiny")
@@ -43,7 +45,8 @@ def crops(lspet_dir) -> CropCache:
 
 # -- selection rules ------------------------------------------------------------------------------
 def test_registry_names_every_strategy_and_rejects_unknown_ones():
-    assert set(STRATEGIES) == {"random", "coreset", "learning_loss", "aleatoric", "multipeak_entropy", "vl4pose"}
+    assert set(STRATEGIES) == {"random", "coreset", "learning_loss", "aleatoric", "multipeak_entropy", "vl4pose",
+                               "vl4pose_kcentre", "vl4pose_mix", "vl4pose_edges", "vl4pose_entropy"}
     assert [s.name for s in get_strategies(["vl4pose", "random", "vl4pose"])] == ["vl4pose", "random"]
     assert required_heads(get_strategies(["aleatoric", "vl4pose", "learning_loss"])) == ("aleatoric", "learning_loss")
     with pytest.raises(ConfigError, match="egl"):
@@ -84,6 +87,82 @@ def test_coreset_without_a_labelled_set_starts_at_random_then_goes_far():
     picks = [k_centre_greedy(pool, None, 2, np.random.default_rng(s)).tolist() for s in range(12)]
     assert all(3 in p or p == [0, 3] for p in picks)  # the second pick is always the far point
     assert len({tuple(p) for p in picks}) > 1  # the first pick varies with the seed
+
+
+# -- the label-first order and rank-as-score -------------------------------------------------------
+def test_order_is_a_permutation_whose_head_is_the_selection():
+    rng = np.random.default_rng
+    scores = np.array([0.1, 5.0, -2.0, 3.0, 4.0, 4.0])
+    order = Strategy().order(scores, 3, rng(0))
+    assert sorted(order.tolist()) == list(range(6)) and order[0] == 1 and set(order[1:3]) == {4, 5}
+    assert Strategy().select(scores, 3, rng(0)).tolist() == sorted(order[:3].tolist())
+    for strategy in (CoreSet(), VL4PoseKCentre(), VL4PoseMix()):
+        values = rng(1).normal(size=(40, 3)) if strategy.name != "vl4pose_mix" else rng(1).normal(size=40)
+        full = strategy.order(values, 8, rng(2), rng(3).normal(size=(5, 3)) if strategy.name == "coreset" else None)
+        assert sorted(full.tolist()) == list(range(40)) and strategy.joint, strategy.name
+
+
+def test_queue_scores_make_the_rank_the_score():
+    order = np.array([3, 0, 2, 1])
+    scores = queue_scores(order)
+    assert scores.tolist() == [0.25, 0.75, 0.5, 0.0]
+    assert np.argsort(scores).tolist() == order.tolist()  # lowest score first = the label-first order
+    with pytest.raises(ConfigError, match="permutation"):
+        queue_scores(np.array([0, 0, 1]))
+
+
+# -- the VL4Pose variants ---------------------------------------------------------------------------
+def test_kcentre_variant_spreads_its_batch_over_the_lowest_likelihood_share():
+    rng = np.random.default_rng(0)
+    centres = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [100.0, 100.0]])
+    sizes = [3, 3, 3, 11]  # three unlikely scenes of three near-copies, one far but likely cluster
+    embedding = np.concatenate([c + rng.normal(0, 0.05, size=(n, 2)) for c, n in zip(centres, sizes)])
+    cluster = np.repeat(np.arange(4), sizes)
+    score = np.array([9.0, 8.0, 7.0, -5.0])[cluster] + rng.normal(0, 0.01, size=20)
+    values = np.concatenate([score[:, None], embedding], axis=1)
+    order = VL4PoseKCentre().order(values, 3, np.random.default_rng(1))
+    assert order[0] == np.argmax(score)  # starts at the lowest likelihood
+    assert sorted(cluster[order[:3]]) == [0, 1, 2]  # one per scene; the far cluster is outside the 3 x 3 share
+    plain = Strategy().order(score, 3, np.random.default_rng(1))[:3]
+    assert set(cluster[plain]) == {0}  # plain VL4Pose: three near-copies of one scene
+    assert (cluster[order[3:9]] < 3).all() and (cluster[order[9:]] == 3).all()  # the rest by likelihood
+
+
+def test_mix_variant_has_the_documented_share_of_random_picks():
+    scores = np.arange(1000, dtype=float)  # image i has score i
+    order = VL4PoseMix().order(scores, 100, np.random.default_rng(0))
+    batch = order[:100]
+    top = batch[batch >= 950]
+    assert len(top) == 50 and VL4PoseMix.random_share == 0.5  # the 50 best by likelihood ...
+    drawn = batch[batch < 950]
+    assert len(drawn) == 50 and drawn.min() < 200 and drawn.max() > 700  # ... and 50 uniform others
+    assert all(abs(int((batch[:k] >= 950).sum()) - k // 2) <= 1 for k in range(1, 101))  # mixed in every prefix
+    again = VL4PoseMix().order(scores, 100, np.random.default_rng(1))[:100]
+    assert set(again[again >= 950]) == set(top) and set(again[again < 950]) != set(drawn)
+
+
+def test_edges_variant_does_not_scale_with_the_number_of_visible_edges():
+    edges = LSP14.num_edges
+    ll = np.full((2, edges), -1.0)
+    peaks = np.ones((2, LSP14.num_keypoints))
+    hidden = [k for k in range(LSP14.num_keypoints) if k != LSP14.root][:4]
+    peaks[1, hidden] = 0.0  # image 1: four keypoints not seen ...
+    touching = [e for e, (p, c) in enumerate(LSP14.edges) if p in hidden or c in hidden]
+    ll[1, touching] = -30.0  # ... whose edges the bone model finds very unlikely
+    plain = -ll.sum(axis=1)
+    assert plain[1] > plain[0] + 50  # plain VL4Pose: image 1 far "more informative" for its hidden edges
+    np.testing.assert_allclose(visible_edge_scores(ll, peaks, LSP14), [1.0, 1.0])  # mean over visible edges
+    peaks[1] = 0.0
+    assert visible_edge_scores(ll, peaks, LSP14)[1] == pytest.approx(-ll[1].mean())  # nothing visible: plain mean
+
+
+def test_entropy_variant_averages_ranks_and_ignores_scales():
+    values = np.array([[100.0, 0.9], [50.0, 0.1], [10.0, 0.5], [-1.0, 0.0]])
+    scores = rank_average(values)
+    assert scores.tolist() == pytest.approx([1.0, (2 / 3 + 1 / 3) / 2, (1 / 3 + 2 / 3) / 2, 0.0])
+    scaled = values * np.array([1e-3, 1e3])  # units of either score do not matter
+    np.testing.assert_allclose(VL4PoseEntropy().image_scores(scaled), scores)
+    assert VL4PoseEntropy().order(values, 2, np.random.default_rng(0))[0] == 0
 
 
 # -- scores ---------------------------------------------------------------------------------------
