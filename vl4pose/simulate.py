@@ -19,10 +19,11 @@ import numpy as np
 
 from vl4pose.cli import add_device_option, command
 from vl4pose.data import DATASETS, dataset_skeleton, load_samples
-from vl4pose.simulate_config import ALL_STRATEGIES, SimulationConfig, SimulationData
+from vl4pose.simulate_config import ALL_STRATEGIES, PROTOCOL_STRATEGIES, VARIANTS, SimulationConfig, SimulationData
 from vl4pose.simulate_protocol import Simulation
 
-__all__ = ["ALL_STRATEGIES", "Simulation", "SimulationConfig", "SimulationData", "load_simulation_data"]
+__all__ = ["ALL_STRATEGIES", "PROTOCOL_STRATEGIES", "VARIANTS", "Simulation", "SimulationConfig", "SimulationData",
+           "load_simulation_data"]
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +67,17 @@ def _simulate_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rounds", type=int, default=defaults.rounds, help="acquisition rounds after round 0")
     p.add_argument("--seeds", type=int, nargs="+", default=list(defaults.seeds))
     p.add_argument("--preset", default=defaults.preset, help="model preset: cpu, paper, tiny")
-    p.add_argument("--epochs", type=int, default=defaults.epochs, help="epochs per fine-tuning round (default 4)")
+    p.add_argument("--epochs", type=int, default=defaults.epochs,
+                   help=f"epochs per fine-tuning round; with a time budget only a cap (default {defaults.epochs})")
     p.add_argument("--initial-epochs", type=int, default=defaults.initial_epochs,
-                   help="epochs of the round-0 model, trained from scratch (0 = --epochs)")
+                   help=f"epochs of the round-0 model, trained from scratch (0 = --epochs; default "
+                        f"{defaults.initial_epochs}, a cap with a time budget)")
+    p.add_argument("--time-budget", type=float, default=defaults.time_budget_min, metavar="MIN",
+                   help=f"wall-clock minutes per fine-tuning round's training (default {defaults.time_budget_min}; "
+                        "the schedule follows the share used, the run ends on time)")
+    p.add_argument("--initial-time-budget", type=float, default=defaults.initial_time_budget_min, metavar="MIN",
+                   help=f"wall-clock minutes of each round-0 training (default {defaults.initial_time_budget_min})")
+    p.add_argument("--no-time-budget", action="store_true", help="train fixed epochs (--epochs, --initial-epochs)")
     p.add_argument("--steps-per-epoch", type=int, help="cap on steps per epoch")
     p.add_argument("--batch-size", type=int, default=defaults.batch_size)
     p.add_argument("--lr", type=float)
@@ -90,7 +99,8 @@ def run_simulate(args: argparse.Namespace) -> int:
         seeds=tuple(args.seeds), preset=args.preset, epochs=args.epochs, initial_epochs=args.initial_epochs,
         steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size, lr=args.lr,
         warmup_steps=args.warmup_steps, pool_subset=args.pool_subset, inference_batch=args.inference_batch,
-        analysis=not args.no_analysis)
+        analysis=not args.no_analysis, time_budget_min=None if args.no_time_budget else args.time_budget,
+        initial_time_budget_min=None if args.no_time_budget else args.initial_time_budget)
     Simulation(config, load_simulation_data(args), args.out).run()
     out = Path(args.out)
     print((out / "table.md").read_text())
@@ -128,7 +138,7 @@ def run_analyse_scores(args: argparse.Namespace) -> int:
     if args.strategies:
         strategies = get_strategies(args.strategies)
     else:
-        strategies = [s for s in get_strategies(ALL_STRATEGIES) if all(h in ckpt.heads for h in s.heads)]
+        strategies = [s for s in get_strategies((*ALL_STRATEGIES, *VARIANTS)) if all(h in ckpt.heads for h in s.heads)]
     size = ckpt.model_config.input_size
 
     def cache(split: str) -> CropCache:

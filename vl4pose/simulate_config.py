@@ -18,22 +18,33 @@ from vl4pose.strategies import get_strategies
 from vl4pose.train import TrainConfig
 
 ALL_STRATEGIES = ("random", "multipeak_entropy", "learning_loss", "coreset", "aleatoric", "vl4pose")
+PROTOCOL_STRATEGIES = ("random", "multipeak_entropy", "vl4pose")
+"""The arms of the CPU protocol (issue 12); the VL4Pose variants run as ablations into the same folder."""
+VARIANTS = ("vl4pose_kcentre", "vl4pose_mix", "vl4pose_edges", "vl4pose_entropy")
 
 
 @dataclass(frozen=True)
 class SimulationConfig:
-    """The protocol. ``epochs`` per fine-tuning round, ``initial_epochs`` for the round-0 model trained from
-    scratch (0 or None = ``epochs``);
-    ``pool_subset`` > 0 scores only that many random unlabelled images per round (0 = the whole pool)."""
+    """The protocol (defaults: the CPU protocol of docs/SIMULATION.md, 1,000 + 3 x 500, 3 seeds).
 
-    strategies: tuple[str, ...] = ALL_STRATEGIES
-    initial: int = 500
+    ``epochs`` per fine-tuning round, ``initial_epochs`` for the round-0 model trained from scratch (0 or
+    None = ``epochs``). ``time_budget_min`` / ``initial_time_budget_min``: wall-clock minutes per
+    fine-tuning / round-0 training run (decoding, steps, validations, calibration; the learning-rate
+    schedule follows the share used and the epochs only cap it); None = a fixed number of epochs.
+    ``pool_subset`` > 0 scores only that many random unlabelled images per round (0 = the whole pool).
+    ``strategies`` may grow between runs of one folder: a new arm reuses the cached round-0 models and
+    runs only its own rounds (an ablation)."""
+
+    strategies: tuple[str, ...] = PROTOCOL_STRATEGIES
+    initial: int = 1000
     budget: int = 500
-    rounds: int = 4
+    rounds: int = 3
     seeds: tuple[int, ...] = (0, 1, 2)
     preset: str = "cpu"
-    epochs: int = 4
-    initial_epochs: int | None = 40
+    epochs: int = 30
+    initial_epochs: int | None = 100
+    time_budget_min: float | None = 3.5
+    initial_time_budget_min: float | None = 10.0
     steps_per_epoch: int | None = None
     batch_size: int = 16
     lr: float | None = None
@@ -42,20 +53,30 @@ class SimulationConfig:
     inference_batch: int = 32
     analysis: bool = True
 
-    RESUMABLE_CHANGES = ("seeds", "rounds", "analysis", "inference_batch")
+    RESUMABLE_CHANGES = ("seeds", "rounds", "analysis", "inference_batch", "strategies")
 
     def validate(self) -> "SimulationConfig":
         get_strategies(self.strategies)
         preset(self.preset)
         if self.initial < 1 or self.budget < 1 or self.rounds < 0 or not self.seeds:
             raise ConfigError("need --initial >= 1, --budget >= 1, --rounds >= 0 and at least one seed")
+        for name in ("time_budget_min", "initial_time_budget_min"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ConfigError(f"{name} must be positive minutes or None (got {value}); "
+                                  "pass --no-time-budget for fixed epochs")
         return self
+
+    def time_budget_s(self, round_index: int) -> float | None:
+        """Wall-clock seconds of one training run of that round (None: fixed epochs)."""
+        minutes = self.initial_time_budget_min if round_index == 0 else self.time_budget_min
+        return None if minutes is None else 60.0 * minutes
 
     def train_config(self, seed: int, round_index: int, heads: tuple[str, ...]) -> TrainConfig:
         epochs = self.initial_epochs if round_index == 0 and self.initial_epochs else self.epochs
         extra = {k: v for k, v in {"lr": self.lr, "warmup_steps": self.warmup_steps}.items() if v is not None}
         return replace(TrainConfig(), epochs=epochs, batch_size=self.batch_size, steps_per_epoch=self.steps_per_epoch,
-                       seed=seed, heads=heads, **extra)
+                       seed=seed, heads=heads, time_budget_s=self.time_budget_s(round_index), **extra)
 
     def to_dict(self) -> dict:
         return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in fields(self)}

@@ -14,7 +14,9 @@ and evaluate PCK@0.2 on the test split. Everything lands in the output folder (s
     OUT/seed<S>/<strategy>/round<R>/    later runs; labelled.json = the labelled set of that round
 
 Interrupted runs resume: finished rounds are read back from ``results.json``, a selection already made
-from ``labelled.json``, and the round in training from the Trainer's own ``state.pt``.
+from ``labelled.json``, and the round in training from the Trainer's own ``state.pt``. A rerun with more
+``strategies`` (an ablation) reuses the cached round-0 models and the other arms' rounds and trains only
+the new arm; the heads trained stay those of the folder's first run.
 """
 
 from __future__ import annotations
@@ -41,6 +43,15 @@ from vl4pose.strategies import Strategy, get_strategies, pool_values, required_h
 from vl4pose.train import Progress, Trainer
 
 log = logging.getLogger(__name__)
+
+
+def validation_metrics(ckpt: Checkpoint | None) -> dict:
+    """The selected epoch's validation figures of a freshly trained checkpoint (choose settings on these):
+    ``val_pck@0.2``, ``val_failure_auroc``, ``best_epoch`` and ``epochs_run`` (validations, partial included)."""
+    metrics = ckpt.metrics if ckpt is not None else {}
+    best = metrics.get("best_epoch") or {}
+    return {"val_pck@0.2": best.get("pck@0.2"), "val_failure_auroc": best.get("failure_auroc"),
+            "best_epoch": best.get("epoch"), "epochs_run": len(metrics.get("history") or [])}
 
 
 class Simulation:
@@ -74,9 +85,17 @@ class Simulation:
         current = {"simulation": self.config.to_dict(), "data": self.data.source, "heads": list(self.heads)}
         if path.is_file():
             stored = json.loads(path.read_text())
-            for key in ("data", "heads"):
-                if stored.get(key) != current[key]:
-                    raise ConfigError(f"{self.out} holds a simulation of other {key} ({stored.get(key)}); use another --out")
+            if stored.get("data") != current["data"]:
+                raise ConfigError(f"{self.out} holds a simulation of other data ({stored.get('data')}); "
+                                  "use another --out")
+            missing = [h for h in self.heads if h not in stored.get("heads", [])]
+            if missing:
+                raise ConfigError(f"the round-0 models in {self.out} have no heads {missing} (trained with "
+                                  f"{stored.get('heads')}); run strategies needing them in another --out")
+            self.heads = tuple(stored.get("heads", []))  # every arm trains the same heads (same cost)
+            current["heads"] = list(self.heads)
+            known = stored["simulation"].get("strategies", [])
+            current["simulation"]["strategies"] = list(dict.fromkeys([*known, *self.config.strategies]))
             for name, value in current["simulation"].items():
                 if name not in SimulationConfig.RESUMABLE_CHANGES and stored["simulation"].get(name) != value:
                     raise ConfigError(f"{self.out} holds a simulation with {name}={stored['simulation'].get(name)!r} "
@@ -162,10 +181,14 @@ class Simulation:
             write_json(folder / "labelled.json", {"ids": ids, "added": ids, "select_seconds": 0.0})
         if all(self._done(s.name, seed, 0) for s in self.strategies):
             return None, ids  # loaded lazily by the next round that needs it
+        shared = next((r for r in self.records if r["seed"] == seed and r["round"] == 0), None)
+        if shared is not None:  # an ablation: the cached round-0 model and its figures serve the new arms too
+            self._add([{**shared, "strategy": s.name} for s in self.strategies if not self._done(s.name, seed, 0)])
+            return None, ids
         self._start("round0 (shared)", seed, 0)
         torch.manual_seed(seed)
         ckpt, seconds, wall = self._train(folder, ids, seed, 0, None)
-        metrics = self._evaluate(ckpt)
+        metrics = self._evaluate(ckpt) | validation_metrics(ckpt)
         self._add([self._record(s.name, seed, 0, ids, folder, metrics, seconds, wall, 0.0, shared=True)
                    for s in self.strategies])
         self._finish_unit()
@@ -182,7 +205,7 @@ class Simulation:
             previous = load_checkpoint(self._folder(strategy.name, seed, round_index - 1) / "best")
         ids, select_seconds = self._select(strategy, seed, round_index, previous, ids, folder)
         ckpt, seconds, wall = self._train(folder, ids, seed, round_index, previous)
-        metrics = self._evaluate(ckpt)
+        metrics = self._evaluate(ckpt) | validation_metrics(ckpt)
         self._add([self._record(strategy.name, seed, round_index, ids, folder, metrics, seconds, wall, select_seconds)])
         self._finish_unit()
         return ckpt, ids
@@ -208,11 +231,11 @@ class Simulation:
             if strategy.uses_labelled:
                 rows = np.array([self.pool_index[i] for i in ids if i in self.pool_index], dtype=np.int64)
                 known = pool_values(model, cache, rows, [strategy], self.config.inference_batch)[strategy.name]
-            picked = strategy.select(values, self.config.budget, rng, known)
+            picked = strategy.order(values, self.config.budget, rng, known)[: self.config.budget]
             added = [cache.samples[unlabelled[p]].sample_id for p in picked]
         else:
             unlabelled_ids = [s.sample_id for s in self.data.pool if s.sample_id not in labelled]
-            picked = strategy.select(np.zeros(len(unlabelled_ids)), self.config.budget, rng)
+            picked = strategy.order(np.zeros(len(unlabelled_ids)), self.config.budget, rng)[: self.config.budget]
             added = [unlabelled_ids[p] for p in picked]
         seconds = time.perf_counter() - started
         new_ids = list(ids) + added

@@ -1,9 +1,11 @@
 """Reports of a simulation: ``table.md`` (the paper's Table 1 layout), ``curve.png`` and ``failure.md``.
 
-``table.md``: rows = strategies, columns = labelled images per round, cells = test PCK@0.2 in percent,
-mean ± standard deviation over seeds (the best mean of each column in bold), followed by the mean time
-spent training and selecting per round. ``curve.png``: PCK@0.2 against labelled images, one line per
-strategy, shaded ± one standard deviation. ``failure.md``: failure-detection AUROC of every strategy's
+``table.md``: rows = strategies, columns = labelled images per round and the mean over rounds 1..R (per
+seed, then over seeds), cells = test PCK@0.2 in percent, mean ± standard deviation over seeds (the best
+mean of each column in bold); the same for the validation PCK@0.2 of each round's selected epoch (the
+figure to choose settings on); then the mean time spent training and selecting per round.
+``curve.png``: test (and validation) PCK@0.2 against labelled images, one line per strategy, shaded ± one
+standard deviation. ``failure.md``: failure-detection AUROC of every strategy's
 score and the refinement figures on the round-0 model and on each strategy's final model.
 """
 
@@ -50,8 +52,43 @@ def _order(records: list[dict]) -> list[str]:
     return list(dict.fromkeys(r["strategy"] for r in records))
 
 
+def later_round_means(records: list[dict], strategy: str, key: str = "pck@0.2") -> list[float]:
+    """Per seed, the mean of ``key`` over rounds 1..R of one strategy (seeds without a finite value left out)."""
+    per_seed: dict[int, list[float]] = defaultdict(list)
+    for record in records:
+        value = record.get(key)
+        if record["strategy"] == strategy and record["round"] >= 1 and value is not None and math.isfinite(value):
+            per_seed[record["seed"]].append(value)
+    return [float(np.mean(v)) for _, v in sorted(per_seed.items())]
+
+
+def _pck_section(records: list[dict], key: str, title: str, labels: dict[int, str]) -> list[str]:
+    strategies, rounds = _order(records), sorted(labels)
+    summary = summarise(records, key)
+    later = {s: later_round_means(records, s, key) for s in strategies}
+    columns: list[tuple[str, dict[str, list[float]]]] = [
+        (labels[r], {s: summary[s][r]["values"] for s in strategies if r in summary[s]}) for r in rounds]
+    if max(rounds) >= 1:
+        columns.append((f"mean of rounds 1–{max(rounds)}", later))
+    lines = [title, "", "| strategy | " + " | ".join(name for name, _ in columns) + " |",
+             "| --- | " + " | ".join("---:" for _ in columns) + " |"]
+    best = []
+    for _, column in columns:
+        means = [mean for mean, _, n in map(_stats, column.values()) if n]
+        best.append(max(means) if means else float("nan"))
+    for strategy in strategies:
+        cells = []
+        for (_, column), top in zip(columns, best):
+            values = column.get(strategy)
+            mean, _, n = _stats(values) if values is not None else (float("nan"), 0.0, 0)
+            text = _cell(values) if values is not None else "–"
+            cells.append(f"**{text}**" if n and mean == top and len(strategies) > 1 else text)
+        lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def format_table(records: list[dict]) -> str:
-    """Markdown: test PCK@0.2 (%) per strategy and round, then seconds per round."""
+    """Markdown: test and validation PCK@0.2 (%) per strategy and round (and over rounds 1..R), then seconds."""
     strategies = _order(records)
     rounds = sorted({r["round"] for r in records})
     summary = summarise(records)
@@ -62,17 +99,13 @@ def format_table(records: list[dict]) -> str:
         labels[round_index] = f"{np.mean(counts):.0f}" if counts else str(round_index)
     head = "| strategy | " + " | ".join(labels[r] for r in rounds) + " |"
     rule = "| --- | " + " | ".join("---:" for _ in rounds) + " |"
-    best = {r: max((summary[s][r]["mean"] for s in strategies if r in summary[s] and summary[s][r]["n"]),
-                   default=float("nan")) for r in rounds}
-    lines = [f"## Test PCK@0.2 (%), mean ± std over {len(seeds)} seed(s) {seeds}", "",
-             "Columns: labelled images. Round 0 is one shared model per seed.", "", head, rule]
-    for strategy in strategies:
-        cells = []
-        for r in rounds:
-            item = summary[strategy].get(r)
-            text = _cell(item["values"]) if item else "–"
-            cells.append(f"**{text}**" if item and item["n"] and item["mean"] == best[r] and len(strategies) > 1 else text)
-        lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
+    lines = _pck_section(records, "pck@0.2", f"## Test PCK@0.2 (%), mean ± std over {len(seeds)} seed(s) {seeds}",
+                         labels)
+    lines[1:1] = ["", "Columns: labelled images. Round 0 is one shared model per seed. The mean of rounds 1–R is "
+                      "taken per seed, then mean ± std over seeds."]
+    if any(r.get("val_pck@0.2") is not None for r in records):
+        lines += [""] + _pck_section(records, "val_pck@0.2", "## Validation PCK@0.2 (%) of each round's selected "
+                                     "epoch (choose settings on this), mean ± std over seeds", labels)
     lines += ["", "## Seconds per round (mean over seeds): training (optimisation steps) / selection", "", head, rule]
     train, select = summarise(records, "train_seconds"), summarise(records, "select_seconds")
     for strategy in strategies:
@@ -83,28 +116,33 @@ def format_table(records: list[dict]) -> str:
 
 
 def plot_curve(records: list[dict], path: Path) -> None:
-    """PCK@0.2 (%) against labelled images, one line per strategy, shaded ± one standard deviation."""
+    """Test PCK@0.2 (%) against labelled images, one line per strategy, shaded ± one standard deviation;
+    beside it the validation PCK@0.2 of the selected epochs when the records have it."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    summary = summarise(records)
-    figure, axis = plt.subplots(figsize=(7, 4.5), dpi=120)
-    for strategy in _order(records):
-        rows = [summary[strategy][r] for r in sorted(summary[strategy]) if summary[strategy][r]["n"]]
-        if not rows:
-            continue
-        x = np.array([row["labelled"] for row in rows])
-        mean = 100 * np.array([row["mean"] for row in rows])
-        std = 100 * np.array([row["std"] for row in rows])
-        (line,) = axis.plot(x, mean, marker="o", label=strategy)
-        axis.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.15)
-    axis.set_xlabel("labelled images")
-    axis.set_ylabel("test PCK@0.2 (%)")
-    axis.set_title("Active learning: test PCK@0.2 (mean ± std over seeds)")
-    axis.grid(alpha=0.3)
-    axis.legend()
+    keys = [("pck@0.2", "test")]
+    if any(r.get("val_pck@0.2") is not None for r in records):
+        keys.append(("val_pck@0.2", "validation"))
+    figure, axes = plt.subplots(1, len(keys), figsize=(7 * len(keys), 4.5), dpi=120, squeeze=False)
+    for axis, (key, split) in zip(axes[0], keys):
+        summary = summarise(records, key)
+        for strategy in _order(records):
+            rows = [summary[strategy][r] for r in sorted(summary[strategy]) if summary[strategy][r]["n"]]
+            if not rows:
+                continue
+            x = np.array([row["labelled"] for row in rows])
+            mean = 100 * np.array([row["mean"] for row in rows])
+            std = 100 * np.array([row["std"] for row in rows])
+            (line,) = axis.plot(x, mean, marker="o", label=strategy)
+            axis.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.15)
+        axis.set_xlabel("labelled images")
+        axis.set_ylabel(f"{split} PCK@0.2 (%)")
+        axis.set_title(f"Active learning: {split} PCK@0.2 (mean ± std over seeds)")
+        axis.grid(alpha=0.3)
+        axis.legend()
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)

@@ -46,6 +46,7 @@ def test_smoke_run_writes_sensible_results(smoke):
         assert record["labelled"] == 8 + 4 * record["round"]
         assert 0.0 <= record["pck@0.2"] <= 1.0 and record["test_images"] > 0
         assert record["train_seconds"] >= 0 and record["select_seconds"] >= 0
+        assert 0.0 <= record["val_pck@0.2"] <= 1.0 and record["epochs_run"] >= 1 and record["best_epoch"] >= 1
         assert (smoke / record["checkpoint"] / "weights.pt").is_file()
     round0 = [r for r in records if r["round"] == 0]
     assert round0[0]["pck@0.2"] == round0[1]["pck@0.2"] and all(r["shared"] for r in round0)
@@ -60,7 +61,8 @@ def test_smoke_run_writes_the_table_curve_and_failure_tables(smoke):
     header = next(line for line in table.splitlines() if line.startswith("| strategy"))
     assert header.split("|")[2:5] == [" 8 ", " 12 ", " 16 "]
     rows = [line for line in table.splitlines() if line.startswith("| random") or line.startswith("| vl4pose")]
-    assert len(rows) == 4 and all("±" in row for row in rows[:2])
+    assert len(rows) == 6 and all("±" in row for row in rows[:4])  # test, validation, then seconds
+    assert "## Validation PCK@0.2" in table and header.split("|")[5] == " mean of rounds 1–2 "
     png = (smoke / "curve.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 5000
     analysis = json.loads((smoke / "analysis.json").read_text())
@@ -106,6 +108,52 @@ def test_an_interrupted_simulation_resumes_without_redoing_finished_rounds(tmp_p
 
     with pytest.raises(ConfigError, match="budget"):
         Simulation(SimulationConfig(**{**config.__dict__, "budget": 5}), data, tmp_path).run()
+
+
+def test_time_budgets_reach_every_training_run():
+    config = SimulationConfig(time_budget_min=2.0, initial_time_budget_min=5.0, epochs=7, initial_epochs=50)
+    assert config.train_config(0, 0, ()).time_budget_s == 300.0 and config.train_config(0, 0, ()).epochs == 50
+    assert config.train_config(1, 2, ()).time_budget_s == 120.0 and config.train_config(1, 2, ()).epochs == 7
+    fixed = SimulationConfig(time_budget_min=None, initial_time_budget_min=None)
+    assert fixed.train_config(0, 0, ()).time_budget_s is None and fixed.train_config(0, 1, ()).time_budget_s is None
+    with pytest.raises(ConfigError, match="no-time-budget"):
+        SimulationConfig(time_budget_min=0.0).validate()
+    defaults = SimulationConfig()
+    assert (defaults.initial, defaults.budget, defaults.rounds, defaults.seeds) == (1000, 500, 3, (0, 1, 2))
+    assert defaults.strategies == ("random", "multipeak_entropy", "vl4pose")
+
+
+def test_an_ablation_reuses_round0_and_the_baseline_arms_and_trains_only_its_own(tmp_path, lspet_dir, split_file):
+    """2 seeds, 1 round: the protocol's shape in miniature; then a VL4Pose variant added to the same folder."""
+    data = SimulationData(LSP14, *(load_samples("lspet", lspet_dir, s, split_file) for s in ("pool", "val", "test")),
+                          {"test": "ablation"})
+    config = SimulationConfig(strategies=("random", "vl4pose"), initial=8, budget=4, rounds=1, seeds=(0, 1),
+                              preset="tiny", epochs=1, initial_epochs=1, steps_per_epoch=2, batch_size=4,
+                              warmup_steps=1, time_budget_min=0.5, initial_time_budget_min=0.5, analysis=False)
+    Simulation(config, data, tmp_path).run()
+    before = json.loads((tmp_path / "results.json").read_text())["records"]
+    assert len(before) == 8 and all(r["val_pck@0.2"] is not None for r in before)
+    weights = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("weights.pt")}
+
+    seen: set = set()
+    ablation = SimulationConfig(**{**config.__dict__, "strategies": ("vl4pose_kcentre",)})
+    holder: dict = {}
+    holder["sim"] = Simulation(ablation, data, tmp_path, callbacks=[lambda p: seen.add(holder["sim"].current)])
+    records = holder["sim"].run()
+    assert seen == {("vl4pose_kcentre", 0, 1), ("vl4pose_kcentre", 1, 1)}  # no round 0, no baseline retrained
+    assert records[:8] == before and {p: p.stat().st_mtime_ns for p in weights} == weights
+    mine = {(r["seed"], r["round"]): r for r in records if r["strategy"] == "vl4pose_kcentre"}
+    shared = {(r["seed"], r["round"]): r for r in before if r["strategy"] == "random" and r["round"] == 0}
+    assert {k: v["pck@0.2"] for k, v in mine.items() if k[1] == 0} == {k: v["pck@0.2"] for k, v in shared.items()}
+    assert json.loads((tmp_path / "config.json").read_text())["simulation"]["strategies"] == [
+        "random", "vl4pose", "vl4pose_kcentre"]
+    table = (tmp_path / "table.md").read_text()
+    assert "2 seed(s) [0, 1]" in table and "| vl4pose_kcentre |" in table
+    row = next(line for line in table.splitlines() if line.startswith("| random |"))
+    assert row.count("±") == 3  # 8 and 12 labelled, mean of round 1: mean ± std over the two seeds
+    assert (tmp_path / "curve.png").read_bytes().startswith(b"\x89PNG")
+    added = json.loads((tmp_path / "seed0/vl4pose_kcentre/round1/labelled.json").read_text())["added"]
+    assert len(added) == 4
 
 
 def test_table_reports_mean_and_std_over_seeds():
