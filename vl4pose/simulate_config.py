@@ -43,8 +43,8 @@ class SimulationConfig:
     preset: str = "cpu"
     epochs: int = 30
     initial_epochs: int | None = 100
-    time_budget_min: float | None = 3.5
-    initial_time_budget_min: float | None = 10.0
+    time_budget_min: float | None = 3.0
+    initial_time_budget_min: float | None = 11.0
     steps_per_epoch: int | None = None
     batch_size: int = 16
     lr: float | None = None

@@ -69,7 +69,7 @@ def _pck_section(records: list[dict], key: str, title: str, labels: dict[int, st
     columns: list[tuple[str, dict[str, list[float]]]] = [
         (labels[r], {s: summary[s][r]["values"] for s in strategies if r in summary[s]}) for r in rounds]
     if max(rounds) >= 1:
-        columns.append((f"mean of rounds 1–{max(rounds)}", later))
+        columns.append((f"mean of rounds 1–{max(rounds)}" if max(rounds) > 1 else "mean of round 1", later))
     lines = [title, "", "| strategy | " + " | ".join(name for name, _ in columns) + " |",
              "| --- | " + " | ".join("---:" for _ in columns) + " |"]
     best = []
