@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vl4pose.checkpoint import Checkpoint
 from vl4pose.data.sample import Sample
 from vl4pose.errors import ConfigError
 from vl4pose.models import preset
@@ -116,3 +117,17 @@ def write_json(path: Path, data: object) -> None:
 def rng_stream(seed: int, round_index: int, name: str) -> np.random.Generator:
     """A random stream of its own per seed, round and strategy (stable across runs and processes)."""
     return np.random.default_rng([seed, round_index, zlib.crc32(name.encode())])
+
+
+def decode_workers() -> int:
+    """Image-decoding threads for the pool and test caches: half the cores, at least 2, at most 8."""
+    return max(2, min(8, (os.cpu_count() or 2) // 2))
+
+
+def validation_metrics(ckpt: Checkpoint | None) -> dict:
+    """The selected epoch's validation figures of a freshly trained checkpoint (choose settings on these):
+    ``val_pck@0.2``, ``val_failure_auroc``, ``best_epoch`` and ``epochs_run`` (validations, partial included)."""
+    metrics = ckpt.metrics if ckpt is not None else {}
+    best = metrics.get("best_epoch") or {}
+    return {"val_pck@0.2": best.get("pck@0.2"), "val_failure_auroc": best.get("failure_auroc"),
+            "best_epoch": best.get("epoch"), "epochs_run": len(metrics.get("history") or [])}

@@ -34,24 +34,17 @@ from tqdm import tqdm
 from vl4pose.calibrate import score_pass, validation_pass
 from vl4pose.checkpoint import Checkpoint, load_checkpoint
 from vl4pose.data.crops import CropCache
+from vl4pose.device import resolve_device
 from vl4pose.errors import ConfigError, DataError
 from vl4pose.models import preset
 from vl4pose.simulate_analysis import analyse_model
-from vl4pose.simulate_config import SimulationConfig, SimulationData, rng_stream, write_json
+from vl4pose.simulate_config import (SimulationConfig, SimulationData, decode_workers, rng_stream,
+                                     validation_metrics, write_json)
 from vl4pose.simulate_report import write_reports
 from vl4pose.strategies import Strategy, get_strategies, pool_values, required_heads
 from vl4pose.train import Progress, Trainer
 
 log = logging.getLogger(__name__)
-
-
-def validation_metrics(ckpt: Checkpoint | None) -> dict:
-    """The selected epoch's validation figures of a freshly trained checkpoint (choose settings on these):
-    ``val_pck@0.2``, ``val_failure_auroc``, ``best_epoch`` and ``epochs_run`` (validations, partial included)."""
-    metrics = ckpt.metrics if ckpt is not None else {}
-    best = metrics.get("best_epoch") or {}
-    return {"val_pck@0.2": best.get("pck@0.2"), "val_failure_auroc": best.get("failure_auroc"),
-            "best_epoch": best.get("epoch"), "epochs_run": len(metrics.get("history") or [])}
 
 
 class Simulation:
@@ -66,6 +59,7 @@ class Simulation:
         self.strategies = get_strategies(config.strategies)
         self.heads = required_heads(self.strategies)
         self.model_config = preset(config.preset)
+        self.device = resolve_device(None)  # VL4POSE_DEVICE (simulate --device); caches live where the model runs
         self.current: tuple[str, int, int] | None = None
         self._pool_cache: CropCache | None = None
         self._test_cache: CropCache | None = None
@@ -128,14 +122,16 @@ class Simulation:
     def pool_cache(self) -> CropCache:
         if self._pool_cache is None:
             log.info("caching %d pool crops", len(self.data.pool))
-            self._pool_cache = CropCache(self.data.pool, self.model_config.input_size, margin=1.0)
+            self._pool_cache = CropCache(self.data.pool, self.model_config.input_size, margin=1.0, device=self.device,
+                                         workers=decode_workers())
             self.pool_index = {s.sample_id: i for i, s in enumerate(self._pool_cache.samples)}
         return self._pool_cache
 
     @property
     def test_cache(self) -> CropCache:
         if self._test_cache is None:
-            self._test_cache = CropCache(self.data.test, self.model_config.input_size, margin=1.0)
+            self._test_cache = CropCache(self.data.test, self.model_config.input_size, margin=1.0, device=self.device,
+                                         workers=decode_workers())
         return self._test_cache
 
     # -- the protocol -------------------------------------------------------------------------------
