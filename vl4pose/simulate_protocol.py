@@ -34,7 +34,7 @@ from tqdm import tqdm
 from vl4pose.calibrate import score_pass, validation_pass
 from vl4pose.checkpoint import Checkpoint, load_checkpoint
 from vl4pose.data.crops import CropCache
-from vl4pose.device import resolve_device
+from vl4pose.device import prepare_module, resolve_device
 from vl4pose.errors import ConfigError, DataError
 from vl4pose.models import preset
 from vl4pose.simulate_analysis import analyse_model
@@ -198,7 +198,7 @@ class Simulation:
             return None, json.loads((folder / "labelled.json").read_text())["ids"]
         self._start(strategy.name, seed, round_index)
         if previous is None:
-            previous = load_checkpoint(self._folder(strategy.name, seed, round_index - 1) / "best")
+            previous = self._load(self._folder(strategy.name, seed, round_index - 1) / "best")
         ids, select_seconds = self._select(strategy, seed, round_index, previous, ids, folder)
         ckpt, seconds, wall = self._train(folder, ids, seed, round_index, previous)
         metrics = self._evaluate(ckpt) | validation_metrics(ckpt)
@@ -245,7 +245,18 @@ class Simulation:
                           callbacks=[self._progress, *self.callbacks])
         started = time.perf_counter()
         ckpt = trainer.fit([self.pool_by_id[i] for i in ids], self.data.val)
-        return ckpt, round(trainer.seconds, 2), round(time.perf_counter() - started, 2)
+        return self._on_device(ckpt), round(trainer.seconds, 2), round(time.perf_counter() - started, 2)
+
+    def _on_device(self, ckpt: Checkpoint) -> Checkpoint:
+        """Move a checkpoint's networks to the run's device (checkpoints load on the CPU), so pool scoring,
+        test evaluation and analysis run where training did."""
+        if self.device.type != "cpu":
+            ckpt.pose = prepare_module(ckpt.pose, self.device).eval()
+            ckpt.heads = ckpt.heads.to(self.device).eval()
+        return ckpt
+
+    def _load(self, path: Path) -> Checkpoint:
+        return self._on_device(load_checkpoint(path))
 
     def _evaluate(self, ckpt: Checkpoint) -> dict:
         started = time.perf_counter()
@@ -282,7 +293,7 @@ class Simulation:
             if entry.get(name, {}).get("round") == round_index:
                 continue  # done (a run with more --rounds analyses the new final models)
             self._start(f"analyse {name}", seed, round_index)
-            ckpt = ckpt or load_checkpoint(folder / "best")
+            ckpt = ckpt or self._load(folder / "best")
             labelled = None
             if any(s.uses_labelled for s in self.strategies):
                 cache = self.pool_cache

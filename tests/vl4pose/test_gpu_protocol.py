@@ -66,13 +66,16 @@ def test_the_real_run_is_the_promised_protocol_within_eight_minutes():
     module = _protocol_module()
     args = argparse.Namespace(
         pack=Path("build/gpu-pack/lspet"), dry_run=False, strategies=list(module.STRATEGIES), initial_minutes=1.25,
-        round_minutes=0.6)
+        round_minutes=0.6, val_images=0)
     command = module.simulate_command(args, 1, Path("/tmp/x"), 5)
     joined = " ".join(command)
     for part in ("--preset paper", "--device cuda", "--initial 2000", "--budget 1000", "--rounds 2", "--seeds 1",
                  "--strategies random multipeak_entropy vl4pose", "--initial-time-budget 1.25", "--time-budget 0.6",
                  "--threads 5"):
         assert part in joined, part
+    assert "--limit-val" not in joined
+    args.val_images = 250
+    assert "--limit-val 250" in " ".join(module.simulate_command(args, 1, Path("/tmp/x"), 5))
     rounds = 2 * len(module.STRATEGIES)
     assert 1.25 + rounds * 0.6 <= 5.0  # training per seed process; the rest of 8 minutes for scoring and start-up
 
