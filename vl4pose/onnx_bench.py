@@ -29,8 +29,8 @@ log = logging.getLogger(__name__)
 
 def calibration_crops(model: str | Path, data: str | Path, split: str = "val", limit: int = 200) -> np.ndarray:
     """(2B, 3, S, S) float32 crops of ``limit`` images of an LSPET split for int8 calibration: for each image the
-    whole-image window (what the person-finding pass sees) and the annotated person window (the final pass),
-    through the scorer's own crop path."""
+    whole-image window (what the person-finding pass sees) and the annotated person window (the final pass), in
+    that order (``[1::2]`` are the person crops), through the scorer's own crop path."""
     from vl4pose.scorer import read_sidecar
 
     size = int(read_sidecar(model)["input_size"])
@@ -90,8 +90,8 @@ def run_bench_onnx(checkpoint: str, data: str, folder: Path, speed_images: int, 
     if not float_path.exists():
         export_onnx(checkpoint, float_path)
     if not int8_path.exists():
-        quantize_onnx(float_path, int8_path, calibration_crops(float_path, data, "val", calibration_images),
-                      method=method)
+        crops = calibration_crops(float_path, data, "val", calibration_images)  # whole image, person, ...
+        quantize_onnx(float_path, int8_path, crops, method=method, reference_crops=crops[1::2])
     config = PredictorConfig(device="cpu", workers=1)
     engines = {"torch": Predictor(checkpoint, config), "onnx_float": OnnxScorer(float_path, config, threads),
                "onnx_int8": OnnxScorer(int8_path, config, threads)}
@@ -105,6 +105,8 @@ def run_bench_onnx(checkpoint: str, data: str, folder: Path, speed_images: int, 
     predictions = {name: predict_samples(engine, samples, box) for name, engine in engines.items()}
     report["agreement_with_torch"] = {name: agreement(predictions["torch"], predictions[name])
                                       for name in ("onnx_float", "onnx_int8")}
+    report["share_below_score_0.1"] = {name: float(np.mean([p.score < 0.1 for p in preds if not isinstance(p, Exception)]))
+                                       for name, preds in predictions.items()}
     report["accuracy"] = {}
     for name, engine in engines.items():
         result = evaluate(engine, samples, box)
@@ -127,6 +129,8 @@ def format_report(report: dict) -> str:
         lines.append(f"{name} vs torch on {agree['images']} images: Spearman {agree['spearman']:.5f}, "
                      f"{100 * agree['keypoints_within_0.5px']:.2f}% keypoints within 0.5 px "
                      f"(max {agree['keypoint_distance_max_px']:.2f} px), score max diff {agree['score_difference_max']:.2e}")
+    lines.append("share of images below score 0.1: " + ", ".join(
+        f"{name} {100 * v:.1f}%" for name, v in report["share_below_score_0.1"].items()))
     lines.append(f"{report['threads']} thread(s); speed on {report['speed_images']} test images ({report['box_for_speed']}); "
                  f"accuracy on {report['accuracy']['torch']['images']} test images, box {report['accuracy']['torch']['box']}")
     return "\n".join(lines)

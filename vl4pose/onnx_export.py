@@ -157,11 +157,16 @@ float graph's speed on one thread, against 1.1x with the convolutions alone)."""
 
 
 def quantize_onnx(model: str | Path, out: str | Path, crops: np.ndarray, op_types: tuple[str, ...] = QUANTIZED_OPS,
-                  float_nodes: tuple[str, ...] = FLOAT_NODES, method: str = "minmax") -> tuple[Path, Path]:
+                  float_nodes: tuple[str, ...] = FLOAT_NODES, method: str = "minmax",
+                  reference_crops: np.ndarray | None = None) -> tuple[Path, Path]:
     """Static QDQ int8 quantisation of an exported graph: per-channel int8 weights, uint8 activations whose ranges
     ``method`` (``minmax``, ``percentile``, ``entropy``) calibrates on ``crops`` (B, 3, S, S) float32. Quantised:
     the ``op_types`` nodes of the pose network (:data:`QUANTIZED_SCOPE`) except those whose names start with one
-    of ``float_nodes``. Writes ``out`` and its sidecar (the float one's, with the quantisation recorded)."""
+    of ``float_nodes``. Writes ``out`` and its sidecar (the float one's, with the quantisation recorded).
+
+    With ``reference_crops`` (validation person crops, like the ones calibration scores) the calibrated score's
+    reference becomes the int8 graph's own sorted log-likelihoods of them, so that a score threshold means the
+    same share of validation images for both graphs (temperature and placement threshold are kept)."""
     import onnx
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
@@ -198,11 +203,14 @@ def quantize_onnx(model: str | Path, out: str | Path, crops: np.ndarray, op_type
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         op_types_to_quantize=list(op_types), nodes_to_quantize=nodes,
                         calibrate_method=methods[method])
-        meta = json.loads(source_meta.read_text()) | {
-            "quantization": {"format": "QDQ", "weights": "int8 per channel", "activations": "uint8",
-                             "calibration": method, "calibration_crops": int(len(crops)), "op_types": list(op_types),
-                             "quantized_nodes": len(nodes), "float_nodes": list(float_nodes),
-                             "float_model": model.name}}
+        meta = json.loads(source_meta.read_text())
+        meta["quantization"] = {"format": "QDQ", "weights": "int8 per channel", "activations": "uint8",
+                                "calibration": method, "calibration_crops": int(len(crops)), "op_types": list(op_types),
+                                "quantized_nodes": len(nodes), "float_nodes": list(float_nodes),
+                                "float_model": model.name}
+        if reference_crops is not None and len(reference_crops) >= 2:
+            meta["calibration"]["reference"] = reference_log_likelihoods(tmp_model, meta, reference_crops)
+            meta["quantization"]["reference"] = f"re-fitted on this graph's log-likelihoods of {len(reference_crops)} crops"
         tmp_meta.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         _refuse_existing(out, sidecar_path(out))
         _publish({tmp_model: out, tmp_meta: sidecar_path(out)})
@@ -214,6 +222,25 @@ def quantize_onnx(model: str | Path, out: str | Path, crops: np.ndarray, op_type
         tmp_pre.unlink(missing_ok=True)
     log.info("wrote %s (%.1f MB), calibrated on %d crops", out, out.stat().st_size / 1e6, len(crops))
     return out, sidecar_path(out)
+
+
+def reference_log_likelihoods(model: Path, meta: dict, crops: np.ndarray, batch: int = 16) -> list[float]:
+    """Sorted expected log-likelihoods of (B, 3, S, S) crops through ``model`` (no flip test, as calibration)."""
+    import onnxruntime as ort
+
+    from vl4pose.pipeline import NetworkArrays, analyse_heatmaps
+    from vl4pose.postprocess import Calibration
+    from vl4pose.skeletons import Skeleton
+
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    skeleton, calibration = Skeleton.from_dict(meta["skeleton"]), Calibration(**meta["calibration"])
+    values = []
+    for start in range(0, len(crops), batch):
+        out = NetworkArrays(*session.run(list(OUTPUTS), {INPUT: crops[start:start + batch]}))
+        poses = analyse_heatmaps(out, skeleton, calibration, decoder=meta.get("decoder", DEFAULT_DECODER),
+                                 sigma=float(meta["sigma"]))
+        values += [float(v) for v in poses.log_likelihood]
+    return sorted(values)
 
 
 def _export_options(p: argparse.ArgumentParser) -> None:
@@ -242,7 +269,7 @@ def _quantize_options(p: argparse.ArgumentParser) -> None:
 def run_quantize(args: argparse.Namespace) -> int:
     from vl4pose.onnx_bench import calibration_crops
 
-    crops = calibration_crops(args.model, args.data, args.split, args.limit)
-    model, meta = quantize_onnx(args.model, args.out, crops, method=args.method)
+    crops = calibration_crops(args.model, args.data, args.split, args.limit)  # whole image, person, ...
+    model, meta = quantize_onnx(args.model, args.out, crops, method=args.method, reference_crops=crops[1::2])
     print(json.dumps({"model": str(model), "sidecar": str(meta), "bytes": model.stat().st_size}, indent=2))
     return 0

@@ -159,8 +159,11 @@ def test_the_scorer_runs_from_image_files_without_torch(exported, test_images, t
 def test_int8_variant_is_calibrated_on_val_crops_and_refuses_to_overwrite(exported, lspet_dir, test_images):
     crops = calibration_crops(exported, lspet_dir, "val", 8)
     assert crops.shape[0] == 16 and crops.dtype == np.float32
-    int8, meta = quantize_onnx(exported, exported.parent / "tiny.int8.onnx", crops)
-    assert json.loads(meta.read_text())["quantization"]["format"] == "QDQ"
+    int8, meta = quantize_onnx(exported, exported.parent / "tiny.int8.onnx", crops, reference_crops=crops[1::2])
+    written = json.loads(meta.read_text())
+    assert written["quantization"]["format"] == "QDQ"
+    reference = written["calibration"]["reference"]  # the int8 graph's own validation log-likelihoods
+    assert len(reference) == 8 and reference == sorted(reference)
     assert int8.stat().st_size < exported.stat().st_size
     with pytest.raises(ConfigError, match="already exists"):
         quantize_onnx(exported, int8, crops)
@@ -184,6 +187,7 @@ def test_bench_onnx_reports_speed_size_accuracy_and_agreement(tiny_checkpoint, l
     assert report["agreement_with_torch"]["onnx_float"]["spearman"] >= 0.999
     assert report["accuracy"]["torch"]["pck@0.2"] == pytest.approx(report["accuracy"]["onnx_float"]["pck@0.2"], abs=0.02)
     assert report["int8"]["format"] == "QDQ"
+    assert set(report["share_below_score_0.1"]) == set(report["images_per_s"])
 
 
 def test_quantize_needs_an_exported_model(tmp_path, lspet_dir, caplog):
