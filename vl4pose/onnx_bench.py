@@ -77,6 +77,17 @@ def images_per_second(engine, files: list[Path], repeats: int = 1) -> float:
     return len(files) / best
 
 
+class _Replay:
+    """Hands :func:`vl4pose.evaluate.evaluate` predictions already made (no second pass over the images)."""
+
+    def __init__(self, skeleton, predictions: list) -> None:
+        self.skeleton, self.predictions = skeleton, predictions
+
+    def predict_batch(self, images: list, boxes: list | None = None) -> list:
+        assert len(images) == len(self.predictions)
+        return self.predictions
+
+
 def run_bench_onnx(checkpoint: str, data: str, folder: Path, speed_images: int, eval_images: int, threads: int,
                    box: str, calibration_images: int, repeats: int, method: str = "minmax") -> dict:
     """Every figure of the command as one dict; the .onnx files are written into ``folder``."""
@@ -109,7 +120,7 @@ def run_bench_onnx(checkpoint: str, data: str, folder: Path, speed_images: int, 
                                        for name, preds in predictions.items()}
     report["accuracy"] = {}
     for name, engine in engines.items():
-        result = evaluate(engine, samples, box)
+        result = evaluate(_Replay(engine.skeleton, predictions[name]), samples, box)
         report["accuracy"][name] = {"images": result["images"], "box": box, "pck@0.2": result["raw"]["pck@0.2"],
                                     "refined_pck@0.2": result["refined"]["pck@0.2"],
                                     "failure_auroc": result["raw"]["failure_auroc"]}
