@@ -100,17 +100,19 @@ class Trainer:
         callbacks: called with :class:`Progress` after every step and every validation.
         device: ``auto``, ``cpu``, ``cuda`` (None: ``VL4POSE_DEVICE``, default auto). On CUDA the crop canvases
             stay on the GPU, batches are warped and encoded there, and the trunk runs in bf16 autocast.
+        clock: monotonic seconds for the time budget and the progress log.
     """
 
     def __init__(self, model_config: ModelConfig, skeleton: Skeleton, config: TrainConfig, out: str | Path,
                  init_from: Checkpoint | None = None, callbacks: list[Callable[[Progress], None]] | None = None,
-                 device: str | torch.device | None = None) -> None:
+                 device: str | torch.device | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.model_config = model_config.validate()
         self.skeleton = skeleton
         self.config = config
         self.out = Path(out)
         self.callbacks = callbacks or []
         self.device = resolve_device(device)
+        self.clock = clock  # the time budget's and the progress log's clock (tests pass a fake one)
         self.pose = build_pose(model_config, skeleton.num_keypoints)
         self.heads = build_heads(list(config.heads), model_config, skeleton)
         if init_from is not None:
@@ -189,7 +191,7 @@ class Trainer:
         resumed_budget = self._resumed.get("budget") or {}
         budget = (TimeBudget(cfg.time_budget_s, spent=resumed_budget.get("spent", 0.0),
                              step_seconds=resumed_budget.get("step_seconds", 0.0),
-                             validation_seconds=resumed_budget.get("validation_seconds", 0.0))
+                             validation_seconds=resumed_budget.get("validation_seconds", 0.0), clock=self.clock)
                   if cfg.time_budget_s else None)
         train_cache = CropCache(train, mc.input_size, whole_image=cfg.augment.whole_image_prob > 0, device=self.device)
         val_cache = CropCache(val, mc.input_size, device=self.device)
@@ -205,7 +207,7 @@ class Trainer:
         if self._resumed.get("done"):
             return self._finish(val_cache, history)
         meter = _StepMeter(cfg.batch_size)
-        last_save = last_log = tick = time.monotonic()
+        last_save = last_log = tick = self.clock()
         stopped = False
         for epoch in range(epoch, cfg.epochs):
             order = np.random.default_rng([cfg.seed, epoch]).permutation(len(train_cache))
@@ -234,7 +236,7 @@ class Trainer:
                 batch = train_cache.batch(indices, self.skeleton, mc.sigma, cfg.augment, rng)
                 loss = self._step(batch)
                 running = loss if step == start_step else 0.95 * running + 0.05 * loss
-                now = time.monotonic()
+                now = self.clock()
                 meter.add(now - tick)
                 self.seconds += now - tick
                 if budget is not None:
@@ -247,19 +249,19 @@ class Trainer:
                     last_log = now
                 if now - last_save > cfg.save_every_s:
                     self._save_state(epoch, step + 1, best, history, budget)
-                    last_save = time.monotonic()
+                    last_save = self.clock()
             else:
                 step = steps
             start_step = 0
             if step == 0 and stopped:
                 break  # the budget ran out exactly at an epoch end: that epoch is validated already
-            started = time.monotonic()
+            started = self.clock()
             best = self._validate(epoch, val_cache, running, best, history, partial=step if stopped else None)
-            meter.validation_seconds = max(meter.validation_seconds, time.monotonic() - started)
+            meter.validation_seconds = max(meter.validation_seconds, self.clock() - started)
             if budget is not None:
                 budget.validation_seconds = meter.validation_seconds
             self._save_state(epoch + 1, 0, best, history, budget, done=stopped)
-            last_save = tick = time.monotonic()
+            last_save = tick = self.clock()
             if stopped:
                 break
         return self._finish(val_cache, history)
