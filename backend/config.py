@@ -74,7 +74,12 @@ class Settings:
     train_val_fraction: float = 0.1
     eval_box: str = "auto"
     rank_batch_size: int = 32
+    rank_shard_size: int = 1000
+    rank_poll_s: float = 2.0
     import_chunk: int = 500
+    reconcile_page_size: int = 200
+    reconcile_full_hours: float = 24.0
+    reconcile_overlap_s: float = 30.0
     image_max_bytes: int = 50 * 1024 * 1024
     log_level: str = "INFO"
 
@@ -154,7 +159,9 @@ class Settings:
             "train_epochs",
             "train_batch_size",
             "rank_batch_size",
+            "rank_shard_size",
             "import_chunk",
+            "reconcile_page_size",
             "worker_threads",
         ):
             if getattr(self, name) < 1:

@@ -47,6 +47,17 @@ def owner_is_dead(owner: str | None) -> bool:
     return False
 
 
+class Waiting(Exception):
+    """Raised by a handler that waits for other jobs (a ranking for its shards): the job gives its worker thread
+    back, stays ``queued`` with ``message`` as its stage (the attempt is not counted) and runs again after
+    ``delay`` seconds, or as soon as one of its parts queues it."""
+
+    def __init__(self, delay: float, message: str) -> None:
+        super().__init__(message)
+        self.delay = delay
+        self.message = message
+
+
 @dataclass
 class Followup:
     kind: JobKind
@@ -67,6 +78,7 @@ class JobContext:
     payload: dict
     attempt: int
     followups: list[Followup] = field(default_factory=list)
+    parent_id: int | None = None
     _last: float = 0.0
 
     @property

@@ -24,10 +24,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from huey.exceptions import RetryTask
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 
 from backend.errors import CoordinatorError, NotFound, TransientError
-from backend.job_context import Handler, JobContext, owner_id, owner_is_dead
+from backend.job_context import Handler, JobContext, Waiting, owner_id, owner_is_dead
 from backend.models import Job, JobKind, JobState, utcnow
 
 if TYPE_CHECKING:
@@ -40,14 +40,18 @@ log = logging.getLogger(__name__)
 
 def _handlers() -> dict[JobKind, Handler]:
     from backend.services.export import ExportHandler
+    from backend.services.rank_shards import RankShardHandler
     from backend.services.ranking import RankHandler
+    from backend.services.reconcile import ReconcileHandler
     from backend.services.training import EvaluateHandler, TrainHandler
 
     return {
         JobKind.TRAIN: TrainHandler(),
         JobKind.EVALUATE: EvaluateHandler(),
         JobKind.RANK: RankHandler(),
+        JobKind.RANK_SHARD: RankShardHandler(),
         JobKind.EXPORT: ExportHandler(),
+        JobKind.RECONCILE: ReconcileHandler(),
     }
 
 
@@ -73,12 +77,14 @@ class JobRunner:
         project_id: int | None,
         round_id: int | None = None,
         payload: dict | None = None,
+        parent_id: int | None = None,
     ) -> Job:
         """A queued job row inside the caller's transaction; call :meth:`enqueue` after the commit."""
         job = Job(
             kind=kind,
             project_id=project_id,
             round_id=round_id,
+            parent_id=parent_id,
             payload=payload or {},
             state=JobState.QUEUED,
             heartbeat_at=utcnow(),
@@ -137,11 +143,24 @@ class JobRunner:
         if job is None:
             log.info("job %d is not claimable (done, failed, or running elsewhere); skipped", job_id)
             return
-        ctx = JobContext(self.services, job.id, job.kind, job.project_id, job.round_id, dict(job.payload), job.attempts)
+        ctx = JobContext(
+            self.services,
+            job.id,
+            job.kind,
+            job.project_id,
+            job.round_id,
+            dict(job.payload),
+            job.attempts,
+            parent_id=job.parent_id,
+        )
         handler = self.handlers[job.kind]
         stop = self._heartbeat(job_id)
         try:
             handler.run(ctx)
+        except Waiting as exc:
+            stop()
+            self._wait(ctx, exc)
+            return
         except TransientError as exc:
             stop()
             self._transient(ctx, handler, str(exc))
@@ -185,6 +204,22 @@ class JobRunner:
 
         return stop
 
+    def _wait(self, ctx: JobContext, waiting: Waiting) -> None:
+        """Give the thread back: the job is queued again (this claim not counted as an attempt) and huey runs it
+        again after the delay; its heartbeat stays fresh so recovery leaves it alone meanwhile."""
+        with self.services.db.session() as session:
+            session.execute(
+                update(Job)
+                .where(Job.id == ctx.job_id, Job.state == JobState.RUNNING, Job.owner == owner_id())
+                .values(
+                    state=JobState.QUEUED,
+                    attempts=Job.attempts - 1,
+                    stage=waiting.message[:200],
+                    heartbeat_at=utcnow(),
+                )
+            )
+        raise RetryTask(delay=waiting.delay) if waiting.delay > 0 else RetryTask()
+
     def _transient(self, ctx: JobContext, handler: Handler, message: str) -> None:
         if ctx.attempt > self.settings.job_retries:
             self._fail(ctx, handler, f"gave up after {ctx.attempt} attempts: {message}")
@@ -226,18 +261,34 @@ class JobRunner:
                 .values(state=JobState.DONE, progress=1.0, error=None, finished_at=utcnow(), payload=dict(ctx.payload))
             )
             created = [self.create(session, f.kind, f.project_id, f.round_id, f.payload).id for f in ctx.followups]
+            left = 0
+            if ctx.parent_id is not None:
+                left = session.scalar(
+                    select(func.count())
+                    .select_from(Job)
+                    .where(Job.parent_id == ctx.parent_id, Job.state != JobState.DONE)
+                )
         log.info("job %d (%s) done", ctx.job_id, ctx.kind.value)
         for job_id in created:
             self.enqueue(job_id)
+        if ctx.parent_id is not None and left:
+            self.recover(parent_id=ctx.parent_id)  # a sibling (or the parent) whose worker died goes back in the queue
+        if ctx.parent_id is not None and not left:
+            self.enqueue(ctx.parent_id)  # the last part done: its parent goes on now, not at its next check
 
     # -- recovery -----------------------------------------------------------------------------------
-    def recover(self) -> list[int]:
-        """Re-queue jobs whose worker died or went silent; returns their ids."""
+    def recover(self, parent_id: int | None = None) -> list[int]:
+        """Re-queue jobs whose worker died (a process of this host that is gone) or went silent (no heartbeat for
+        ``job_stale_s``), and queued jobs nobody took for that long; ``parent_id``: only that job's parts.
+        Returns their ids."""
         now = utcnow()
         stale = now - dt.timedelta(seconds=self.settings.job_stale_s)
         requeued = []
+        where = [Job.state.in_([JobState.RUNNING, JobState.QUEUED])]
+        if parent_id is not None:  # the parts and the parent itself
+            where.append(or_(Job.parent_id == parent_id, Job.id == parent_id))
         with self.services.db.session() as session:
-            jobs = session.scalars(select(Job).where(Job.state.in_([JobState.RUNNING, JobState.QUEUED]))).all()
+            jobs = session.scalars(select(Job).where(*where)).all()
             for job in jobs:
                 silent = job.heartbeat_at is None or job.heartbeat_at < stale
                 if job.state == JobState.RUNNING and (owner_is_dead(job.owner) or silent):

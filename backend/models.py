@@ -60,6 +60,8 @@ class JobKind(str, enum.Enum):
     EVALUATE = "evaluate"
     RANK = "rank"
     EXPORT = "export"
+    RANK_SHARD = "rank_shard"
+    RECONCILE = "reconcile"
 
 
 class EventState(str, enum.Enum):
@@ -86,6 +88,9 @@ class Project(Base):
     ``validation_policy``: ``share`` (a fixed share of labelled tasks, chosen by task id, is kept out of
     training) or ``ground_truth`` (imported labelled samples in :class:`HoldoutSample`).
     ``label_config``: ``{"from_name", "to_name", "image_key", "labels": [K label strings]}``.
+    ``reconcile_cursor``: Label Studio's ``updated_at`` of the last task an incremental reconcile read (its own
+    clock); ``reconciled_full_at``: the last full reconcile; ``reconcile_owner``/``reconcile_until``: the lease
+    of the process reconciling the project now (one at a time, expires if that process dies).
     """
 
     __tablename__ = "project"
@@ -103,6 +108,10 @@ class Project(Base):
     ml_backend_id: Mapped[int | None] = mapped_column(Integer)
     webhook_id: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    reconcile_cursor: Mapped[str | None] = mapped_column(String(40))
+    reconciled_full_at: Mapped[dt.datetime | None]
+    reconcile_owner: Mapped[str | None] = mapped_column(String(200))
+    reconcile_until: Mapped[dt.datetime | None]
 
     rounds: Mapped[list[Round]] = relationship(
         back_populates="project", order_by="Round.number", cascade="all, delete-orphan", passive_deletes=True
@@ -158,11 +167,15 @@ class ModelVersion(Base):
 
 
 class Job(Base):
-    """A unit of background work run by a worker through the queue; its state is the truth for the UI."""
+    """A unit of background work run by a worker through the queue; its state is the truth for the UI.
+
+    ``parent_id``: the job that created this one as a part (a ``rank_shard`` of a ``rank`` job; an id, no foreign key).
+    """
 
     __tablename__ = "job"
 
     id: Mapped[int] = mapped_column(primary_key=True)
+    parent_id: Mapped[int | None] = mapped_column(Integer, index=True)
     project_id: Mapped[int | None] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"), index=True)
     round_id: Mapped[int | None] = mapped_column(ForeignKey("round.id", ondelete="SET NULL"))
     kind: Mapped[JobKind] = mapped_column(_enum(JobKind))

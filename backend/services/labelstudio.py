@@ -8,6 +8,7 @@ retrying) or :class:`LabelStudioError` (4xx: fix the request). Messages never co
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -174,6 +175,54 @@ class LabelStudio:
                 return None
             raise
 
+    def task_page(self, project_id: int, page: int, page_size: int) -> tuple[list[dict], int]:
+        """One page (1-based) of a project's tasks in id order with only ``id``, ``data``, ``total_annotations`` and
+        ``cancelled_annotations`` (no predictions: pages stay small whatever the project); ``([], total)`` past the
+        end."""
+        try:
+            body = self.request(
+                "list tasks",
+                "GET",
+                "/api/tasks/",
+                params={
+                    "project": project_id,
+                    "fields": "task_only",
+                    "include": "id,data,total_annotations,cancelled_annotations",
+                    "page": page,
+                    "page_size": page_size,
+                    "query": json.dumps({"ordering": ["tasks:id"]}),
+                },
+            ).json()
+        except LabelStudioError as exc:
+            if "(404)" in str(exc):  # past the last page
+                return [], 0
+            raise
+        return list(body.get("tasks") or []), int(body.get("total") or 0)
+
+    def tasks_after(self, project_id: int, key: str, after: int | str | None, page_size: int) -> list[dict]:
+        """Keyset paging through a project's tasks with their annotations (``id``, ``updated_at``, ``data``,
+        ``annotations``): the first ``page_size`` tasks whose ``key`` (``id`` or ``updated_at``, Label Studio's clock,
+        ``%Y-%m-%dT%H:%M:%S.%fZ``) is greater than ``after``, in ``key`` order. Tasks changing while a caller pages
+        are never skipped (a page offset would shift)."""
+        kind = "Number" if key == "id" else "Datetime"
+        items = [] if after is None else [{"filter": f"filter:tasks:{key}", "operator": "greater", "type": kind,
+                                            "value": after}]
+        query = {"filters": {"conjunction": "and", "items": items}, "ordering": [f"tasks:{key}", "tasks:id"]}
+        body = self.request(
+            "list changed tasks",
+            "GET",
+            "/api/tasks/",
+            params={
+                "project": project_id,
+                "fields": "all",
+                "include": "id,updated_at,data,annotations",
+                "page": 1,
+                "page_size": page_size,
+                "query": json.dumps(query),
+            },
+        ).json()
+        return list(body.get("tasks") or [])
+
     def export_annotated(self, project_id: int) -> list[dict]:
         """All annotated tasks with their annotations (Label Studio's synchronous JSON export)."""
         data = self.request(
@@ -193,6 +242,25 @@ class LabelStudio:
         )
         body = response.json() if response.content else {}
         return int(body.get("created", len(predictions))) if isinstance(body, dict) else len(predictions)
+
+    def model_versions(self, project_id: int) -> dict[str, int]:
+        """The model versions of a project's predictions with their prediction counts."""
+        body = self.request(
+            "list model versions", "GET", f"/api/projects/{project_id}/model-versions/"
+        ).json()
+        return {str(k): int(v or 0) for k, v in body.items()} if isinstance(body, dict) else {}
+
+    def delete_predictions(self, project_id: int, model_version: str) -> int:
+        """Delete every prediction of one model version in one request (``DELETE /api/projects/<id>/model-versions/``,
+        Label Studio 1.23); returns how many were deleted. Label Studio clears the project's ``model_version`` when it
+        is this version (or an ML backend's title): never call it for the version the queue uses."""
+        body = self.request(
+            f"delete the predictions of {model_version}",
+            "DELETE",
+            f"/api/projects/{project_id}/model-versions/",
+            json={"model_version": model_version},
+        ).json()
+        return int(body.get("deleted_predictions", 0)) if isinstance(body, dict) else 0
 
     def fetch(self, url: str, max_bytes: int) -> bytes:
         """Download a task's file (``/data/...`` relative URLs are on this server) through

@@ -1,31 +1,46 @@
 """The ``rank`` job: score every unlabelled task with a model version and re-order the annotators' queue.
 
-Stages (each resumable): list unlabelled tasks -> predict them in chunks through
-``Predictor.predict_batch`` (the ML backend's code path), storing each chunk's predictions in the
-database -> bulk-import them into Label Studio -> set the project's ``model_version`` (and
-``sampling="Uncertainty sampling"``) so the queue serves the lowest score first -> make the version
-current in the registry -> finish the round and open the next one. The project's model version only
-moves once every prediction is in, so the queue is never half re-ranked.
+The work is sharded so that any number of workers share it and no process holds the whole project:
+
+1. **list** (this job): Label Studio's tasks are read page by page (``VL4POSE_RANK_SHARD_SIZE`` tasks a page, id
+   order, only ids, data and annotation counts); each page's unlabelled tasks become one ``rank_shard`` job
+   (:mod:`backend.services.rank_shards`), created in the same transaction that records the page as listed, and
+   queued at once, so workers score while the listing goes on. A re-run resumes after the last listed page.
+2. **wait**: the job hands its thread back (:class:`~backend.job_context.Waiting`) and checks again every
+   ``VL4POSE_RANK_POLL_S`` seconds; the last shard to finish queues it at once. Each check re-queues shards whose
+   worker died or went silent (the database claim and heartbeat, :meth:`backend.jobs.JobRunner.recover`): huey
+   never re-delivers a killed worker's message, the ``job`` table does. A failed shard fails the ranking.
+3. **finish**: set the project's ``model_version`` (and ``sampling="Uncertainty sampling"``) so the queue serves
+   the lowest score first, make the version current in the registry, prune superseded predictions
+   (:mod:`backend.services.pruning`), finish the round and open the next one. The project's model version only
+   moves once every shard's predictions are in, so the queue is never half re-ranked.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import datetime as dt
 import logging
 import time
 from typing import TYPE_CHECKING
 
-import numpy as np
-from sqlalchemy import select
+from sqlalchemy import and_, func, or_, select, update
 
 from backend.errors import CoordinatorError
-from backend.job_context import Handler, JobContext
-from backend.models import AnnotationRecord, AnnotationStatus, Project, Round, RoundState, TaskPrediction, utcnow
-from backend.services.annotations import keypoints_from_json, keypoints_to_json
+from backend.job_context import Handler, JobContext, Waiting
+from backend.models import (
+    AnnotationRecord,
+    AnnotationStatus,
+    Job,
+    JobKind,
+    JobState,
+    Project,
+    Round,
+    RoundState,
+    TaskPrediction,
+    utcnow,
+)
+from backend.services.rank_shards import import_predictions, predict_tasks, prediction_payload  # noqa: F401
 from backend.services.rounds import open_round, set_round_state
-from vl4pose.data.labelstudio import keypoints_to_results
-from vl4pose.errors import ImageError
 
 if TYPE_CHECKING:
     from backend.services import Services
@@ -35,158 +50,177 @@ log = logging.getLogger(__name__)
 UNCERTAINTY_SAMPLING = "Uncertainty sampling"
 
 
-def unlabelled_tasks(services: Services, project: Project) -> list[tuple[int, str]]:
-    """(task id, image URL) of every task without a submitted annotation, in Label Studio or here."""
+def unlabelled_page(services: Services, project: Project, page: int, size: int) -> tuple[list[tuple[int, str]], int]:
+    """(task id, image URL) of the unlabelled tasks on one page of the project's tasks (no submitted annotation in
+    Label Studio or here), and how many tasks the page had (0: past the end)."""
+    tasks, _ = services.ls().task_page(project.ls_project_id, page, size)
+    key = project.label_config.get("image_key", "image")
+    ids = [int(t["id"]) for t in tasks]
     with services.db.session() as session:
         labelled = set(
             session.scalars(
                 select(AnnotationRecord.task_id).where(
-                    AnnotationRecord.project_id == project.id, AnnotationRecord.status == AnnotationStatus.SUBMITTED
-                )
-            ).all()
-        )
-    key = project.label_config.get("image_key", "image")
-    out = []
-    for task in services.ls().list_tasks(project.ls_project_id):
-        done = int(task.get("total_annotations") or 0) - int(task.get("cancelled_annotations") or 0)
-        url = (task.get("data") or {}).get(key)
-        if done <= 0 and task["id"] not in labelled and isinstance(url, str):
-            out.append((int(task["id"]), url))
-    return out
-
-
-def _score(project: Project, task_id: int, prediction) -> float:
-    """The queue score: VL4Pose's calibrated likelihood, or a fixed pseudo-random number (``random``)."""
-    if project.strategy == "random":
-        digest = hashlib.sha256(f"{project.ls_project_id}:{task_id}".encode()).digest()
-        return int.from_bytes(digest[:8], "big") / 2**64
-    return float(prediction.score)
-
-
-def predict_tasks(ctx: JobContext, project: Project, version: str, tasks: list[tuple[int, str]]) -> int:
-    """Predict the tasks that have no stored prediction of ``version`` yet; returns how many failed."""
-    from vl4pose.predictor import Predictor, PredictorConfig
-
-    services = ctx.services
-    with services.db.session() as session:
-        done = set(
-            session.scalars(
-                select(TaskPrediction.task_id).where(
-                    TaskPrediction.project_id == project.id, TaskPrediction.model_version == version
-                )
-            ).all()
-        )
-    todo = [t for t in tasks if t[0] not in done]
-    if not todo:
-        return 0
-    batch = services.settings.rank_batch_size
-    predictor = Predictor(services.registry().path(version), PredictorConfig(batch_size=batch))
-    failed = 0
-    for start in range(0, len(todo), batch):
-        chunk = todo[start : start + batch]
-        files = services.images.get_many([url for _, url in chunk])
-        readable = [(t, f) for t, f in zip(chunk, files) if not isinstance(f, CoordinatorError)]
-        predictions = predictor.predict_batch([f for _, f in readable]) if readable else []
-        rows = []
-        for ((task_id, url), _), prediction in zip(readable, predictions):
-            if isinstance(prediction, ImageError):
-                continue
-            rows.append(
-                TaskPrediction(
-                    project_id=project.id,
-                    task_id=task_id,
-                    model_version=version,
-                    score=_score(project, task_id, prediction),
-                    log_likelihood=float(prediction.log_likelihood),
-                    image_url=url,
-                    image_size=list(prediction.image_size),
-                    keypoints=keypoints_to_json(prediction.refined),
-                    placed=[bool(p) for p in prediction.placed],
-                    confidence=[round(float(c), 4) for c in prediction.confidence],
+                    AnnotationRecord.project_id == project.id,
+                    AnnotationRecord.status == AnnotationStatus.SUBMITTED,
+                    AnnotationRecord.task_id.in_(ids),
                 )
             )
-        failed += len(chunk) - len(rows)
-        with services.db.session() as session:
-            session.add_all(rows)
-        ctx.progress(
-            0.05 + 0.75 * (start + len(chunk)) / len(todo),
-            f"scoring tasks with {version}: {min(start + batch, len(todo))}/{len(todo)}",
-        )
-    return failed
+        ) if ids else set()
+    out = []
+    for task in tasks:
+        done = int(task.get("total_annotations") or 0) - int(task.get("cancelled_annotations") or 0)
+        url = (task.get("data") or {}).get(key)
+        if done <= 0 and int(task["id"]) not in labelled and isinstance(url, str):
+            out.append((int(task["id"]), url))
+    return out, len(tasks)
 
 
-def prediction_payload(project: Project, row: TaskPrediction) -> dict:
-    """One Label Studio prediction: the refined pose, per-keypoint scores, the likelihood score."""
-    labels = project.label_config["labels"]
-    keypoints = keypoints_from_json(row.keypoints, len(labels))
-    placed = np.asarray(row.placed, dtype=bool) & np.array([label is not None for label in labels])
-    result = keypoints_to_results(
-        keypoints,
-        tuple(row.image_size),
-        labels,
-        placed,
-        np.asarray(row.confidence, dtype=float),
-        project.label_config["from_name"],
-        project.label_config["to_name"],
-    )
-    return {"task": row.task_id, "result": result, "score": row.score, "model_version": row.model_version}
-
-
-def import_predictions(ctx: JobContext, project: Project, version: str, task_ids: list[int]) -> int:
-    """Bulk-import stored predictions in chunks (``imported`` in the payload records progress); returns
-    how many predictions the version has for these tasks."""
-    services = ctx.services
-    chunk = services.settings.import_chunk
-    start = int(ctx.payload.get("imported", 0))
+def shard_states(services: Services, parent_id: int) -> dict[JobState, int]:
     with services.db.session() as session:
-        rows = session.scalars(
-            select(TaskPrediction)
-            .where(TaskPrediction.project_id == project.id, TaskPrediction.model_version == version)
-            .order_by(TaskPrediction.task_id)
+        rows = session.execute(
+            select(Job.state, func.count()).where(Job.parent_id == parent_id).group_by(Job.state)
         ).all()
-    wanted = set(task_ids)
-    rows = [r for r in rows if r.task_id in wanted]
-    ls = services.ls()
-    for begin in range(start, len(rows), chunk):
-        ls.import_predictions(
-            project.ls_project_id, [prediction_payload(project, r) for r in rows[begin : begin + chunk]]
-        )
-        ctx.save_payload(imported=min(begin + chunk, len(rows)))
-        ctx.progress(
-            0.8 + 0.15 * min(begin + chunk, len(rows)) / len(rows),
-            f"importing predictions into Label Studio: {min(begin + chunk, len(rows))}/{len(rows)}",
-        )
-    return len(rows)
+    return {state: int(count) for state, count in rows}
 
 
 class RankHandler(Handler):
-    """Payload: ``{"version"}``; ``initial: true`` ranks the first round's queue without closing a round."""
+    """Payload: ``{"version"}``; ``initial: true`` ranks the first round's queue without closing a round.
+    Bookkeeping in the payload: ``started`` (epoch seconds), ``pages`` (pages listed), ``shards`` (shard jobs
+    created), ``listed`` (the listing is complete), ``listed_tasks`` (tasks on the listed pages)."""
 
     def run(self, ctx: JobContext) -> None:
         services, version = ctx.services, ctx.payload["version"]
-        started = time.monotonic()
         with services.db.session() as session:
             project = session.get(Project, ctx.project_id)
+            if project is None:
+                raise CoordinatorError(f"project {ctx.project_id} is not linked any more")
             session.expunge(project)
-        if not ctx.payload.get("initial"):
-            set_round_state(services, ctx.round_id, RoundState.RANKING)
-        ctx.progress(0.01, "listing unlabelled tasks", force=True)
-        listing = ctx.dir / "tasks.json"
-        if not listing.is_file():
-            listing.write_text(json.dumps(unlabelled_tasks(services, project)))
-        tasks = [(int(t), str(u)) for t, u in json.loads(listing.read_text())]
-        failed = predict_tasks(ctx, project, version, tasks)
-        task_ids = [t for t, _ in tasks]
-        imported = import_predictions(ctx, project, version, task_ids)
+        if "started" not in ctx.payload:
+            ctx.save_payload(started=time.time())
+            if not ctx.payload.get("initial"):
+                set_round_state(services, ctx.round_id, RoundState.RANKING)
+        if not ctx.payload.get("listed"):
+            self._list(ctx, project, version)
+        self._help(ctx)
+        states = shard_states(services, ctx.job_id)
+        total = sum(states.values())
+        done = states.get(JobState.DONE, 0)
+        if states.get(JobState.FAILED):
+            with services.db.session() as session:
+                bad = session.scalars(
+                    select(Job).where(Job.parent_id == ctx.job_id, Job.state == JobState.FAILED).limit(1)
+                ).first()
+            raise CoordinatorError(f"rank shard job {bad.id} failed: {bad.error}")
+        if done < total:  # the rest run on other workers
+            services.jobs.recover(parent_id=ctx.job_id)
+            ctx.progress(0.05 + 0.9 * done / max(total, 1), f"scoring tasks with {version}: {done}/{total} shards done")
+            raise Waiting(services.settings.rank_poll_s, f"waiting for shards: {done}/{total} done")
+        self._finish(ctx, project, version, total)
+
+    def _help(self, ctx: JobContext) -> None:
+        """Run this ranking's shards that no worker has taken yet in this thread (each claimed like any job), so a
+        ranking never idles a thread while its shards wait in the queue, and a caller without workers (tests,
+        benchmarks) ranks everything; shards retrying after a Label Studio outage are taken when their delay is
+        over."""
+        from huey.exceptions import RetryTask
+
+        services = ctx.services
+        tried: set[int] = set()
+        while True:
+            due = utcnow() - dt.timedelta(seconds=services.settings.job_retry_delay_s)
+            with services.db.session() as session:
+                shard_id = session.scalar(
+                    select(Job.id)
+                    .where(
+                        Job.parent_id == ctx.job_id,
+                        Job.id.not_in(tried) if tried else Job.id.is_not(None),
+                        or_(
+                            Job.state == JobState.QUEUED,
+                            and_(Job.state == JobState.RETRYING, Job.heartbeat_at <= due),
+                        ),
+                    )
+                    .order_by(Job.id)
+                    .limit(1)
+                )
+            if shard_id is None:
+                return
+            try:
+                services.jobs.run(shard_id)
+            except RetryTask:  # its Label Studio outage: taken again after the retry delay
+                pass
+            with services.db.session() as session:
+                if session.get(Job, shard_id).state != JobState.RETRYING:
+                    tried.add(shard_id)
+                else:
+                    return  # still unreachable: wait (and check again) instead of spinning
+
+    def _list(self, ctx: JobContext, project: Project, version: str) -> None:
+        """Turn each page of Label Studio's tasks into a shard job (resumes after the last listed page)."""
+        services = ctx.services
+        size = services.settings.rank_shard_size
+        while True:
+            page = int(ctx.payload.get("pages", 0)) + 1
+            tasks, seen = unlabelled_page(services, project, page, size)
+            created: int | None = None
+            with services.db.session() as session:
+                if tasks:
+                    index = int(ctx.payload.get("shards", 0))
+                    created = services.jobs.create(
+                        session,
+                        JobKind.RANK_SHARD,
+                        project.id,
+                        None,  # the round's jobs are the rank job's: closing a failed round retries that one
+                        {"version": version, "index": index, "tasks": [list(t) for t in tasks]},
+                        parent_id=ctx.job_id,
+                    ).id
+                    ctx.payload["shards"] = index + 1
+                ctx.payload["pages"] = page if seen else page - 1
+                ctx.payload["listed_tasks"] = int(ctx.payload.get("listed_tasks", 0)) + seen
+                ctx.payload["listed"] = seen < size
+                session.execute(update(Job).where(Job.id == ctx.job_id).values(payload=dict(ctx.payload)))
+            if created is not None:
+                services.jobs.enqueue(created)
+            listed, shards = ctx.payload["listed_tasks"], ctx.payload.get("shards", 0)
+            ctx.progress(0.02, f"listing tasks: {listed} read, {shards} shards")
+            if ctx.payload["listed"]:
+                log.info("job %d: %d tasks listed into %d shards of at most %d", ctx.job_id,
+                         ctx.payload["listed_tasks"], ctx.payload.get("shards", 0), size)
+                return
+
+    def _finish(self, ctx: JobContext, project: Project, version: str, shards: int) -> None:
+        from backend.services.pruning import prune_predictions
+
+        services = ctx.services
+        with services.db.session() as session:
+            payloads = session.scalars(select(Job.payload).where(Job.parent_id == ctx.job_id)).all()
+        ranked = sum(int(p.get("ranked", 0)) for p in payloads)
+        failed = sum(int(p.get("failed", 0)) for p in payloads)
         ctx.progress(0.96, "switching the queue to the new model version", force=True)
         ls = services.ls()
-        if imported:  # Label Studio refuses a model version that no prediction carries
+        if ranked:  # Label Studio refuses a model version that no prediction carries
             ls.update_project(project.ls_project_id, model_version=version, sampling=UNCERTAINTY_SAMPLING)
-        services.registry().set_current(version, project.ls_project_id)  # this project's model only
-        self._finish_round(ctx, project, version, time.monotonic() - started, len(tasks) - failed, failed)
+        registry = services.registry()
+        previous = ctx.payload.get("previous")
+        if "previous" not in ctx.payload:
+            previous = registry.current(project.ls_project_id)
+            ctx.save_payload(previous=previous if previous != version else None)
+            previous = ctx.payload["previous"]
+        registry.set_current(version, project.ls_project_id)  # this project's model only
+        pruned = prune_predictions(services, project.id, project.ls_project_id, {version, previous or ""}, version)
+        ctx.save_payload(pruned=pruned)
+        rank_s = time.time() - float(ctx.payload.get("started", time.time()))
+        self._finish_round(ctx, project, version, rank_s, ranked, failed, shards, pruned)
 
     def _finish_round(
-        self, ctx: JobContext, project: Project, version: str, rank_s: float, ranked: int, failed: int
+        self,
+        ctx: JobContext,
+        project: Project,
+        version: str,
+        rank_s: float,
+        ranked: int,
+        failed: int,
+        shards: int,
+        pruned: dict,
     ) -> None:
         services = ctx.services
         with services.db.session() as session:
@@ -201,13 +235,21 @@ class RankHandler(Handler):
                 if round_ is not None and round_.state == RoundState.OPEN:
                     round_.model_version, round_.selected_tasks = version, list(head)
                 return
+            if round_ is None or round_.state == RoundState.DONE:  # finished by an earlier run of this job
+                return
             now = utcnow()
             round_.state, round_.ranked_at = RoundState.DONE, now
             timings = {**(round_.timings or {}), "rank_s": round(rank_s, 2)}
             if round_.closed_at is not None:
                 timings["close_to_ranked_s"] = round((now - round_.closed_at).total_seconds(), 2)
             round_.timings = timings
-            round_.metrics = {**(round_.metrics or {}), "ranked_tasks": ranked, "unreadable_tasks": failed}
+            round_.metrics = {
+                **(round_.metrics or {}),
+                "ranked_tasks": ranked,
+                "unreadable_tasks": failed,
+                "rank_shards": shards,
+                "pruned_predictions": {k: v for k, v in pruned.items() if k != "error"},
+            }
             open_round(session, session.get(Project, project.id), version, list(head))
 
     def failed(self, ctx: JobContext, message: str) -> None:
@@ -215,6 +257,14 @@ class RankHandler(Handler):
             set_round_state(ctx.services, ctx.round_id, RoundState.FAILED, f"ranking failed: {message}")
 
     def reset(self, services: Services, job_id: int) -> None:
+        """Before a failed ranking is retried by hand: its round goes back to ranking, its failed shards are queued
+        again (with no heartbeat, so the next check re-queues them at once); listed pages and done shards stay."""
         from backend.services.training import _reset_round
 
         _reset_round(services, job_id, RoundState.RANKING)
+        with services.db.session() as session:
+            session.execute(
+                update(Job)
+                .where(Job.parent_id == job_id, Job.state == JobState.FAILED)
+                .values(state=JobState.QUEUED, error=None, heartbeat_at=None, stage="queued again with its ranking")
+            )

@@ -97,13 +97,32 @@ def close(project_id: int):
 @bp.post("/projects/<id:project_id>/reconcile")
 @require_auth
 def reconcile(project_id: int):
-    from backend.services.events import process_pending
-    from backend.services.reconcile import reconcile as run
+    """Queue a reconcile job (pending events, then the project's annotations from Label Studio) and answer at once:
+    202 with the job id and state (and the counts when the job is already done, e.g. with an immediate queue).
+    ``?full=1`` reads every task instead of those changed since the last reconcile. A reconcile job of the project
+    that is still queued or running is answered instead of a second one."""
+    from backend.models import JobKind, JobState
 
-    with services().db.session() as session:
+    svc = services()
+    full = request.args.get("full", "").lower() in ("1", "true", "yes")
+    with svc.db.session() as session:
         reports.get_project(session, project_id)
-    processed = process_pending(services())
-    return jsonify({"events_processed": processed, **run(services(), project_id)})
+        pending = session.scalar(
+            select(Job.id).where(
+                Job.project_id == project_id,
+                Job.kind == JobKind.RECONCILE,
+                Job.state.in_([JobState.QUEUED, JobState.RUNNING, JobState.RETRYING]),
+            ).limit(1)
+        )
+    job_id = pending or svc.jobs.submit(JobKind.RECONCILE, project_id, payload={"full": True if full else None})
+    with svc.db.session() as session:
+        job = session.get(Job, job_id)
+        body = {"job_id": job_id, "state": job.state.value, "already_queued": pending is not None}
+        if job.state == JobState.DONE:
+            body.update(events_processed=job.payload.get("events_processed", 0), **(job.payload.get("result") or {}))
+        elif job.error:
+            body["error"] = job.error
+    return jsonify(body), 202
 
 
 @bp.get("/jobs/<id:job_id>")

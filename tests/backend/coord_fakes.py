@@ -125,16 +125,19 @@ class FakeLabelStudio:
             "prediction": prediction or {},
         }
         self.tasks[task_id]["annotations"].append(annotation)
+        self.tasks[task_id]["updated_at"] = now
         return self.event("ANNOTATION_CREATED", annotation)
 
     def update(self, annotation_id: int, result: list[dict]) -> dict:
         annotation = self.annotation(annotation_id)
         annotation.update(result=result, updated_at=self._now())
+        self.tasks[annotation["task"]]["updated_at"] = annotation["updated_at"]
         return self.event("ANNOTATION_UPDATED", annotation)
 
     def delete(self, annotation_id: int) -> dict:
         task = next(t for t in self.tasks.values() if any(a["id"] == annotation_id for a in t["annotations"]))
         task["annotations"] = [a for a in task["annotations"] if a["id"] != annotation_id]
+        task["updated_at"] = self._now()
         return {
             "action": "ANNOTATIONS_DELETED",
             "annotations": [{"id": annotation_id}],
@@ -206,7 +209,13 @@ class FakeLabelStudio:
         ids = []
         for task in tasks:
             task_id = next(self._ids)
-            self.tasks[task_id] = {"id": task_id, "project": project_id, "data": dict(task["data"]), "annotations": []}
+            self.tasks[task_id] = {
+                "id": task_id,
+                "project": project_id,
+                "data": dict(task["data"]),
+                "annotations": [],
+                "updated_at": self._now(),
+            }
             for annotation in task.get("annotations", []):
                 now = self._now()
                 self.tasks[task_id]["annotations"].append(
@@ -245,6 +254,43 @@ class FakeLabelStudio:
                     "total_annotations": len(task["annotations"]),
                     "cancelled_annotations": len(task["annotations"]) - len(done),
                 }
+
+    def task_page(self, project_id: int, page: int, page_size: int) -> tuple[list[dict], int]:
+        self._check("task_page")
+        rows = list(self.list_tasks(project_id))
+        return rows[(page - 1) * page_size : page * page_size], len(rows)
+
+    def tasks_after(self, project_id: int, key: str, after, page_size: int) -> list[dict]:
+        """Keyset pages like Label Studio's Data Manager (``updated_at`` strings compare in time order here)."""
+        self._check("tasks_after")
+        rows = [t for t in self.tasks.values() if t["project"] == project_id]
+        if key == "updated_at" and after is not None:
+            rows = [t for t in rows if t.get("updated_at", "") > after]
+        elif after is not None:
+            rows = [t for t in rows if t["id"] > after]
+        rows.sort(key=lambda t: (t.get(key) or "", t["id"]) if key == "updated_at" else t["id"])
+        return [
+            {"id": t["id"], "data": t["data"], "updated_at": t.get("updated_at"),
+             "annotations": [dict(a, prediction={}) for a in t["annotations"]]}
+            for t in rows[:page_size]
+        ]
+
+    def model_versions(self, project_id: int) -> dict[str, int]:
+        self._check("model_versions")
+        counts: dict[str, int] = {}
+        for p in self.predictions:
+            if self.tasks[p["task"]]["project"] == project_id:
+                counts[p["model_version"]] = counts.get(p["model_version"], 0) + 1
+        return counts
+
+    def delete_predictions(self, project_id: int, model_version: str) -> int:
+        self._check("delete_predictions")
+        keep = [
+            p for p in self.predictions
+            if not (p["model_version"] == model_version and self.tasks[p["task"]]["project"] == project_id)
+        ]
+        deleted, self.predictions = len(self.predictions) - len(keep), keep
+        return deleted
 
     def export_annotated(self, project_id: int) -> list[dict]:
         self._check("export_annotated")

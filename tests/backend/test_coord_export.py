@@ -211,7 +211,7 @@ def test_migration_0004_backfills_one_version_per_existing_annotation(tmp_path):
                 "image_url, keypoints, keypoint_count, holdout, source, first_seen_at) VALUES (1, 5, 3, :a, "
                 "'submitted', '2026-01-02 00:00:00', 'u', :k, 1, 0, :s, '2026-01-02 00:00:00')"),
                 {"a": annotation, "s": source, "k": keypoints})
-    db.upgrade()
+    upgrade(db.engine, "0004")
     assert current_revision(db.engine) == "0004"
     with db.engine.connect() as connection:
         rows = connection.execute(text(

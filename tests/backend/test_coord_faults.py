@@ -71,12 +71,14 @@ def test_label_studio_unreachable_during_rank_is_retried_and_the_round_stays_con
             )
 
     fake_ls.on_call = watch
-    fake_ls.fail["import_predictions"] = 2  # the first two attempts of the rank job cannot reach Label Studio
+    fake_ls.fail["import_predictions"] = 2  # the first two attempts of the rank shard cannot reach Label Studio
     _label(app, fake_ls, lspet_pool, 2, headers=hook_headers)
-    assert seen == [(1, RoundState.RANKING, v0, v0, JobKind.RANK, JobState.RUNNING)] * 2
+    assert seen == [(1, RoundState.RANKING, v0, v0, JobKind.RANK_SHARD, JobState.RUNNING)] * 2
     rounds, jobs, _ = _state(services)
     rank = [j for j in jobs if j.kind == JobKind.RANK][-1]
-    assert rank.state == JobState.DONE and rank.attempts == 3 and rank.error is None
+    assert rank.state == JobState.DONE and rank.attempts == 1 and rank.error is None
+    [shard] = [j for j in jobs if j.kind == JobKind.RANK_SHARD and j.parent_id == rank.id]
+    assert shard.state == JobState.DONE and shard.attempts == 3 and shard.error is None
     assert [r.state for r in rounds] == [RoundState.DONE, RoundState.OPEN] and rounds[1].model_version == v1
     assert fake_ls.projects[result.ls_project_id]["model_version"] == v1 and services.registry().current() == v1
     for task_id in fake_ls.tasks:  # retries never duplicate a prediction
@@ -93,8 +95,11 @@ def test_label_studio_down_for_good_fails_the_round_readably_and_a_retry_finishe
     _label(app, fake_ls, lspet_pool, 2, headers=hook_headers)
     rounds, jobs, project = _state(services)
     rank = [j for j in jobs if j.kind == JobKind.RANK][-1]
-    assert rank.state == JobState.FAILED and rank.attempts == 4
-    assert rank.error.startswith("gave up after 4 attempts: Label Studio at http://fake is unreachable")
+    [shard] = [j for j in jobs if j.kind == JobKind.RANK_SHARD and j.parent_id == rank.id]
+    assert shard.state == JobState.FAILED and shard.attempts == 4
+    assert shard.error.startswith("gave up after 4 attempts: Label Studio at http://fake is unreachable")
+    assert rank.state == JobState.FAILED and rank.attempts == 1
+    assert rank.error.startswith(f"rank shard job {shard.id} failed: gave up after 4 attempts")
     assert len(rounds) == 1 and rounds[0].state == RoundState.FAILED and rounds[0].error.startswith("ranking failed")
     assert fake_ls.projects[result.ls_project_id]["model_version"] == v0 and services.registry().current() == v0
     assert v1 in services.registry().versions()  # published, not yet serving
@@ -138,6 +143,25 @@ def test_a_training_set_without_usable_keypoints_fails_with_a_clear_reason(
     assert [j.state for j in jobs if j.kind == JobKind.TRAIN] == [JobState.DONE]
 
 
+class _Answer:
+    def __init__(self, status_code: int, json: dict) -> None:
+        self.status_code, self.json = status_code, json
+
+
+def _reconcile(app, project_id, auth) -> _Answer:
+    """POST /reconcile queues a job and answers at once (202); play the worker (memory queue) and read its counts."""
+    from backend.models import Job
+
+    response = app.test_client().post(f"/api/projects/{project_id}/reconcile", headers=auth)
+    assert response.status_code == 202 and response.json["state"] == "queued", response.json
+    services = app.extensions["vl4pose"]
+    services.jobs.run(response.json["job_id"])
+    with services.db.session() as session:
+        job = session.get(Job, response.json["job_id"])
+        assert job.state == JobState.DONE, job.error
+        return _Answer(response.status_code, {**response.json, **job.payload["result"]})
+
+
 def test_a_lost_webhook_is_found_by_reconcile_and_counts_for_the_round(make_app, fake_ls, link, lspet_pool, auth):
     app = make_app(queue="memory", round_budget=5)
     result = link(app, limit=6)
@@ -146,18 +170,18 @@ def test_a_lost_webhook_is_found_by_reconcile_and_counts_for_the_round(make_app,
     task_id = sorted(fake_ls.tasks)[0]
     sample = sample_for_url(lspet_pool, fake_ls.tasks[task_id]["data"]["image"])
     fake_ls.annotate(task_id, gt_results(sample, project.label_config))  # Label Studio's webhook never arrived
-    response = app.test_client().post(f"/api/projects/{project.id}/reconcile", headers=auth)
-    assert response.status_code == 200 and response.json["changed"] == 1
+    response = _reconcile(app, project.id, auth)
+    assert response.status_code == 202 and response.json["changed"] == 1
     with services.db.session() as session:
         [record] = session.scalars(select(AnnotationRecord)).all()
         assert record.source == "reconcile" and record.task_id == task_id and record.round_id == rounds[0].id
         assert record.keypoint_count == int(sample.labelled.sum())
         assert session.scalar(select(Round)).labelled_count == 1
-    again = app.test_client().post(f"/api/projects/{project.id}/reconcile", headers=auth).json
-    assert again["changed"] == 0 and again["deleted"] == 0
+    again = _reconcile(app, project.id, auth).json
+    assert again["changed"] == 0 and again["deleted"] == 0 and again["mode"] == "incremental"
 
     fake_ls.delete(record.annotation_id)  # deleted in Label Studio, webhook lost too
-    assert app.test_client().post(f"/api/projects/{project.id}/reconcile", headers=auth).json["deleted"] == 1
+    assert _reconcile(app, project.id, auth).json["deleted"] == 1
     with services.db.session() as session:
         assert session.scalar(select(AnnotationRecord)).status == AnnotationStatus.DELETED
         assert session.scalar(select(Round)).labelled_count == 0
@@ -180,7 +204,7 @@ def test_an_annotation_arriving_during_a_reconcile_is_not_taken_for_deleted(make
     }
 
     def during_export(name, failing):
-        if name == "export_annotated":  # created in Label Studio after the export's snapshot was taken
+        if name == "tasks_after":  # created in Label Studio after the page was read
             app.test_client().post(HOOK, json=late, headers=hook_headers)
             process_pending(services)
 

@@ -252,13 +252,13 @@ def test_reconcile_records_a_bad_exported_annotation_as_failed_and_counts_the_re
     [event] = _events(services)
     assert event.state == EventState.FAILED and event.body["source"] == "reconcile"
     assert "export" in event.error and "'result' must be a list" in event.error
-    again = reconcile(services, result.project_id)
+    again = reconcile(services, result.project_id, full=True)  # (an incremental one reads changed tasks only)
     assert again["failed"] == 1 and again["changed"] == 0 and len(_events(services)) == 1  # recorded once
     report = app.test_client().get(f"/api/projects/{result.project_id}", headers=auth).json
     assert report["events"]["failed_events"][0]["source"] == "reconcile"
 
-    export = fake_ls.export_annotated  # items that are not even objects are recorded too
-    fake_ls.export_annotated = lambda project: [*export(project), "oops", {"id": 9, "annotations": ["not one"]}]
-    counts = reconcile(services, result.project_id)
+    pages = fake_ls.tasks_after  # items that are not even objects are recorded too
+    fake_ls.tasks_after = lambda *args: [*pages(*args), "oops", {"id": 9, "annotations": ["not one"]}]
+    counts = reconcile(services, result.project_id, full=True)
     assert counts["failed"] == 3 and counts["changed"] == 0
     assert sum(e.state == EventState.FAILED for e in _events(services)) == 2  # one per distinct bad item key

@@ -107,6 +107,7 @@ def test_webhooks_close_the_round_and_the_next_round_opens_ranked_by_the_new_mod
         assert {j.kind.value: j.state for j in session.scalars(select(Job))} == {
             "train": JobState.DONE,
             "rank": JobState.DONE,
+            "rank_shard": JobState.DONE,
             "evaluate": JobState.DONE,
         }
         stored = session.scalars(select(TaskPrediction).where(TaskPrediction.model_version == v1)).all()
