@@ -1,7 +1,8 @@
 """The job queue on huey: the storage chosen by ``VL4POSE_QUEUE`` and the tasks workers run.
 
 - ``sqlite`` (default): ``SqliteHuey`` in ``<storage>/queue.sqlite``; web and workers on one machine.
-- ``redis://host:port/db``: ``RedisHuey``; workers on other machines (needs the ``redis`` package).
+- ``redis://host:port/db``: ``PriorityRedisHuey`` (event processing goes first: plain ``RedisHuey`` refuses task
+  priorities); workers on other machines (needs the ``redis`` package: ``pip install -e ".[distributed]"``).
 - ``immediate``: tasks run inside the caller (unit tests); ``memory``: queued in memory, never run.
 
 The huey tasks are thin: they call :class:`backend.jobs.JobRunner` and the event and reconcile
@@ -34,9 +35,9 @@ def make_huey(settings: Settings) -> Huey:
     if settings.queue == "sqlite":
         settings.queue_file.parent.mkdir(parents=True, exist_ok=True)
         return SqliteHuey(QUEUE_NAME, filename=str(settings.queue_file), results=False, timeout=30)
-    from huey import RedisHuey
+    from huey import PriorityRedisHuey
 
-    return RedisHuey(QUEUE_NAME, url=settings.queue, results=False)
+    return PriorityRedisHuey(QUEUE_NAME, url=settings.queue, results=False)
 
 
 @dataclass

@@ -5,17 +5,22 @@
 #   bash scripts/setup.sh --no-ls      only .venv
 #   bash scripts/setup.sh --browser    also Debian's chromium for the browser tests (apt-get, as root);
 #                                      Playwright drives it and never downloads a browser of its own
+#   bash scripts/setup.sh --services   also Debian's redis-server and postgresql for the distributed tests
+#                                      (apt-get, as root; their services are not started: the tests start
+#                                      their own throw-away servers on free ports)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 LABEL_STUDIO_VERSION=1.23.2
 WITH_LS=1
 WITH_BROWSER=0
+WITH_SERVICES=0
 for arg in "$@"; do
   case "$arg" in
     --no-ls) WITH_LS=0 ;;
     --browser) WITH_BROWSER=1 ;;
-    *) echo "[setup] unknown option $arg (use --no-ls, --browser)" >&2; exit 2 ;;
+    --services) WITH_SERVICES=1 ;;
+    *) echo "[setup] unknown option $arg (use --no-ls, --browser, --services)" >&2; exit 2 ;;
   esac
 done
 
@@ -29,7 +34,7 @@ if [ "$(cat .venv/.setup-stamp 2>/dev/null)" != "$(stamp)" ]; then
   echo "[setup] installing the project into .venv (torch==2.13.0 CPU build)"
   .venv/bin/python -m pip install --quiet --upgrade pip >/dev/null
   .venv/bin/python -m pip install --quiet "torch==2.13.0"
-  .venv/bin/python -m pip install --quiet -e ".[service,test]"
+  .venv/bin/python -m pip install --quiet -e ".[service,distributed,test]"
   stamp > .venv/.setup-stamp
 fi
 
@@ -59,4 +64,27 @@ if [ "$WITH_BROWSER" = 1 ]; then
     fi
   fi
 fi
-echo "[setup] ready: .venv$([ "$WITH_LS" = 1 ] && echo " and .lsvenv")$([ "$WITH_BROWSER" = 1 ] && [ -x "${VL4POSE_CHROMIUM:-/usr/bin/chromium}" ] && echo " and chromium")"
+if [ "$WITH_SERVICES" = 1 ]; then
+  have_pg() { ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null; }
+  if ! command -v redis-server >/dev/null || ! have_pg; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      echo "[setup] installing Debian's redis-server and postgresql for the distributed tests (apt-get)"
+      export DEBIAN_FRONTEND=noninteractive
+      # keep their packages from starting system-wide servers: the tests start their own on free ports
+      policy=0
+      if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && policy=1
+      fi
+      if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends redis-server postgresql; } \
+          > .venv/apt-services.log 2>&1; then
+        echo "[setup] WARNING: apt-get could not install redis-server/postgresql (see .venv/apt-services.log);" \
+             "the distributed tests skip until they exist" >&2
+      fi
+      if [ "$policy" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
+    else
+      echo "[setup] WARNING: redis-server or PostgreSQL is missing and apt-get is not available as root here;" \
+           "install Debian's redis-server and postgresql; the distributed tests skip without them" >&2
+    fi
+  fi
+fi
+echo "[setup] ready: .venv$([ "$WITH_LS" = 1 ] && echo " and .lsvenv")$([ "$WITH_BROWSER" = 1 ] && [ -x "${VL4POSE_CHROMIUM:-/usr/bin/chromium}" ] && echo " and chromium")$([ "$WITH_SERVICES" = 1 ] && command -v redis-server >/dev/null && echo " and redis-server + postgresql")"
