@@ -81,6 +81,7 @@ class Settings:
     reconcile_full_hours: float = 24.0
     reconcile_overlap_s: float = 30.0
     image_max_bytes: int = 50 * 1024 * 1024
+    image_cache_mb: int = 2048
     log_level: str = "INFO"
 
     # -- derived ------------------------------------------------------------------------------------
@@ -146,6 +147,8 @@ class Settings:
             raise SettingsError(
                 f"{PREFIX}QUEUE must be sqlite, immediate, memory or a redis:// URL, not {self.queue!r}"
             )
+        if self.image_cache_mb < 0:
+            raise SettingsError(f"{PREFIX}IMAGE_CACHE_MB must be 0 (no limit) or a size in MB, not {self.image_cache_mb}")
         if not 1 <= self.reconcile_minutes <= 59:
             raise SettingsError(f"{PREFIX}RECONCILE_MINUTES must be between 1 and 59, not {self.reconcile_minutes}")
         if self.train_time_budget_minutes < 0:

@@ -53,6 +53,7 @@ class Services:
             self.settings.label_studio_files_root or None,
             self.ls,
             self.settings.image_max_bytes,
+            self.settings.image_cache_mb * 2**20,
         )
 
     @property

@@ -262,6 +262,9 @@ def reconcile_all_projects(services: Services) -> dict[int, dict[str, Any] | str
     for project_id in project_ids:
         try:
             results[project_id] = reconcile(services, project_id)
+        except ReconcileBusy as exc:  # another worker's periodic task got there first
+            log.info("reconcile of project %d skipped: %s", project_id, exc)
+            results[project_id] = str(exc)
         except Exception as exc:  # one project's failure must not stop the others
             log.warning("reconcile of project %d failed: %s", project_id, exc)
             results[project_id] = str(exc)

@@ -243,3 +243,23 @@ def test_a_shard_left_by_a_dead_worker_is_taken_again_through_the_database(tmp_p
         assert rank.state == JobState.DONE, rank.error
         assert taken.state == JobState.DONE and taken.attempts == 2
     assert set(fake.per_version[f"p{ls_id}-v0"]) == {1}  # nothing lost, nothing twice
+
+
+def test_the_image_cache_keeps_to_its_size_limit_and_evicts_the_least_recently_used(tmp_path, lspet_dir):
+    from coord_fakes import SHARED_DATA
+
+    from backend.services.images import ImageStore
+
+    fake = FakeLabelStudio(SHARED_DATA)
+    limit = 300 * 1024
+    store = ImageStore(tmp_path / "cache", None, lambda: fake, 10**7, max_cache_bytes=limit)
+    urls = [f"/data/local-files/?d=lspet/images/im{n:05d}.jpg" for n in range(1, 41)]
+    favourite = store.get(urls[0])
+    for url in urls[1:]:
+        os.utime(favourite, (time.time() + 1, time.time() + 1))  # used again (what a cache hit does), after each
+        path = store.get(url)
+        size = sum(p.stat().st_size for p in (tmp_path / "cache").rglob("*") if p.is_file())
+        assert size <= limit and path.is_file()
+    assert favourite.is_file()  # recently used: kept
+    assert not store.cache_path(urls[1]).is_file()  # the least recently used went first
+    assert store.get(urls[0]) == favourite and fake.calls.count("fetch") == len(urls)
