@@ -23,6 +23,11 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 WEBHOOK_ACTIONS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED")
 PAGE_SIZE = 1000
+# Label Studio's ``include`` applies to nested objects too: the annotation fields reconcile reads must be named
+TASK_WITH_ANNOTATIONS = (
+    "id,updated_at,data,annotations,result,was_cancelled,created_at,task,project,parent_prediction,"
+    "parent_annotation,completed_by,ground_truth,lead_time"
+)
 
 
 class LabelStudioUnavailable(TransientError):
@@ -203,7 +208,8 @@ class LabelStudio:
         """Keyset paging through a project's tasks with their annotations (``id``, ``updated_at``, ``data``,
         ``annotations``): the first ``page_size`` tasks whose ``key`` (``id`` or ``updated_at``, Label Studio's clock,
         ``%Y-%m-%dT%H:%M:%S.%fZ``) is greater than ``after``, in ``key`` order. Tasks changing while a caller pages
-        are never skipped (a page offset would shift)."""
+        are never skipped (a page offset would shift). Annotations carry the fields in :data:`TASK_WITH_ANNOTATIONS`
+        (no predictions: pages stay small)."""
         kind = "Number" if key == "id" else "Datetime"
         items = [] if after is None else [{"filter": f"filter:tasks:{key}", "operator": "greater", "type": kind,
                                             "value": after}]
@@ -215,7 +221,7 @@ class LabelStudio:
             params={
                 "project": project_id,
                 "fields": "all",
-                "include": "id,updated_at,data,annotations",
+                "include": TASK_WITH_ANNOTATIONS,
                 "page": 1,
                 "page_size": page_size,
                 "query": json.dumps(query),

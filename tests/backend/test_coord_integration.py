@@ -192,8 +192,11 @@ def test_link_webhooks_reconcile_and_one_round_through_a_real_label_studio(
         sdk = LabelStudio(base_url=label_studio.url, api_key=label_studio.token)
         sdk.annotations.create(id=second, result=gt_results(sample, label_config))
         summary = requests.post(f"{port_url}/api/projects/{linked['project_id']}/reconcile", headers=api, timeout=60)
-        assert summary.json()["changed"] == 1, summary.text
-        assert _run_queued_jobs(services)  # train -> rank
+        assert summary.status_code == 202 and summary.json()["state"] == "queued", summary.text  # answered at once
+        assert _run_queued_jobs(services)  # reconcile -> train -> rank
+        with services.db.session() as session:
+            job = session.get(Job, summary.json()["job_id"])
+            assert job.state == JobState.DONE and job.payload["result"]["changed"] == 1, job.payload
         v1 = f"p{pid}-v1"
         with services.db.session() as session:
             rounds = session.scalars(select(Round).order_by(Round.number)).all()
