@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 def redis_server():
     from real_services import Missing, RedisServer
 
+    pytest.importorskip("redis", reason='the redis client is not installed: pip install -e ".[distributed]"')
     try:
         server = RedisServer().start()
     except Missing as exc:
@@ -47,6 +48,7 @@ def redis_server():
 def postgres_server():
     from real_services import Missing, PostgresServer
 
+    pytest.importorskip("psycopg", reason='the psycopg driver is not installed: pip install -e ".[distributed]"')
     try:
         server = PostgresServer().start()
     except Missing as exc:
