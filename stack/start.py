@@ -25,7 +25,7 @@ from pathlib import Path
 from stack import demo
 from stack.project import Coordinator, LinkSpec, ensure_ml_auth, job_progress_printer, link, ml_serves, round_ready
 from stack.services import REPO, SERVICES, Secrets, StackConfig, StackError, running_pid, start_service
-from stack.starter import StarterConfig, train_starter
+from stack.starter import StarterConfig, shipped_starter, train_starter
 
 DATASETS = ("lspet", "lsp", "coco", "labelstudio", "folder")
 
@@ -166,6 +166,9 @@ def _starter_for_user(storage: Path, options: StartOptions) -> Path | None:
         return options.checkpoint.resolve()
     if (options.skeleton or ("coco17" if options.dataset == "coco" else "lsp14")) != "lsp14":
         return None
+    shipped = shipped_starter("lsp14")
+    if shipped is not None:
+        return shipped
     source = demo.lspet_dir()
     if source is None:
         return None
@@ -194,8 +197,15 @@ def start(options: StartOptions, out=sys.stdout) -> dict:
     thread.start()
     if not linked:
         if source is not None:
-            spec.init_checkpoint = options.checkpoint.resolve() if options.checkpoint else train_starter(
-                source.data, storage / "starter" / source.name, source.tasks, source.seed, _starter_config())
+            shipped = shipped_starter("lsp14", source.tasks) if source.name == "lspet" else None
+            if options.checkpoint:
+                spec.init_checkpoint = options.checkpoint.resolve()
+            elif shipped is not None:
+                out.write(f"  round 0: the shipped human-pose starter ({shipped.relative_to(REPO)})\n")
+                spec.init_checkpoint = shipped
+            else:
+                spec.init_checkpoint = train_starter(source.data, storage / "starter" / source.name, source.tasks,
+                                                     source.seed, _starter_config())
         else:
             spec.init_checkpoint = _starter_for_user(storage, options)
     thread.join()

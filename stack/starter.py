@@ -15,6 +15,19 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
+SHIPPED_STARTER = Path(__file__).resolve().parents[1] / "models" / "lsp14-starter"
+"""The committed human-pose starter (``scripts/ship_starter.py``; data, recipe and figures in its MODEL_CARD.md)."""
+SHIPPED_STARTER_EXCLUDES = 200
+"""It was trained on the LSPET pool without its first 200 images: the LSPET demo's tasks."""
+
+
+def shipped_starter(skeleton: str, demo_tasks: int = 0) -> Path | None:
+    """The shipped starter for an ``lsp14`` project on real photographs, or None: another skeleton, no shipped
+    model, or an LSPET demo with more than the 200 tasks the starter never saw (it would know their answers)."""
+    if skeleton != "lsp14" or demo_tasks > SHIPPED_STARTER_EXCLUDES or not (SHIPPED_STARTER / "weights.pt").is_file():
+        return None
+    return SHIPPED_STARTER
+
 
 @dataclass(frozen=True)
 class StarterConfig:

@@ -150,3 +150,21 @@ def test_the_starter_progress_line_estimates_time_left_from_the_rate_since_its_f
     first, second = out.getvalue().splitlines()
     assert "epoch 3/4" in first and "timing it" in first and "50.0 %" in first
     assert "epoch 4/4" in second and "about 10 s left" in second and "60.0 %" in second
+
+
+def test_lsp14_projects_on_photographs_start_from_the_shipped_starter():
+    """The committed human-pose starter loads as a checkpoint, carries its model card, and is chosen only where it
+    fits: lsp14, and never for an LSPET demo whose tasks it may have trained on."""
+    from stack.starter import SHIPPED_STARTER_EXCLUDES, shipped_starter
+    from vl4pose.checkpoint import load_checkpoint
+
+    shipped = shipped_starter("lsp14")
+    assert shipped is not None, "models/lsp14-starter is missing: ship it with scripts/ship_starter.py"
+    ckpt = load_checkpoint(shipped)
+    assert ckpt.skeleton.name == "lsp14" and ckpt.calibration.reference
+    assert all(p.dtype.is_floating_point and p.dtype.itemsize == 4 for p in ckpt.pose.parameters())  # fp16 -> fp32
+    card = (shipped / "MODEL_CARD.md").read_text()
+    assert "research" in card.lower() and "--skip 200" in card
+    assert shipped_starter("coco17") is None and shipped_starter("hand21") is None
+    assert shipped_starter("lsp14", demo_tasks=SHIPPED_STARTER_EXCLUDES) == shipped
+    assert shipped_starter("lsp14", demo_tasks=SHIPPED_STARTER_EXCLUDES + 1) is None
