@@ -322,7 +322,8 @@ class Trainer:
     """Keyword arguments for :func:`vl4pose.calibrate.calibrate` (``previous``, ``current_images``)."""
 
     def _finish(self, val_cache: CropCache, history: list) -> Checkpoint:
-        best = load_checkpoint(self.out / "best")
+        best = load_checkpoint(self.out / "best")  # loads on the CPU; calibrate where the run trained
+        best.pose, best.heads = prepare_module(best.pose, self.device), best.heads.to(self.device)
         val = validation_pass(best.pose, best.heads["bones"], val_cache, self.skeleton, self.model_config.sigma)
         calibration, report = calibrate(val, self.skeleton, self.config.max_candidates, self.model_config.sigma,
                                         **(self.calibration_options or {}))
