@@ -89,7 +89,7 @@ class _Replay:
 
 
 def run_bench_onnx(checkpoint: str, data: str, folder: Path, speed_images: int, eval_images: int, threads: int,
-                   box: str, calibration_images: int, repeats: int, method: str = "minmax") -> dict:
+                   box: str, calibration_images: int, repeats: int, method: str = "percentile") -> dict:
     """Every figure of the command as one dict; the .onnx files are written into ``folder``."""
     from vl4pose.evaluate import evaluate, predict_samples
     from vl4pose.onnx_export import export_onnx, quantize_onnx
@@ -156,8 +156,8 @@ def _options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-images", type=int, default=1000, help="test images for accuracy (default: the whole split)")
     p.add_argument("--box", choices=["gt", "auto"], default="gt", help="person box for the accuracy figures")
     p.add_argument("--calibration-images", type=int, default=200, help="LSPET val images for int8 calibration")
-    p.add_argument("--method", default="minmax", choices=["minmax", "percentile", "entropy"],
-                   help="int8 activation range calibration (default minmax)")
+    p.add_argument("--method", default="percentile", choices=["minmax", "percentile", "entropy"],
+                   help="int8 activation range calibration (default percentile)")
     p.add_argument("--repeats", type=int, default=2, help="timed runs per engine (best kept)")
     p.add_argument("--json", action="store_true")
 
