@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -13,3 +19,15 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def gpu_pack(tmp_path_factory, lspet_dir) -> Path:
+    """A small LSPET pack built by ``scripts/gpu_pack.py`` (48 pool, 16 val, 24 test images), what the GPU scripts
+    read on a device; their dry runs use it here."""
+    out = tmp_path_factory.mktemp("pack") / "lspet"
+    done = subprocess.run([sys.executable, "scripts/gpu_pack.py", "--data", str(lspet_dir), "--out", str(out),
+                           "--pool", "48", "--val", "16", "--test", "24"], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    return out

@@ -16,20 +16,17 @@ from vl4pose.data import load_samples
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def pack(tmp_path_factory, lspet_dir) -> Path:
-    out = tmp_path_factory.mktemp("pack") / "lspet"
-    done = subprocess.run([sys.executable, "scripts/gpu_pack.py", "--data", str(lspet_dir), "--out", str(out),
-                           "--pool", "48", "--val", "16", "--test", "24"], cwd=REPO, capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == 0, done.stderr
-    summary = json.loads(done.stdout)
-    assert summary["images"] == {"pool": 48, "val": 16, "test": 24} and summary["bytes"] > 0
-    return out
+@pytest.fixture
+def pack(gpu_pack) -> Path:
+    return gpu_pack
 
 
 def test_the_pack_keeps_keypoints_on_the_person(pack, lspet_dir):
-    """Packed keypoints are the originals moved into canvas pixels: bone lengths scale by one factor per image."""
+    """The pack holds the asked-for images with its settings recorded; packed keypoints are the originals moved into canvas pixels: bone lengths scale by one factor per image."""
+    settings = json.loads((pack / "PACK.json").read_text())
+    assert settings["canvas"] == 160 and settings["quality"] == 75
+    assert {k: len(v) for k, v in json.loads((pack / "split.json").read_text()).items()} == \
+        {"pool": 48, "val": 16, "test": 24}
     original = {s.sample_id: s for s in load_samples("lspet", lspet_dir, "pool")[:48]}
     for sample in load_samples("lspet", pack, "pool"):
         source = original[sample.sample_id]

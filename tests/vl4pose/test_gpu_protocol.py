@@ -23,14 +23,9 @@ def _protocol_module():
     return module
 
 
-@pytest.fixture(scope="module")
-def pack(tmp_path_factory, lspet_dir) -> Path:
-    out = tmp_path_factory.mktemp("pack") / "lspet"
-    done = subprocess.run([sys.executable, "scripts/gpu_pack.py", "--data", str(lspet_dir), "--out", str(out),
-                           "--pool", "48", "--val", "16", "--test", "24"], cwd=REPO, capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == 0, done.stderr
-    return out
+@pytest.fixture
+def pack(gpu_pack) -> Path:
+    return gpu_pack
 
 
 def _dry_run(pack: Path, out: Path) -> subprocess.CompletedProcess:
