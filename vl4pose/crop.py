@@ -20,9 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from vl4pose.data.sample import box_from_keypoints
-
-__all__ = ["CropWindow", "apply_affine", "box_from_keypoints", "crop_batch", "crop_image", "heatmap_matrix",
+__all__ = ["CropWindow", "apply_affine", "crop_batch", "crop_image", "heatmap_matrix",
            "image_window", "person_window", "prefilter"]
 
 

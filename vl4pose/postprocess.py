@@ -122,7 +122,9 @@ def subpixel_dark(heatmaps: np.ndarray, xs: np.ndarray, ys: np.ndarray, sigma: f
 Decoder = Callable[[np.ndarray, np.ndarray, np.ndarray, float], tuple[np.ndarray, np.ndarray]]
 DECODERS: dict[str, Decoder] = {"parabola": subpixel_parabola, "dark": subpixel_dark}
 DEFAULT_DECODER = "parabola"
-"""The sub-pixel decoder of every candidate (Predictor, analyse, ONNX scorer): switch here, in one place."""
+"""The sub-pixel decoder of every candidate (Predictor, analyse, ONNX scorer): switch here, in one place.
+``dark`` needs the model's target sigma: the Predictor and the scorer pass it; :func:`vl4pose.inference.analyse`
+callers (calibration, strategies) must then pass ``sigma=model_config.sigma`` too (its default is 1.0)."""
 
 
 # -- candidates --------------------------------------------------------------------------------------
