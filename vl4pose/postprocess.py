@@ -54,7 +54,7 @@ class Calibration:
         return np.where(x < ref[0], below, np.where(x > ref[-1], above, inside))
 
 
-# -- sub-pixel decoders (NumPy ports of vl4pose.codec.subpixel / subpixel_dark) ------------------------
+# -- sub-pixel decoders (the one implementation; vl4pose.codec.decode uses it too) ----------------------
 def _gather(flat: np.ndarray, xs: np.ndarray, ys: np.ndarray, w: int, h: int, dx: int, dy: int) -> np.ndarray:
     """Values of (N, K, H*W) maps at (xs + dx, ys + dy) clamped into the map; (N, K, M)."""
     index = np.clip(ys + dy, 0, h - 1) * w + np.clip(xs + dx, 0, w - 1)

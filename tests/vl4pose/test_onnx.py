@@ -21,7 +21,7 @@ import torch
 
 pytest.importorskip("onnxruntime", reason="onnxruntime is in the [onnx] extra: bash scripts/setup.sh")
 
-from vl4pose import codec, postprocess  # noqa: E402
+from vl4pose import postprocess  # noqa: E402
 from vl4pose.cli import main  # noqa: E402
 from vl4pose.crop import CropWindow, crop_image  # noqa: E402
 from vl4pose.data import load_samples  # noqa: E402
@@ -56,18 +56,6 @@ def test_numpy_crop_is_the_training_crop(lspet_dir):
     for window in windows:
         matrix = window.matrix(64)
         np.testing.assert_allclose(crop_image(image, matrix, 64), warp(image, matrix, 64).numpy(), atol=1e-4)
-
-
-def test_numpy_decoders_match_the_torch_codec():
-    rng = np.random.default_rng(0)
-    heatmaps = torch.from_numpy(rng.uniform(0, 1, (2, 5, 16, 16)).astype(np.float32) ** 4)
-    xs, ys = torch.from_numpy(rng.integers(0, 16, (2, 5, 3))), torch.from_numpy(rng.integers(0, 16, (2, 5, 3)))
-    for mine, theirs in ((postprocess.subpixel_parabola(heatmaps.numpy(), xs.numpy(), ys.numpy()),
-                          codec.subpixel(heatmaps, xs, ys)),
-                         (postprocess.subpixel_dark(heatmaps.numpy(), xs.numpy(), ys.numpy(), 2.0),
-                          codec.subpixel_dark(heatmaps, xs, ys, 2.0))):
-        for a, b in zip(mine, theirs):
-            np.testing.assert_allclose(a, b.numpy(), atol=1e-4)
 
 
 def test_export_writes_one_graph_with_a_dynamic_batch_and_its_sidecar(exported, tiny_checkpoint):
