@@ -8,7 +8,10 @@
    round is labelled; the ML backend is killed (SIGKILL) and restarted; Label Studio is killed and restarted;
    the rest of the round is labelled, which closes it; the worker is killed while it trains and restarted.
    Then: the round is trained, ranked and the next one opens; no annotation and no model version is lost.
-4. Hostile probes (``stack/probes.py``): /predict and /setup without the ML backend's credentials (401), a hostile
+4. A poison event: a well-signed webhook whose annotation ``result`` is not a list, for a real task, sent before
+   the faults' round is labelled: it must end *failed* with its reason while the round's annotations count and
+   the round closes (step 3's checks).
+5. Hostile probes (``stack/probes.py``): /predict and /setup without the ML backend's credentials (401), a hostile
    /setup moving the live project to a listener (no token or cookie may arrive there), four images from a server
    trickling one byte every 3 s (bounded; /health keeps answering), a 12000 x 12000 PNG bomb served by Label
    Studio (its task gets [], the good one its predictions, the ML worker's RSS grows < 50 MB).
@@ -26,6 +29,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -217,6 +221,8 @@ def table(result: dict) -> str:
         ("annotations missing from the coordinator", str(f["annotations_missing_from_coordinator"])),
         ("model versions lost", str(len(f["versions_lost"]))),
         ("new version served", f["new_version"]),
+        ("poison event (result not a list) before the round: state, reason",
+         f"{result['poison_event']['state']}, {result['poison_event']['error'][:60]}"),
     ]
     width = max(len(a) for a, _ in rows)
     return "\n".join(f"| {a.ljust(width)} | {b} |" for a, b in rows)
@@ -237,6 +243,41 @@ def probe_table(probes: dict) -> str:
     ]
     width = max(len(x) for x, _ in rows)
     return "\n".join(f"| {x.ljust(width)} | {y} |" for x, y in rows)
+
+
+def poison_event(config, ls_project: int, task: dict) -> Callable[[], dict]:
+    """Send a well-signed webhook whose annotation ``result`` is not a list, for a real task of the live project,
+    before the faults' round is labelled. Returns a function that, after the round, reports what became of it:
+    it must be *failed* with its reason (never pending, never counted) while the round's real annotations count."""
+    from backend.db import Database
+    from backend.models import WebhookEvent
+    from sqlalchemy import select
+
+    marker = 3 * 10**9 + int(time.time()) % 10**6
+    body = {"action": "ANNOTATION_CREATED", "project": {"id": ls_project}, "task": {"id": task["id"], "data": task["data"]},
+            "annotation": {"id": marker, "task": task["id"], "result": "not-a-list",
+                           "updated_at": "2026-01-01T00:00:00Z"}}
+    sent = requests.post(config.url("coordinator") + "/hooks/label-studio", json=body, timeout=30,
+                         headers={"X-VL4Pose-Secret": config.secrets.webhook_secret})
+
+    def outcome() -> dict:
+        db = Database(f"sqlite:///{config.storage / 'coordinator.sqlite'}")
+        deadline = time.monotonic() + 120  # the worker processes the inbox every few seconds
+        try:
+            while True:
+                with db.session() as session:
+                    rows = [r for r in session.scalars(select(WebhookEvent).where(
+                        WebhookEvent.ls_project_id == ls_project)) if (r.body.get("annotation") or {}).get("id") == marker]
+                    state = rows[0].state.value if rows else None
+                    error = rows[0].error if rows else None
+                if state not in (None, "pending") or time.monotonic() > deadline:
+                    break
+                time.sleep(2)
+        finally:
+            db.dispose()
+        return {"answered": sent.status_code, "state": state, "error": (error or "")[:120]}
+
+    return outcome
 
 
 def main() -> int:
@@ -262,11 +303,15 @@ def main() -> int:
                                                                        "page_size": 1}).json()["tasks"][0]
     result["probes"], probe_checks = run_probes(config, active["ls_project_id"], xml,
                                                 next(iter(first["data"].values())))
+    poison = poison_event(config, active["ls_project_id"], first)
     result["faults"] = {} if args.skip_faults else faults(config, state, active)
+    result["poison_event"] = poison()
     checks = {
         **probe_checks,
         "predict_errors_zero": result["predict"]["errors"] == 0,
         "webhooks_none_lost": result["webhooks"]["lost"] == 0 and result["webhooks"]["processed"] == args.webhooks,
+        "poison_event_isolated": result["poison_event"]["answered"] == 200 and result["poison_event"]["state"] == "failed"
+        and "list" in result["poison_event"]["error"],
     }
     if not args.skip_faults:
         checks["no_annotation_lost"] = result["faults"]["annotations_missing_from_coordinator"] == 0

@@ -168,3 +168,20 @@ def test_lsp14_projects_on_photographs_start_from_the_shipped_starter():
     assert shipped_starter("coco17") is None and shipped_starter("hand21") is None
     assert shipped_starter("lsp14", demo_tasks=SHIPPED_STARTER_EXCLUDES) == shipped
     assert shipped_starter("lsp14", demo_tasks=SHIPPED_STARTER_EXCLUDES + 1) is None
+
+
+def test_waiting_on_the_coordinator_stops_at_a_failed_job_but_not_at_an_isolated_bad_event(monkeypatch):
+    from stack.project import Coordinator
+    from stack.services import StackError
+
+    event = {"what": "webhook event 7 (ANNOTATION_CREATED)", "state": "failed", "error": "'result' must be a list",
+             "event_id": 7}
+    job = {"what": "train job 3", "state": "failed", "error": "training diverged"}
+    reports = iter([{"failures": [event], "n": 0}, {"failures": [event], "n": 1}])
+    coordinator = Coordinator("http://127.0.0.1:1", "token")
+    monkeypatch.setattr(coordinator, "project", lambda project_id: next(reports))
+    monkeypatch.setattr("stack.project.time.sleep", lambda s: None)
+    assert coordinator.wait(1, lambda r: r["n"] == 1, "the round", 30)["n"] == 1
+    monkeypatch.setattr(coordinator, "project", lambda project_id: {"failures": [event, job], "n": 0})
+    with pytest.raises(StackError, match="train job 3 failed: training diverged"):
+        coordinator.wait(1, lambda r: r["n"] == 1, "the round", 30)
