@@ -77,3 +77,36 @@ class TimeBudget:
                 f"the measured {per_step:.2f} s/step plus validation need about {needed / 60:.1f} min after "
                 f"{self.elapsed() / 60:.1f} min of set-up; give --time-budget {minutes} or more, train on fewer "
                 "images, or use a smaller preset")
+
+
+class StepMeter:
+    """Measured training step time (an average that follows changes; the first, slow step is left out)."""
+
+    def __init__(self, batch_size: int) -> None:
+        self.batch_size = batch_size
+        self.per_step = 0.0
+        self.timed = 0
+        self.validation_seconds = 0.0
+        self._first = True
+
+    def add(self, seconds: float) -> None:
+        if self._first:
+            self._first = False
+            self.per_step = seconds
+            return
+        self.per_step = seconds if self.timed == 0 else 0.9 * self.per_step + 0.1 * seconds
+        self.timed += 1
+
+    @property
+    def images_per_second(self) -> float:
+        return self.batch_size / self.per_step if self.per_step > 0 else 0.0
+
+    def validation_estimate(self, images: int) -> float:
+        """Seconds for a validation pass: measured once there was one, else about half a training step per image."""
+        if self.validation_seconds > 0:
+            return self.validation_seconds
+        return images * self.per_step / max(self.batch_size, 1) / 2.0
+
+
+def minutes_text(seconds: float) -> str:
+    return f"{max(seconds, 0.0) / 60.0:.1f} min"

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from vl4pose.budget import TimeBudget
+from vl4pose.budget import StepMeter, TimeBudget, minutes_text
 from vl4pose.calibrate import calibrate, score_pass, validation_pass
 from vl4pose.checkpoint import Calibration, Checkpoint, load_checkpoint, save_checkpoint
 from vl4pose.data.crops import CropCache
@@ -113,6 +113,7 @@ class Trainer:
         self.callbacks = callbacks or []
         self.device = resolve_device(device)
         self.clock = clock  # the time budget's and the progress log's clock (tests pass a fake one)
+        self.lr_factor = 1.0  # the schedule's current multiplier of both learning rates
         self.pose = build_pose(model_config, skeleton.num_keypoints)
         self.heads = build_heads(list(config.heads), model_config, skeleton)
         if init_from is not None:
@@ -206,7 +207,7 @@ class Trainer:
         self.seconds = history[-1]["train_seconds"] if history else 0.0
         if self._resumed.get("done"):
             return self._finish(val_cache, history)
-        meter = _StepMeter(cfg.batch_size)
+        meter = StepMeter(cfg.batch_size)
         last_save = last_log = tick = self.clock()
         stopped = False
         for epoch in range(epoch, cfg.epochs):
@@ -266,13 +267,13 @@ class Trainer:
                 break
         return self._finish(val_cache, history)
 
-    def _log_progress(self, epoch: int, step: int, steps: int, loss: float, meter: "_StepMeter",
+    def _log_progress(self, epoch: int, step: int, steps: int, loss: float, meter: "StepMeter",
                       budget: TimeBudget | None, steps_left: int) -> None:
         """One line a log file can follow: where the run is, how fast it goes, how long it has left."""
         left = budget.left() if budget is not None else steps_left * meter.per_step
         log.info("epoch %d step %d/%d: loss %.5f, %.1f images/s, lr x%.3f, %s left%s", epoch + 1, step, steps, loss,
-                 meter.images_per_second, getattr(self, "lr_factor", 1.0), _minutes(left),
-                 f" of a {_minutes(budget.seconds)} budget" if budget is not None else "")
+                 meter.images_per_second, self.lr_factor, minutes_text(left),
+                 f" of a {minutes_text(budget.seconds)} budget" if budget is not None else "")
 
     def _step(self, batch: dict[str, torch.Tensor]) -> float:
         with trunk_autocast(self.device):
@@ -336,35 +337,3 @@ class Trainer:
         for callback in self.callbacks:
             callback(progress)
 
-
-class _StepMeter:
-    """Measured step time (an average that follows changes; the first, slow step is left out)."""
-
-    def __init__(self, batch_size: int) -> None:
-        self.batch_size = batch_size
-        self.per_step = 0.0
-        self.timed = 0
-        self.validation_seconds = 0.0
-        self._first = True
-
-    def add(self, seconds: float) -> None:
-        if self._first:
-            self._first = False
-            self.per_step = seconds
-            return
-        self.per_step = seconds if self.timed == 0 else 0.9 * self.per_step + 0.1 * seconds
-        self.timed += 1
-
-    @property
-    def images_per_second(self) -> float:
-        return self.batch_size / self.per_step if self.per_step > 0 else 0.0
-
-    def validation_estimate(self, images: int) -> float:
-        """Seconds for a validation pass: measured once there was one, else about half a training step per image."""
-        if self.validation_seconds > 0:
-            return self.validation_seconds
-        return images * self.per_step / max(self.batch_size, 1) / 2.0
-
-
-def _minutes(seconds: float) -> str:
-    return f"{max(seconds, 0.0) / 60.0:.1f} min"
