@@ -4,12 +4,15 @@ rank -> next round; and what the API and the dashboard show afterwards."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from coord_fakes import gt_results, sample_for_url
 from sqlalchemy import select
 
 from backend.models import Job, JobState, ModelVersion, Project, Round, RoundState, TaskPrediction
+from backend.services.samples import split_validation
 
 HOOK = "/hooks/label-studio"
 
@@ -99,10 +102,13 @@ def test_webhooks_close_the_round_and_the_next_round_opens_ranked_by_the_new_mod
     with services.db.session() as session:
         versions = session.scalars(select(ModelVersion).order_by(ModelVersion.id)).all()
         assert [(v.version, v.parent) for v in versions] == [(v0, None), (v1, v0)]
-        assert versions[1].train_images == 2  # three labels, one kept for validation/calibration
-        # one validation image is too little evidence: v1 keeps v0's temperature and says so
+        # three labels; validation membership is a fixed hash of each task id (at least one kept for calibration)
+        train, val = split_validation([SimpleNamespace(sample_id=f"task:{t}") for t in selected],
+                                      services.settings.train_val_fraction)
+        assert len(val) >= 1 and versions[1].train_images == len(train) == 3 - len(val)
+        # one or two validation images are too little evidence: v1 keeps v0's temperature and says so
         calibration = versions[1].metrics["calibration"]
-        assert calibration["fallback"] == "previous_temperature" and calibration["validation_images"] == 1
+        assert calibration["fallback"] == "previous_temperature" and calibration["validation_images"] == len(val)
         assert calibration["temperature"] == tiny_checkpoint.calibration.temperature  # v0 is the tiny checkpoint
         assert {j.kind.value: j.state for j in session.scalars(select(Job))} == {
             "train": JobState.DONE,
