@@ -44,6 +44,22 @@ def exported(tiny_checkpoint, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def starter():
+    """The shipped human-pose starter: a trained model whose peaked heatmaps make the comparison deterministic (the
+    session's tiny test model has flat heatmaps whose near-tied peaks flip on 1e-6 differences: a clean-clone run
+    saw 97.5 % of keypoints agree on the automatic box)."""
+    from vl4pose.checkpoint import load_checkpoint
+
+    return load_checkpoint(REPO / "models" / "lsp14-starter")
+
+
+@pytest.fixture(scope="module")
+def starter_onnx(starter, tmp_path_factory) -> Path:
+    model, _ = export_onnx(starter, tmp_path_factory.mktemp("onnx_starter") / "starter.onnx")
+    return model
+
+
+@pytest.fixture(scope="module")
 def test_images(lspet_dir) -> list[Path]:  # the first 40 LSPET test images
     return [Path(s.image) for s in load_samples("lspet", lspet_dir, "test")[:40]]
 
@@ -95,44 +111,32 @@ def test_export_refuses_bad_input_and_writes_nothing(tiny_checkpoint, exported, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken", "only_json.json"]
 
 
-def test_the_scorer_reproduces_the_predictor_on_lspet(tiny_checkpoint, exported, lspet_dir):
-    """Same ranking, keypoints and scores on 40 real test images.
-
-    With the annotated person box: the issue's criteria (Spearman >= 0.999, >= 99 % of keypoints within 0.5 px,
-    scores within 1e-3). With the automatic box (the product's default: person-finding passes, then the flip test)
-    the onnxruntime/torch difference (~1e-6 in the heatmaps) moves the final window by ~1e-5 px, and the tiny
-    model's near-degenerate bone variances (log-variance near its floor) can turn that into a score difference of
-    a few 1e-3 on one image, or a near-tied refinement may flip: there the keypoint criterion stays, the ranking
-    must still agree to 0.99 and the typical (median) score to 1e-4. On the product model and all 1,000 test
-    images the automatic box gives Spearman 0.99999996, 99.99 %, 1.3e-3 (docs/RESULTS.md).
-    """
+def test_the_scorer_reproduces_the_predictor_on_lspet(starter, starter_onnx, lspet_dir):
+    """Same ranking, keypoints and scores on 40 real test images, with the annotated person box and with the automatic
+    one (the product's default: person-finding passes, then the flip test): the issue's criteria, Spearman >= 0.999,
+    >= 99 % of keypoints within 0.5 px, scores within 1e-3 (measured here: 1.0, 100 %, 1.3e-4 on the automatic box)."""
     samples = load_samples("lspet", lspet_dir, "test")[:40]
     images = [Path(s.image) for s in samples]
     boxes = [s.box if s.box is not None else box_from_keypoints(s.keypoints, s.labelled) for s in samples]
-    predictor, scorer = Predictor(tiny_checkpoint, CONFIG), OnnxScorer(exported, CONFIG, threads=1)
-    boxed = agreement(predictor.predict_batch(images, boxes), scorer.predict_batch(images, boxes))
-    assert boxed["images"] == len(images)
-    assert boxed["spearman"] >= 0.999
-    assert boxed["keypoints_within_0.5px"] >= 0.99
-    assert boxed["score_difference_max"] <= 1e-3
-    reference, scored = predictor.predict_batch(images), scorer.predict_batch(images)
-    automatic = agreement(reference, scored)
-    assert automatic["images"] == len(images)
-    assert automatic["keypoints_within_0.5px"] >= 0.99
-    assert automatic["spearman"] >= 0.99
-    assert np.median([abs(r.score - s.score) for r, s in zip(reference, scored)]) <= 1e-4
+    predictor, scorer = Predictor(starter, CONFIG), OnnxScorer(starter_onnx, CONFIG, threads=1)
+    for given in (boxes, None):
+        found = agreement(predictor.predict_batch(images, given), scorer.predict_batch(images, given))
+        assert found["images"] == len(images)
+        assert found["spearman"] >= 0.999
+        assert found["keypoints_within_0.5px"] >= 0.99
+        assert found["score_difference_max"] <= 1e-3
 
 
-def test_clamped_keypoints_resolve_alike(tiny_checkpoint, exported, test_images):
+def test_clamped_keypoints_resolve_alike(starter, starter_onnx, test_images):
     clamp = {"left_wrist": (40.0, 30.0)}
-    predictor, scorer = Predictor(tiny_checkpoint, CONFIG), OnnxScorer(exported, CONFIG, threads=1)
+    predictor, scorer = Predictor(starter, CONFIG), OnnxScorer(starter_onnx, CONFIG, threads=1)
     a = predictor.resolve(predictor.analyse(test_images[0]), clamp)
     b = scorer.resolve(scorer.analyse(test_images[0]), clamp)
-    np.testing.assert_allclose(b.refined[tiny_checkpoint.skeleton.index("left_wrist")], [40.0, 30.0], atol=1e-6)
+    np.testing.assert_allclose(b.refined[starter.skeleton.index("left_wrist")], [40.0, 30.0], atol=1e-6)
     np.testing.assert_allclose(a.refined, b.refined, atol=0.5)
 
 
-def test_the_scorer_runs_from_image_files_without_torch(exported, test_images, tiny_checkpoint):
+def test_the_scorer_runs_from_image_files_without_torch(starter, starter_onnx, test_images):
     blocker = ("import sys\n"
                "class Block:\n"
                "    def find_spec(self, name, path=None, target=None):\n"
@@ -145,16 +149,16 @@ def test_the_scorer_runs_from_image_files_without_torch(exported, test_images, t
                "sys.exit(code)\n")
     images = [str(p) for p in test_images[:6]]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-c", blocker, "--model", str(exported), "--json", *images],
+    done = subprocess.run([sys.executable, "-c", blocker, "--model", str(starter_onnx), "--json", *images],
                           capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
     lines = [json.loads(line) for line in done.stdout.splitlines()]
     assert [line["image"] for line in lines] == images
-    reference = Predictor(tiny_checkpoint, PredictorConfig(device="cpu", workers=1, batch_size=8)).predict_batch(images)
+    reference = Predictor(starter, PredictorConfig(device="cpu", workers=1, batch_size=8)).predict_batch(images)
     for line, ref in zip(lines, reference):
         assert abs(line["score"] - ref.score) <= 1e-3
     threshold = float(np.median([line["score"] for line in lines]))
-    below = subprocess.run([sys.executable, "-c", blocker, "--model", str(exported), "--below", str(threshold),
+    below = subprocess.run([sys.executable, "-c", blocker, "--model", str(starter_onnx), "--below", str(threshold),
                             *images], capture_output=True, text=True, env=env, timeout=300)
     assert below.returncode == 0, below.stderr
     sent = [line.split("\t")[0] for line in below.stdout.splitlines()]
@@ -181,8 +185,8 @@ def test_spearman_is_rank_correlation():
     assert spearman(np.array([1.0, 2.0, 3.0]), np.array([3.0, 2.0, 1.0])) == pytest.approx(-1.0)
 
 
-def test_bench_onnx_reports_speed_size_accuracy_and_agreement(tiny_checkpoint, lspet_dir, tmp_path, capsys):
-    assert main(["--threads", "1", "bench-onnx", "--checkpoint", str(tiny_checkpoint.path), "--data", str(lspet_dir),
+def test_bench_onnx_reports_speed_size_accuracy_and_agreement(starter, lspet_dir, tmp_path, capsys):
+    assert main(["--threads", "1", "bench-onnx", "--checkpoint", str(starter.path), "--data", str(lspet_dir),
                  "--out-dir", str(tmp_path), "--speed-images", "3", "--eval-images", "6", "--calibration-images", "4",
                  "--repeats", "1", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
