@@ -19,33 +19,10 @@ import numpy as np
 import torch
 
 from vl4pose.cli import command
-from vl4pose.crop import crop_batch, image_window, person_window
 from vl4pose.data import load_samples
-from vl4pose.data.sample import box_from_keypoints
-from vl4pose.errors import ImageError
+from vl4pose.onnx_export import calibration_crops, export_onnx, quantize_onnx
 
 log = logging.getLogger(__name__)
-
-
-def calibration_crops(model: str | Path, data: str | Path, split: str = "val", limit: int = 200) -> np.ndarray:
-    """(2B, 3, S, S) float32 crops of ``limit`` images of an LSPET split for int8 calibration: for each image the
-    whole-image window (what the person-finding pass sees) and the annotated person window (the final pass), in
-    that order (``[1::2]`` are the person crops), through the scorer's own crop path."""
-    from vl4pose.scorer import read_sidecar
-
-    size = int(read_sidecar(model)["input_size"])
-    images, windows = [], []
-    for sample in load_samples("lspet", data, split)[:limit]:
-        try:
-            image = sample.load_image()
-        except ImageError as exc:
-            log.warning("%s", exc)
-            continue
-        shape = (image.shape[1], image.shape[0])
-        box = sample.box if sample.box is not None else box_from_keypoints(sample.keypoints, sample.labelled)
-        images += [image, image]
-        windows += [image_window(shape), person_window(box, shape)]
-    return crop_batch(images, windows, size)
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -92,7 +69,6 @@ def run_bench_onnx(checkpoint: str, data: str, folder: Path, speed_images: int, 
                    box: str, calibration_images: int, repeats: int, method: str = "percentile") -> dict:
     """Every figure of the command as one dict; the .onnx files are written into ``folder``."""
     from vl4pose.evaluate import evaluate, predict_samples
-    from vl4pose.onnx_export import export_onnx, quantize_onnx
     from vl4pose.predictor import Predictor, PredictorConfig
     from vl4pose.scorer import OnnxScorer
 

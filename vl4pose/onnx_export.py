@@ -33,9 +33,13 @@ import torch
 from torch import nn
 
 from vl4pose.checkpoint import Checkpoint, load_checkpoint
+from vl4pose.crop import crop_batch, image_window, person_window
+from vl4pose.data import load_samples
+from vl4pose.data.sample import box_from_keypoints
 from vl4pose.cli import command
-from vl4pose.errors import CheckpointError, ConfigError
+from vl4pose.errors import CheckpointError, ConfigError, ImageError
 from vl4pose.postprocess import DEFAULT_DECODER
+from vl4pose.scorer import read_sidecar
 
 log = logging.getLogger(__name__)
 
@@ -260,6 +264,25 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def calibration_crops(model: str | Path, data: str | Path, split: str = "val", limit: int = 200) -> np.ndarray:
+    """(2B, 3, S, S) float32 crops of ``limit`` images of an LSPET split for int8 calibration: for each image the
+    whole-image window (what the person-finding pass sees) and the annotated person window (the final pass), in
+    that order (``[1::2]`` are the person crops), through the scorer's own crop path."""
+    size = int(read_sidecar(model)["input_size"])
+    images, windows = [], []
+    for sample in load_samples("lspet", data, split)[:limit]:
+        try:
+            image = sample.load_image()
+        except ImageError as exc:
+            log.warning("%s", exc)
+            continue
+        shape = (image.shape[1], image.shape[0])
+        box = sample.box if sample.box is not None else box_from_keypoints(sample.keypoints, sample.labelled)
+        images += [image, image]
+        windows += [image_window(shape), person_window(box, shape)]
+    return crop_batch(images, windows, size)
+
+
 def _quantize_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="float .onnx written by export-onnx")
     p.add_argument("--out", required=True, help="the int8 .onnx to write")
@@ -272,8 +295,6 @@ def _quantize_options(p: argparse.ArgumentParser) -> None:
 
 @command("quantize-onnx", _quantize_options)
 def run_quantize(args: argparse.Namespace) -> int:
-    from vl4pose.onnx_bench import calibration_crops
-
     crops = calibration_crops(args.model, args.data, args.split, args.limit)  # whole image, person, ...
     model, meta = quantize_onnx(args.model, args.out, crops, method=args.method, reference_crops=crops[1::2])
     print(json.dumps({"model": str(model), "sidecar": str(meta), "bytes": model.stat().st_size}, indent=2))
