@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy.stats import rankdata
 
 from vl4pose.skeletons import Skeleton
 
@@ -69,24 +70,32 @@ def pck(correct: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
     return (float(np.nansum(correct) / total) if total else float("nan")), per_kp, per_image
 
 
-def auroc(scores: np.ndarray, positives: np.ndarray) -> float:
-    """Area under the ROC curve of ``scores`` for ``positives`` (Mann-Whitney, ties averaged).
+def auroc_rows(scores: np.ndarray, positives: np.ndarray) -> np.ndarray:
+    """(R,) AUROC of each row of (R, N) ``scores`` for the (R, N) bool ``positives`` (Mann-Whitney U / (P x N)).
 
-    NaN when either class is empty.
+    Ranks come from :func:`scipy.stats.rankdata` (ties get their average rank, so a tie between a positive
+    and a negative counts one half). NaN scores rank above every number (as if +inf; tied among
+    themselves). A row whose positives or negatives are empty gives NaN.
     """
-    scores = np.asarray(scores, dtype=float)
-    positives = np.asarray(positives, dtype=bool)
-    n_pos, n_neg = int(positives.sum()), int((~positives).sum())
-    if n_pos == 0 or n_neg == 0:
+    scores = np.atleast_2d(np.asarray(scores, dtype=float))
+    positives = np.atleast_2d(np.asarray(positives, dtype=bool))
+    if scores.shape != positives.shape:
+        raise ValueError(f"scores {scores.shape} and positives {positives.shape} differ in shape")
+    n_pos = positives.sum(axis=1).astype(float)
+    n_neg = positives.shape[1] - n_pos
+    ranks = rankdata(np.where(np.isnan(scores), np.inf, scores), axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = ((ranks * positives).sum(axis=1) - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
+    return np.where((n_pos > 0) & (n_neg > 0), out, np.nan)
+
+
+def auroc(scores: np.ndarray, positives: np.ndarray) -> float:
+    """Area under the ROC curve of (N,) ``scores`` for (N,) bool ``positives`` (Mann-Whitney, ties averaged).
+
+    NaN when either class is empty. See :func:`auroc_rows`.
+    """
+    scores = np.asarray(scores, dtype=float).reshape(-1)
+    positives = np.asarray(positives, dtype=bool).reshape(-1)
+    if scores.size == 0:
         return float("nan")
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores))
-    sorted_scores = scores[order]
-    i = 0
-    while i < len(scores):
-        j = i
-        while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2.0 + 1.0
-        i = j + 1
-    return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+    return float(auroc_rows(scores[None], positives[None])[0])
