@@ -10,18 +10,25 @@ import dataclasses
 import hashlib
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-PREFIX = "VL4POSE_"
+from common.settings import PREFIX, EnvReader
+
 REQUIRED = ("webhook_secret", "api_token")
 SECRETS = ("webhook_secret", "api_token", "label_studio_token", "secret_key", "ml_basic_auth_password")
 MIN_SECRET_LENGTH = 16
+ACQUISITION_STRATEGIES = ("vl4pose", "random", "vl4pose_mix")
+"""Queue orders a project may use (``random``: a fixed pseudo-random control; ``vl4pose_mix``: joint, rank as score)."""
 
 
 class SettingsError(ValueError):
     """A setting is missing or malformed; the message names the environment variable."""
+
+
+# an empty variable is read as the empty value (``""`` for a string, refused for a number)
+READER = EnvReader(error=SettingsError, docs="docs/COORDINATOR.md")
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,9 @@ class Settings:
     # rounds and training
     round_budget: int = 100
     holdout_fraction: float = 0.1
+    acquisition_strategy: str = "vl4pose"
+    """The queue order of newly linked projects (a link request may choose another): one of
+    ``ACQUISITION_STRATEGIES``; a joint one (``vl4pose_mix``) reaches Label Studio as rank-as-score."""
     train_preset: str = "cpu"
     train_epochs: int = 4
     train_time_budget_minutes: float = 0.0
@@ -115,17 +125,7 @@ class Settings:
     ) -> "Settings":
         """Settings from ``VL4POSE_*`` variables, then ``overrides`` (field names, e.g. a test config)."""
         environ = os.environ if environ is None else environ
-        known = {f.name: f for f in fields(cls)}
-        values: dict[str, Any] = {}
-        for name, field in known.items():
-            raw = environ.get(PREFIX + name.upper())
-            if raw is not None:
-                values[name] = _convert(name, field.type, raw)
-        for name, value in (overrides or {}).items():
-            if name not in known:
-                raise SettingsError(f"unknown setting {name!r}; known: {sorted(known)}")
-            values[name] = value
-        settings = cls(**values)
+        settings = READER.load(cls, environ, overrides)
         settings.validate(require_secrets)
         return settings
 
@@ -141,6 +141,10 @@ class Settings:
                     )
         if self.image_import not in ("auto", "local-files", "upload"):
             raise SettingsError(f"{PREFIX}IMAGE_IMPORT must be auto, local-files or upload, not {self.image_import!r}")
+        if self.acquisition_strategy not in ACQUISITION_STRATEGIES:
+            raise SettingsError(f"{PREFIX}ACQUISITION_STRATEGY must be one of {list(ACQUISITION_STRATEGIES)}, not "
+                                f"{self.acquisition_strategy!r} (vl4pose_kcentre and coreset need an embedding the "
+                                "Predictor does not return)")
         if self.eval_box not in ("auto", "gt"):
             raise SettingsError(f"{PREFIX}EVAL_BOX must be auto or gt, not {self.eval_box!r}")
         if not (self.queue in ("sqlite", "memory", "immediate") or self.queue.startswith(("redis://", "rediss://"))):
@@ -169,20 +173,3 @@ class Settings:
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{PREFIX}{name.upper()} must be at least 1, not {getattr(self, name)}")
-
-
-def _convert(name: str, kind: Any, raw: str) -> Any:
-    kind = kind if isinstance(kind, str) else getattr(kind, "__name__", str(kind))
-    try:
-        if kind == "bool":
-            lowered = raw.strip().lower()
-            if lowered not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-                raise ValueError(raw)
-            return lowered in ("1", "true", "yes", "on")
-        if kind == "int":
-            return int(raw)
-        if kind == "float":
-            return float(raw)
-    except ValueError:
-        raise SettingsError(f"{PREFIX}{name.upper()}={raw!r} is not a valid {kind}") from None
-    return raw

@@ -5,16 +5,14 @@ Every field is documented in ``docs/ML_BACKEND.md`` (keep the two in step).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common.settings import EnvReader
 from vl4pose.errors import ConfigError
 from vl4pose.fetch import parse_networks
-
-PREFIX = "VL4POSE_"
 
 DEFAULT_FORWARD_ACTIONS = (
     "START_TRAINING", "ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED", "ANNOTATIONS_DELETED",
@@ -69,43 +67,16 @@ ENV_NAMES = {
     "state_dir": "ML_STATE_DIR",
     "auth": "ML_AUTH",
 }
-UPPER_CASE_LISTS = ("webhook_actions",)
+# a blank variable leaves the default (a blank override means None); list items are compared case-insensitively
+READER = EnvReader(error=ConfigError, what="ML backend setting", docs="docs/ML_BACKEND.md", renames=ENV_NAMES,
+                   empty_is_unset=True, convert_overrides=True,
+                   list_case={"webhook_actions": "upper", "fetch_allow_hosts": "lower",
+                              "fetch_allow_networks": "lower"})
 
 
 def env_name(field_name: str) -> str:
     """The environment variable of a config field, e.g. ``models_dir`` -> ``VL4POSE_MODELS_DIR``."""
-    return PREFIX + ENV_NAMES.get(field_name, field_name.upper())
-
-
-def _convert(name: str, kind: Any, raw: Any) -> Any:
-    """Turn an environment string (or a test override) into the field's type."""
-    kind_text = str(kind)
-    if kind_text.startswith("tuple") and isinstance(raw, str) and not raw.strip():
-        return ()
-    if raw is None or (isinstance(raw, str) and raw.strip() == "" and kind is not str):
-        return None
-    try:
-        if "Path" in kind_text:
-            return Path(raw)
-        if kind_text.startswith("tuple"):
-            items = raw.split(",") if isinstance(raw, str) else list(raw)
-            items = [str(item).strip() for item in items if str(item).strip()]
-            return tuple(item.upper() if name in UPPER_CASE_LISTS else item.lower() for item in items)
-        if "bool" in kind_text:
-            if isinstance(raw, bool):
-                return raw
-            if raw.strip().lower() in ("1", "true", "yes", "on"):
-                return True
-            if raw.strip().lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError("expected true or false")
-        if "float" in kind_text:
-            return float(raw)
-        if "int" in kind_text:
-            return int(raw)
-        return str(raw)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{env_name(name)}={raw!r} is not valid ({exc}); see docs/ML_BACKEND.md") from None
+    return READER.env_name(field_name)
 
 
 def load_config(environ: Mapping[str, str], overrides: Mapping[str, Any] | None = None) -> MLBackendConfig:
@@ -114,19 +85,7 @@ def load_config(environ: Mapping[str, str], overrides: Mapping[str, Any] | None 
     Raises:
         ConfigError: a value cannot be converted, a number is out of range, or an override names no field.
     """
-    fields = {f.name: f for f in dataclasses.fields(MLBackendConfig)}
-    values: dict[str, Any] = {}
-    for name, f in fields.items():
-        raw = environ.get(env_name(name))
-        if raw is not None and raw.strip():  # empty values count as unset
-            converted = _convert(name, f.type, raw)
-            if converted is not None:
-                values[name] = converted
-    for name, raw in (overrides or {}).items():
-        if name not in fields:
-            raise ConfigError(f"unknown ML backend setting {name!r}; expected one of {sorted(fields)}")
-        values[name] = _convert(name, fields[name].type, raw) if raw is not None else None
-    config = MLBackendConfig(**values)
+    config = READER.load(MLBackendConfig, environ, overrides)
     _check(config)
     return config
 

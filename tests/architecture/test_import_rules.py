@@ -12,7 +12,10 @@ REPO = Path(__file__).resolve().parents[2]
 # package -> top-level modules it must never import
 FORBIDDEN = {
     "vl4pose": {"flask", "sqlalchemy", "alembic", "huey", "label_studio_sdk", "label_studio", "ml_backend", "backend",
-                "requests", "stack"},
+                "requests", "stack", "common"},
+    # shared by both services, so it imports neither (nor what only one of them uses); it may import vl4pose
+    "common": {"backend", "ml_backend", "stack", "flask", "sqlalchemy", "alembic", "huey", "label_studio",
+               "label_studio_sdk"},
     "ml_backend": {"backend", "sqlalchemy", "alembic", "huey", "label_studio", "stack"},
     "backend": {"ml_backend", "label_studio", "stack"},
 }
