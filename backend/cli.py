@@ -123,15 +123,17 @@ def _print_status(services, project: int | None, as_json: bool) -> int:
             )
         return 0
     print(
-        f"{'round':>5s} {'state':10s} {'served by':14s} {'labelled':>9s} {'served PCK':>10s} {'held-out PCK':>12s} "
-        f"{'close->ranked':>13s}"
+        f"{'round':>5s} {'state':10s} {'served by':14s} {'labelled':>9s} {'served PCK':>10s} {'fixes/task':>10s} "
+        f"{'held-out PCK':>12s} {'close->ranked':>13s}"
     )
     for r in data["rounds"]:
         pct = lambda v: f"{100 * v:.1f}%" if v is not None else "-"  # noqa: E731
         secs = f"{r['close_to_ranked_s']:.0f} s" if r["close_to_ranked_s"] is not None else "-"
+        fixes = f"{r['corrections_per_task']:.2f}" if r.get("corrections_per_task") is not None else "-"
         print(
             f"{r['number']:5d} {r['state']:10s} {str(r['model_version'] or '-'):14s} "
-            f"{r['labelled']:4d}/{r['budget']:<4d} {pct(r['served_pck']):>10s} {pct(r['holdout_pck']):>12s} {secs:>13s}"
+            f"{r['labelled']:4d}/{r['budget']:<4d} {pct(r['served_pck']):>10s} {fixes:>10s} {pct(r['holdout_pck']):>12s} "
+            f"{secs:>13s}"
         )
     job = data["current_job"]
     if job:

@@ -122,8 +122,11 @@ class Round(Base):
     """One labelling round: the period during which one model version ranks the queue.
 
     ``selected_tasks``: the task ids at the head of the queue when the round opened (lowest score first).
-    ``metrics``: ``served_pck`` (served pre-annotations vs submitted), ``holdout_pck`` (the version
-    trained after this round on the held-out set) and related counts. ``timings``: seconds per stage.
+    ``metrics``: ``served_pck`` (served pre-annotations vs submitted), ``corrections_per_task`` and
+    ``no_correction_share`` (correction effort of the served tasks, see :class:`AnnotationRecord`),
+    ``unserved_tasks``/``unserved_keypoints_per_task`` (tasks labelled without a suggestion, kept apart),
+    ``holdout_pck`` (the version trained after this round on the held-out set) and related counts.
+    ``timings``: seconds per stage.
     """
 
     __tablename__ = "round"
@@ -198,7 +201,15 @@ class AnnotationRecord(Base):
     ``keypoints``: K ``[x, y]`` pixels or null. ``served_model_version``: the version whose prediction the
     annotator started from (or that served the round). ``accepted``: the submitted pose equals the served
     pre-annotation (None without one). ``served_correct``/``served_total``: PCK@0.2 counts of the served
-    pose against the submitted one. ``holdout``: kept out of training (validation policy ``share``).
+    pose against the submitted one (``served_total`` is None exactly when no suggestion was served).
+    ``corrections``: the correction effort of a submitted annotation, keypoints the annotator touched relative
+    to the served suggestion = served keypoints moved beyond 0.2 x torso of the submitted pose (the rule of
+    ``served_correct``; 1 px when the submitted pose has no torso) + keypoints added that the suggestion lacked
+    + suggested keypoints deleted (0 = accepted without correction; :mod:`backend.services.served`). Without a
+    served suggestion it is the number of submitted keypoints (labelled from scratch); those records have
+    ``served_total`` None and are counted apart. None for cancelled annotations and for served records stored
+    before migration 0006 until Label Studio reports them again (only submitted records count in the figures).
+    ``holdout``: kept out of training (validation policy ``share``).
     """
 
     __tablename__ = "annotation_record"
@@ -222,6 +233,7 @@ class AnnotationRecord(Base):
     accepted: Mapped[bool | None] = mapped_column(Boolean)
     served_correct: Mapped[int | None] = mapped_column(Integer)
     served_total: Mapped[int | None] = mapped_column(Integer)
+    corrections: Mapped[int | None] = mapped_column(Integer)
     holdout: Mapped[bool] = mapped_column(Boolean, default=False)
     source: Mapped[str] = mapped_column(String(16), default="webhook")
     error: Mapped[str | None] = mapped_column(Text)

@@ -1,5 +1,5 @@
-"""Annotation records: idempotent upserts from webhook events and reconciles, and the served-vs-submitted
-comparison behind the round's first accuracy measure.
+"""Annotation records: idempotent upserts from webhook events and reconciles, with the served-vs-submitted
+comparison (:mod:`backend.services.served`) behind the round's served accuracy and correction effort.
 
 An annotation is identified by its Label Studio id; an event only changes the record when its
 ``updated_at`` is newer than the stored one, so duplicates and out-of-order deliveries are harmless.
@@ -20,16 +20,13 @@ from sqlalchemy.orm import Session
 from backend.models import AnnotationRecord, AnnotationStatus, Project, Round, TaskPrediction, utcnow
 from backend.services.history import record_version
 from backend.services.rounds import current_round
+from backend.services.served import compare_poses, correction_effort
 from vl4pose.data.labelstudio import results_to_keypoints
 from vl4pose.errors import ConfigError, DataError
-from vl4pose.metrics import correct_keypoints, torso_size
 from vl4pose.skeletons import Skeleton, get_skeleton
 
 log = logging.getLogger(__name__)
 
-PCK_ALPHA = 0.2
-UNCHANGED_PX = 1.0
-"""A submitted keypoint within this many pixels of the served one counts as accepted unchanged."""
 DB_INT_MAX = 2**63 - 1
 """The largest id the database stores (SQLite and PostgreSQL BIGINT: signed 64-bit)."""
 POINT_TYPES = ("keypointlabels", "rectanglelabels")
@@ -179,29 +176,6 @@ def is_holdout(project: Project, task_id: int) -> bool:
     return int.from_bytes(digest[:8], "big") / 2**64 < project.holdout_fraction
 
 
-def compare_poses(served: np.ndarray, submitted: np.ndarray, skeleton: Skeleton) -> tuple[int, int, bool]:
-    """PCK@0.2 counts of a served pose against the submitted one, and whether it was accepted unchanged.
-
-    Args:
-        served, submitted: (K, 2) pixels, NaN rows = keypoint not served / not submitted.
-
-    Returns:
-        (correct, evaluated, unchanged). A submitted keypoint the model did not serve counts as wrong;
-        evaluated is 0 when the submitted pose has no torso (no normaliser).
-    """
-    labelled = np.isfinite(submitted).all(axis=1)
-    served_placed = np.isfinite(served).all(axis=1)
-    unchanged = bool(
-        np.array_equal(labelled, served_placed)
-        and (not labelled.any() or np.linalg.norm(served[labelled] - submitted[labelled], axis=1).max() <= UNCHANGED_PX)
-    )
-    torso = torso_size(submitted[None], labelled[None], skeleton)
-    pred = np.where(served_placed[:, None], served, 1e9)[None]
-    correct = correct_keypoints(pred, submitted[None], labelled[None], torso, PCK_ALPHA)
-    evaluated = int(np.isfinite(correct).sum())
-    return int(np.nansum(correct)), evaluated, unchanged
-
-
 def served_pose(
     session: Session, project: Project, annotation: dict, task_id: int, round_: Round | None, skeleton: Skeleton
 ) -> tuple[np.ndarray, str | None] | None:
@@ -283,10 +257,13 @@ def upsert_annotation(
     served = served_pose(session, project, annotation, task_id, round_, skeleton)
     if served is None or record.status != AnnotationStatus.SUBMITTED:
         record.served_model_version = record.accepted = record.served_correct = record.served_total = None
+        # no suggestion: every submitted keypoint was placed by hand (a cancelled annotation has no figure)
+        record.corrections = record.keypoint_count if record.status == AnnotationStatus.SUBMITTED else None
     else:
         correct, total, unchanged = compare_poses(served[0], keypoints, skeleton)
         record.served_model_version, record.accepted = served[1], unchanged
         record.served_correct, record.served_total = correct, total
+        record.corrections = correction_effort(served[0], keypoints, skeleton).total
     session.flush()
     record_version(session, project, record, annotation.get("result") or [])
     return record

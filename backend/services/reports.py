@@ -61,6 +61,10 @@ def round_summary(round_: Round) -> dict[str, Any]:
             "corrected": round_.corrected_count,
             "served_pck": metrics.get("served_pck"),
             "accepted_share": metrics.get("accepted_share"),
+            "corrections_per_task": metrics.get("corrections_per_task"),
+            "no_correction_share": metrics.get("no_correction_share"),
+            "unserved_tasks": metrics.get("unserved_tasks"),
+            "unserved_keypoints_per_task": metrics.get("unserved_keypoints_per_task"),
             "trained_version": metrics.get("trained_version"),
             "holdout_pck": metrics.get("holdout_pck"),
             "holdout_images": metrics.get("holdout_images"),
@@ -151,18 +155,23 @@ def queue_head(session: Session, project: Project, limit: int) -> list[dict[str,
 
 
 def accuracy_series(session: Session, project: Project) -> dict[str, list]:
-    """Per round: served-pose PCK (annotators' corrections) and held-out PCK of the version trained after it;
-    the initial version's held-out PCK is round 0."""
+    """Per round, as ``[round, value]`` pairs: served-pose PCK (annotators' corrections), the correction effort
+    of the served tasks (``corrections_per_task``, ``no_correction_share``) and held-out PCK of the version
+    trained after it; the initial version's held-out PCK is round 0."""
     rounds = [round_summary(r) for r in project.rounds]
     versions = {
         v.version: v for v in session.scalars(select(ModelVersion).where(ModelVersion.project_id == project.id))
     }
-    served = [[r["number"], r["served_pck"]] for r in rounds if r["served_pck"] is not None]
-    holdout = [[r["number"], r["holdout_pck"]] for r in rounds if r["holdout_pck"] is not None]
+
+    def series(key: str) -> list[list]:
+        return [[r["number"], r[key]] for r in rounds if r.get(key) is not None]
+
+    holdout = series("holdout_pck")
     first = project.rounds[0].model_version if project.rounds else None
     if first in versions and (versions[first].metrics or {}).get("holdout_pck") is not None:
         holdout.insert(0, [0, versions[first].metrics["holdout_pck"]])
-    return clean({"served_pck": served, "holdout_pck": holdout})
+    return clean({"served_pck": series("served_pck"), "no_correction_share": series("no_correction_share"),
+                  "corrections_per_task": series("corrections_per_task"), "holdout_pck": holdout})
 
 
 def failures(session: Session, project: Project, events: dict[str, Any], limit: int = 10) -> list[dict[str, Any]]:

@@ -65,24 +65,44 @@ def open_round(session: Session, project: Project, model_version: str | None, se
 
 
 def refresh_stats(session: Session, round_: Round) -> None:
-    """Recount a round's labelled tasks, accepted/corrected suggestions and served-pose PCK."""
-    submitted = (AnnotationRecord.round_id == round_.id, AnnotationRecord.status == AnnotationStatus.SUBMITTED)
+    """Recount a round's labelled tasks, accepted/corrected suggestions, served-pose PCK and correction effort.
+
+    Correction effort (``AnnotationRecord.corrections``) is averaged over the submitted annotations that had a
+    served suggestion (``corrections_per_task``; ``no_correction_share``: the share of them with 0 corrections);
+    annotations labelled without a suggestion are counted apart (``unserved_tasks``, and their mean number of
+    keypoints placed by hand, ``unserved_keypoints_per_task``).
+    """
+    record = AnnotationRecord
+    submitted = (record.round_id == round_.id, record.status == AnnotationStatus.SUBMITTED)
+    served_effort = (record.served_total.is_not(None), record.corrections.is_not(None))
+    unserved = (record.served_total.is_(None), record.corrections.is_not(None))
     row = session.execute(
         select(
-            func.count(func.distinct(AnnotationRecord.task_id)),
-            func.count().filter(AnnotationRecord.accepted.is_(True)),
-            func.count().filter(AnnotationRecord.accepted.is_(False)),
-            func.sum(AnnotationRecord.served_correct),
-            func.sum(AnnotationRecord.served_total),
-            func.count().filter(AnnotationRecord.served_total.is_not(None)),
+            func.count(func.distinct(record.task_id)),
+            func.count().filter(record.accepted.is_(True)),
+            func.count().filter(record.accepted.is_(False)),
+            func.sum(record.served_correct),
+            func.sum(record.served_total),
+            func.count().filter(record.served_total.is_not(None)),
+            func.count().filter(*served_effort),
+            func.sum(record.corrections).filter(*served_effort),
+            func.count().filter(*served_effort, record.corrections == 0),
+            func.count().filter(*unserved),
+            func.sum(record.corrections).filter(*unserved),
         ).where(*submitted)
     ).one()
-    labelled, accepted, corrected, correct, total, served = row
+    labelled, accepted, corrected, correct, total, served = row[:6]
+    with_effort, effort, uncorrected, by_hand, by_hand_keypoints = row[6:]
     round_.labelled_count, round_.accepted_count, round_.corrected_count = labelled, accepted, corrected
     metrics = dict(round_.metrics or {})
     metrics["served_pck"] = (correct / total) if total else None
     metrics["served_images"] = served
     metrics["accepted_share"] = (accepted / (accepted + corrected)) if accepted + corrected else None
+    metrics["corrections_per_task"] = (effort / with_effort) if with_effort else None
+    metrics["no_correction_share"] = (uncorrected / with_effort) if with_effort else None
+    metrics["effort_tasks"] = with_effort
+    metrics["unserved_tasks"] = by_hand
+    metrics["unserved_keypoints_per_task"] = (by_hand_keypoints / by_hand) if by_hand else None
     round_.metrics = metrics
 
 

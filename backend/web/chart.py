@@ -1,4 +1,5 @@
-"""The accuracy-per-round chart as inline SVG (no JavaScript, no CDN)."""
+"""The accuracy-per-round chart as inline SVG (no JavaScript, no CDN): served and held-out PCK and the share of
+served suggestions accepted without correction, all in [0, 1]."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ from markupsafe import Markup, escape
 WIDTH, HEIGHT, PAD = 640, 260, 44
 SERIES = (
     ("served_pck", "served suggestions vs submitted (PCK@0.2)", "#d9480f"),
+    ("no_correction_share", "served suggestions accepted without correction (share)", "#2b8a3e"),
     ("holdout_pck", "new model on the held-out set (PCK@0.2)", "#1c7ed6"),
 )
 
 
 def accuracy_svg(accuracy: dict[str, list]) -> Markup:
-    """Lines of PCK (0..1) against round number for both measures; points carry a <title> tooltip."""
+    """Lines of each series (0..1) against round number; points carry a <title> tooltip."""
     xs = [x for key, _, _ in SERIES for x, _ in accuracy.get(key, [])]
     if not xs:
         return Markup('<p class="muted">No accuracy yet: it appears once a round has been labelled and trained.</p>')

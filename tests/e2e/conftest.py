@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from browser_helpers import chromium_context
 from e2e_helpers import BUDGET, HOLDOUT, POOL, SHARED_DATA, Live, RoundLog
 from waiting import wait_for
 
@@ -86,3 +87,10 @@ def two_rounds(live: Live, lspet_dir) -> list[RoundLog]:
     wait_for(lambda: live.coordinator.project(live.project)["current_job"] is None, 300, "the jobs to finish")
     ml_version(live, annotator.project()["model_version"])
     return logs
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium (a fresh profile per test module) for the browser tests."""
+    with chromium_context() as context:
+        yield context

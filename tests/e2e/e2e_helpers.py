@@ -63,3 +63,17 @@ class RoundLog:
     labelled: list = field(default_factory=list)
     ml_health_version: str | None = None
     registry_current: str | None = None
+
+
+def pct_cell(value: float | None) -> str:
+    """A share as the dashboard shows it."""
+    return "—" if value is None else f"{100 * value:.1f}%"
+
+
+def effort_cell(r: dict) -> str:
+    """The dashboard's "Corrections per task" cell of a round summary (``/api/projects/<id>`` ``rounds[]``)."""
+    text = "—" if r.get("corrections_per_task") is None else \
+        f"{r['corrections_per_task']:.2f} ({pct_cell(r['no_correction_share'])} none)"
+    if r.get("unserved_tasks"):
+        text += f" · {r['unserved_tasks']} unserved: {r['unserved_keypoints_per_task']:.1f} kp"
+    return text

@@ -4,47 +4,11 @@ Playwright; no browser is downloaded). They save ``docs/screenshots/dashboard.pn
 
 from __future__ import annotations
 
-import os
-import tempfile
-from pathlib import Path
-
 import pytest
-from e2e_helpers import BUDGET, REPO
+from browser_helpers import SCREENSHOTS, SELECTED_ANNOTATION, ls_login
+from e2e_helpers import BUDGET, effort_cell, pct_cell
 
 pytestmark = pytest.mark.integration
-
-CHROMIUM = Path(os.environ.get("VL4POSE_CHROMIUM", "/usr/bin/chromium"))
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-SCREENSHOTS = REPO / "docs" / "screenshots"
-SELECTED_ANNOTATION = """() => {
-  const store = window.Htx.annotationStore, selected = store.selected;
-  return {task: window.Htx.task.id, type: selected.type,
-          predictions: store.predictions.map(p => [Number(p.pk), p.score]),
-          regions: selected.regions.map(r => [r.labels ? r.labels[0] : null, r.x, r.y])};
-}"""
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """A fresh Chromium profile; fails (never skips) when the browser or Playwright is missing."""
-    if not CHROMIUM.is_file():
-        pytest.fail(f"Chromium not found at {CHROMIUM}: run `bash scripts/setup.sh --browser` (installs Debian's "
-                    "chromium with apt-get, as root) or point VL4POSE_CHROMIUM at a Chromium binary")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.fail("Playwright is not installed in .venv: run `bash scripts/setup.sh` (pyproject's test extra)")
-    with tempfile.TemporaryDirectory() as profile, sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            profile, executable_path=str(CHROMIUM), headless=True, args=ARGS, viewport={"width": 1400, "height": 900})
-        context.set_default_timeout(60_000)
-        yield context
-        context.close()
-
-
-def _pct(value: float | None) -> str:
-    return "—" if value is None else f"{100 * value:.1f}%"
 
 
 def test_dashboard_shows_the_rounds_and_the_accuracy_chart_with_the_real_numbers(live, two_rounds, browser):
@@ -65,16 +29,20 @@ def test_dashboard_shows_the_rounds_and_the_accuracy_chart_with_the_real_numbers
         cells = shown[r["number"]]
         assert cells[1] == r["state"] and cells[2] == (r["model_version"] or "—")
         assert cells[3] == f"{r['labelled']} / {r['budget']}" and cells[4] == f"{r['accepted']} / {r['corrected']}"
-        assert cells[5] == _pct(r["served_pck"]) and cells[7] == _pct(r["holdout_pck"])
-        assert cells[6] == (r["trained_version"] or "—")
+        assert cells[5] == pct_cell(r["served_pck"]) and cells[8] == pct_cell(r["holdout_pck"])
+        assert cells[6] == effort_cell(r) and cells[7] == (r["trained_version"] or "—")
+    for n in (1, 2):  # both labelled rounds were served and have a correction-effort figure
+        assert report["rounds"][n - 1]["corrections_per_task"] is not None and shown[n][6] != "—"
     assert [shown[n][3] for n in (1, 2)] == [f"{BUDGET} / {BUDGET}"] * 2
 
     titles = page.locator("svg.chart circle title").all_text_contents()
     expected = [f"round {x}: {label} = {y:.3f}" for key, label in (
         ("served_pck", "served suggestions vs submitted (PCK@0.2)"),
+        ("no_correction_share", "served suggestions accepted without correction (share)"),
         ("holdout_pck", "new model on the held-out set (PCK@0.2)")) for x, y in report["accuracy"][key]]
-    assert sorted(titles) == sorted(expected) and len(titles) == 2 + 3  # rounds 1-2 served; rounds 0-2 held-out
-    assert page.locator("svg.chart polyline").count() == 2
+    # rounds 1-2 served (PCK and share accepted without correction); rounds 0-2 held-out
+    assert sorted(titles) == sorted(expected) and len(titles) == 2 + 2 + 3
+    assert page.locator("svg.chart polyline").count() == 3
     page.mouse.wheel(0, 10_000)  # the queue's pose images load lazily
     page.wait_for_function("Array.from(document.images).every(i => i.complete)")
     assert page.evaluate("Array.from(document.images).filter(i => i.naturalWidth === 0).length") == 0
@@ -93,11 +61,7 @@ def test_the_label_stream_opens_the_lowest_likelihood_task_with_our_refined_pre_
     stored = live.predictions(version)
     task_id = min(set(stored) - live.labelled_tasks(), key=lambda t: stored[t]["score"])
     page = browser.new_page()
-    page.goto(live.ls_url + "/user/login/")
-    page.fill("input[name=email]", live.config.secrets.ls_username)
-    page.fill("input[name=password]", live.config.secrets.ls_password)
-    page.click("button[type=submit]")
-    page.wait_for_load_state("networkidle")
+    ls_login(page, live)
     assert live.link["view_id"], "linking adds the lowest-likelihood-first tab"
     page.goto(label_stream_url(live.ls_url, live.link))
     page.locator(".lsf-outliner-item").first.wait_for()

@@ -10,7 +10,7 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from e2e_helpers import BUDGET, POOL
+from e2e_helpers import BUDGET, POOL, effort_cell
 
 pytestmark = pytest.mark.integration
 
@@ -103,18 +103,33 @@ def test_the_dashboard_numbers_match_the_database(live, two_rounds):
         rounds = session.scalars(select(Round).where(Round.project_id == live.project).order_by(Round.number)).all()
         records = session.scalars(select(AnnotationRecord).where(AnnotationRecord.project_id == live.project)).all()
         v0 = session.scalar(select(ModelVersion).where(ModelVersion.version == live.link["initial_version"]))
-        expected = []
+        expected, unserved = [], {}
         for r in rounds:
             mine = [a for a in records if a.round_id == r.id]
             served = [a for a in mine if a.served_total]
             served_pck = sum(a.served_correct for a in served) / sum(a.served_total for a in served) if served else None
+            # correction effort: the served tasks' mean and share with none; tasks without a suggestion apart
+            with_effort = [a.corrections for a in mine if a.served_total is not None]
+            by_hand = [a.corrections for a in mine if a.served_total is None]
+            assert None not in with_effort + by_hand, "every submitted record has its correction effort"
+            for a in mine:
+                if a.accepted:  # accepted unchanged: nothing to correct
+                    assert a.corrections == 0
+                if a.served_total is not None:  # served keypoints judged wrong were moved, or added
+                    assert a.corrections >= a.served_total - a.served_correct
+                else:
+                    assert a.corrections == a.keypoint_count
+            unserved[r.number] = len(by_hand)
             expected.append({"number": r.number, "labelled": len({a.task_id for a in mine}),
                              "accepted": sum(a.accepted is True for a in mine),
                              "corrected": sum(a.accepted is False for a in mine),
                              "served_pck": served_pck, "holdout_pck": (r.metrics or {}).get("holdout_pck"),
+                             "corrections_per_task": sum(with_effort) / len(with_effort) if with_effort else None,
+                             "no_correction_share": with_effort.count(0) / len(with_effort) if with_effort else None,
                              "model_version": r.model_version})
         initial_pck = (v0.metrics or {}).get("holdout_pck")
     api = [{k: r[k] for k in expected[0]} for r in report["rounds"]]
+    assert {r["number"]: r["unserved_tasks"] or 0 for r in report["rounds"]} == unserved
     assert len(api) == len(expected) == 3
     for got, want in zip(api, expected):
         for key, value in want.items():
@@ -122,6 +137,9 @@ def test_the_dashboard_numbers_match_the_database(live, two_rounds):
     assert report["annotations"]["submitted"] == len(records) == 2 * BUDGET
     assert report["accuracy"]["holdout_pck"][0] == [0, pytest.approx(initial_pck)]
     assert [p[0] for p in report["accuracy"]["served_pck"]] == [1, 2]
+    assert [p[0] for p in report["accuracy"]["corrections_per_task"]] == [1, 2]
+    assert report["accuracy"]["no_correction_share"] == [[n, pytest.approx(e["no_correction_share"])]
+                                                         for n, e in ((1, expected[0]), (2, expected[1]))]
 
     page = requests.Session()
     login = page.post(live.config.url("coordinator") + "/login", data={"token": live.config.secrets.api_token})
@@ -136,3 +154,5 @@ def test_the_dashboard_numbers_match_the_database(live, two_rounds):
         for key in ("served_pck", "holdout_pck"):
             if want[key] is not None and math.isfinite(want[key]):
                 assert f"{100 * want[key]:.1f}%" in cells, (key, cells)
+        if want["corrections_per_task"] is not None:
+            assert effort_cell(want) in cells, cells
