@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ml_backend.labelconfig import KeypointMapping
+from common.labelconfig import KeypointMapping
 from vl4pose.data.labelstudio import results_to_keypoints
 from vl4pose.errors import DataError, VL4PoseError
 from vl4pose.skeletons import Skeleton

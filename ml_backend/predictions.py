@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from common.labelconfig import KeypointMapping, guess_skeleton, map_labels, parse_label_config
 from ml_backend.images import ImageFetcher, ProjectAccess
 from ml_backend.interactive import Clicks, parse_context
-from ml_backend.labelconfig import KeypointMapping, guess_skeleton, map_labels, parse_label_config
 from ml_backend.models import LRUCache, ModelService, ServedModel
 from ml_backend.projects import ProjectStore, parse_project_id
 from ml_backend.suggestions import adopt_served_ids, place_clicks, served_region_ids

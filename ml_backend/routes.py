@@ -8,10 +8,10 @@ from dataclasses import dataclass
 
 from flask import Blueprint, current_app, jsonify, request
 
+from common.labelconfig import LabelConfigError
 from ml_backend.config import MLBackendConfig
 from ml_backend.errors import ApiError
 from ml_backend.interactive import ContextError
-from ml_backend.labelconfig import LabelConfigError
 from ml_backend.models import ModelService
 from ml_backend.predictions import PredictionService, ProjectNotLinked, RequestError
 from ml_backend.projects import parse_project_id

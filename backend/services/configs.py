@@ -1,15 +1,15 @@
 """Label Studio labelling configs for a skeleton: read ``annotation_configs/<skeleton>.xml`` when it exists,
-otherwise generate an equivalent one; and parse a config into the names the coordinator needs."""
+otherwise generate an equivalent one; and read a config (through :mod:`common.labelconfig`) into the names the
+coordinator stores."""
 
 from __future__ import annotations
 
 import colorsys
-import xml.etree.ElementTree as ET
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
 from backend.errors import CoordinatorError
-from vl4pose.errors import ConfigError
+from common.labelconfig import LabelConfigError, map_labels, parse_label_config
 from vl4pose.skeletons import Skeleton
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "annotation_configs"
@@ -39,41 +39,23 @@ def config_for(skeleton: Skeleton, config_dir: Path = CONFIG_DIR) -> str:
 
 
 def parse_config(xml: str, skeleton: Skeleton) -> dict:
-    """``{"from_name", "to_name", "image_key", "labels"}`` of a config; ``labels`` has K entries in keypoint
-    order (None for a keypoint the config lacks).
+    """``{"from_name", "to_name", "image_key", "labels", "missing"}`` of a config (the shared parser,
+    :mod:`common.labelconfig`, which the ML backend uses too); ``labels`` has K entries in keypoint order (None
+    for a keypoint the config lacks), ``missing`` names those keypoints.
 
     Raises:
-        CoordinatorError: no KeyPointLabels/Image pair, or labels that are not keypoints of the skeleton.
+        CoordinatorError: not XML, no KeyPointLabels/Image pair, or labels that are not keypoints of the
+            skeleton (or two labels for one keypoint); the message says which.
     """
     try:
-        root = ET.fromstring(xml)
-    except ET.ParseError as exc:
-        raise CoordinatorError(f"the labelling config is not valid XML ({exc})") from None
-    control = next(iter(root.iter("KeyPointLabels")), None)
-    if control is None or not control.get("name") or not control.get("toName"):
-        raise CoordinatorError("the labelling config has no <KeyPointLabels name=... toName=...> tag")
-    image = next((t for t in root.iter("Image") if t.get("name") == control.get("toName")), None)
-    if image is None or not (image.get("value") or "").startswith("$"):
-        raise CoordinatorError(f"the labelling config has no <Image name={control.get('toName')!r} value=\"$...\">")
-    labels: list[str | None] = [None] * skeleton.num_keypoints
-    unknown = []
-    for tag in control.iter("Label"):
-        value = tag.get("value") or ""
-        try:
-            labels[skeleton.index(value)] = value
-        except ConfigError:
-            unknown.append(value)
-    if unknown:
-        raise CoordinatorError(
-            f"labels {unknown} of the labelling config are not keypoints of {skeleton.name!r}; "
-            f"expected names like {[label_text(k) for k in skeleton.keypoints[:4]]}..."
-        )
-    if not any(labels):
-        raise CoordinatorError(f"the labelling config names no keypoint of {skeleton.name!r}")
+        config = parse_label_config(xml)
+        mapping = map_labels(config, skeleton)
+    except LabelConfigError as exc:
+        raise CoordinatorError(f"the labelling config cannot be used: {exc.message}") from None
     return {
-        "from_name": control.get("name"),
-        "to_name": control.get("toName"),
-        "image_key": image.get("value")[1:],
-        "labels": labels,
-        "missing": [k for k, label in zip(skeleton.keypoints, labels) if label is None],
+        "from_name": config.keypoint_control,
+        "to_name": config.image_name,
+        "image_key": config.image_key,
+        "labels": list(mapping.labels),
+        "missing": [k for k, label in zip(skeleton.keypoints, mapping.labels) if label is None],
     }

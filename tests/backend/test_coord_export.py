@@ -327,7 +327,7 @@ def test_every_label_config_has_the_occluded_flag_and_both_parsers_accept_it(nam
     import xml.etree.ElementTree as ET
 
     from backend.services.configs import parse_config
-    from ml_backend.labelconfig import map_labels, parse_label_config
+    from common.labelconfig import map_labels, parse_label_config
     from vl4pose.skeletons import get_skeleton
 
     xml = (REPO / "annotation_configs" / f"{name}.xml").read_text()
@@ -337,6 +337,25 @@ def test_every_label_config_has_the_occluded_flag_and_both_parsers_accept_it(nam
     assert parse_config(xml, skeleton)["missing"] == []
     config = parse_label_config(xml)
     assert config.keypoint_control == "kp" and map_labels(config, skeleton).labels.count(None) == 0
+
+
+def test_the_coordinator_reads_a_config_with_the_shared_parser_and_refuses_what_it_refuses():
+    from backend.services.configs import parse_config
+    from vl4pose.skeletons import get_skeleton
+
+    lsp = get_skeleton("lsp14")
+    head = '<View><Image name="img" value="$photo"/><KeyPointLabels name="points" toName="img">'
+    config = parse_config(head + '<Label value="neck"/></KeyPointLabels></View>', lsp)
+    assert (config["from_name"], config["to_name"], config["image_key"]) == ("points", "img", "photo")
+    assert config["labels"][12] == "neck" and config["labels"].count(None) == 13 and len(config["missing"]) == 13
+    for xml, fragment in [
+        ("<View><Image", "not valid XML"),
+        (head + '<Label value="Neck"/><Label value="neck "/></KeyPointLabels></View>', "both name keypoint 'neck'"),
+        (head + '<Label value="Tail"/></KeyPointLabels></View>', r"\['Tail'\] .* not keypoints of skeleton 'lsp14'"),
+        ('<View><Image name="img" value="$photo"/></View>', "KeyPointLabels"),
+    ]:
+        with pytest.raises(CoordinatorError, match=fragment):
+            parse_config(xml, lsp)
 
 
 def test_occluded_marks_are_read_by_region_id_or_position():

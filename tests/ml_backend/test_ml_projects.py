@@ -31,7 +31,7 @@ def coco_checkpoint(tmp_path_factory, coco_dir):
 
 
 def labels_of(skeleton: str) -> set[str]:
-    from ml_backend.labelconfig import parse_label_config
+    from common.labelconfig import parse_label_config
 
     return set(parse_label_config((CONFIGS / f"{skeleton}.xml").read_text()).labels)
 
