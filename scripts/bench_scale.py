@@ -134,6 +134,7 @@ def labelled_rounds(bench: Bench, linked: dict, truth: GroundTruth, rounds: int,
         if len(done) != budget:
             raise BenchError(f"round {number}: only {len(done)} of {budget} tasks could be labelled")
         annotate_s = time.monotonic() - started
+        log.info("round %d labelled (%d tasks, %.1f s); waiting for the re-ranking", number, budget, annotate_s)
         report = bench.wait_ranked(linked, after_round=number)
         closed = next(r for r in report["rounds"] if r["number"] == number)
         timings, metrics = closed.get("timings", {}), closed.get("metrics", {})
@@ -170,11 +171,13 @@ def scale_phase(bench: Bench, pool: list) -> dict:
     started = time.monotonic()
     how = synthetic_images(pool, folder, args.tasks)
     images_s = time.monotonic() - started
+    log.info("scale: %d image names ready (%s, %.1f s); linking", args.tasks, how, images_s)
     bench.start_workers("scale", 1, 2, 1, train_preset="tiny")
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     linked, link_s = bench.link(f"scale {args.tasks}", {"images": folder, "round_budget": args.budget},
                                 checkpoint_for("tiny", bench))
     after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    log.info("scale: linked in %.1f s; waiting for the initial ranking", link_s)
     bench.wait_ranked(linked)
     rounds = labelled_rounds(bench, linked, SyntheticTruth(pool, folder), args.rounds, args.budget)
     ranks = rank_jobs(bench.db_url, linked["project_id"])
@@ -202,6 +205,7 @@ def compare_phase(bench: Bench) -> dict:
     checkpoint = checkpoint_for(args.compare_checkpoint, bench)
     for name, workers, threads in COMPARE:
         label = f"{workers}x{threads}"
+        log.info("compare: %s ranking %d tasks", name, args.compare_tasks)
         bench.start_workers(label, workers, threads, 1)
         options = {"images": bench.root / "synthetic", "limit": args.compare_tasks, "round_budget": args.budget}
         linked, link_s = bench.link(f"compare {label}", options, checkpoint)
@@ -226,6 +230,7 @@ def pool_phase(bench: Bench) -> dict:
     options = {"dataset": "lspet", "data": mirror, "split": "pool", "limit": args.pool_tasks, "labels": "ignore",
                "holdout_dataset": "lspet", "holdout_data": mirror, "holdout_split": "test",
                "holdout_limit": args.pool_holdout, "round_budget": args.pool_labels}
+    log.info("pool: linking %d LSPET pool tasks", args.pool_tasks)
     linked, link_s = bench.link(f"pool {args.pool_tasks}", options, checkpoint)
     bench.wait_ranked(linked)
     truth = GroundTruth.load("lspet", mirror, "pool", bench.root)

@@ -151,7 +151,9 @@ def link_files(pairs: list[tuple[Path, Path]]) -> str:
             continue
         try:
             os.link(source, target)
-        except OSError:
+        except OSError as exc:
+            if how == "hard links":
+                log.warning("cannot hard-link %s into %s (%s): copying instead", source, target.parent, exc)
             shutil.copyfile(source, target)
             how = "copies (the work folder is on another file system than the data)"
     return how
