@@ -110,3 +110,63 @@ class StepMeter:
 
 def minutes_text(seconds: float) -> str:
     return f"{max(seconds, 0.0) / 60.0:.1f} min"
+
+
+@dataclass
+class Progress:
+    """What callbacks receive: epoch (0-based), step within the epoch, steps per epoch, running loss."""
+
+    epoch: int
+    epochs: int
+    step: int
+    steps: int
+    loss: float
+    validation: dict | None = None
+    budget_fraction: float | None = None
+    """Share of the time budget's schedule done (time-budget runs only)."""
+    seconds_left: float | None = None
+    """Time left in the budget (time-budget runs only)."""
+
+    @property
+    def fraction(self) -> float:
+        if self.budget_fraction is not None:
+            return self.budget_fraction
+        return (self.epoch + self.step / max(self.steps, 1)) / max(self.epochs, 1)
+
+
+def lr_factor(step: int, total: int, warmup: int, low: float) -> float:
+    """Learning-rate multiplier of a fixed-length run: linear warm-up over ``warmup`` steps, then cosine to ``low``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(total - warmup, 1)
+    return low + (1 - low) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def budget_lr_factor(step: int, fraction: float, warmup: int, low: float) -> float:
+    """Warm-up by steps, then cosine over the share of the time budget used."""
+    warm = min(1.0, (step + 1) / max(warmup, 1))
+    return warm * (low + (1 - low) * 0.5 * (1 + math.cos(math.pi * min(fraction, 1.0))))
+
+
+def budget_decision(budget: TimeBudget, meter: StepMeter, steps: int, step: int, val_images: int,
+                    check: bool) -> tuple[float, float, float]:
+    """(stop 1/0, schedule share, seconds left) before step ``step`` of a time-budget run.
+
+    ``check``: refuse a budget that cannot hold one epoch (:meth:`TimeBudget.check_fits_one_epoch`) first.
+    """
+    val_estimate = meter.validation_estimate(val_images)
+    if check:
+        budget.check_fits_one_epoch(steps, meter.per_step, val_estimate)
+    left = budget.step_time_left(steps, step, meter.per_step, val_estimate)
+    if left <= 0 and budget.step_seconds > 0:
+        return 1.0, 0.0, 0.0
+    return 0.0, budget.fraction(left), budget.left()
+
+
+def progress_line(epoch: int, step: int, steps: int, loss: float, meter: StepMeter, budget: TimeBudget | None,
+                  steps_left: int, lr_factor: float) -> str:
+    """One line a log file can follow: where the run is, how fast it goes, how long it has left."""
+    left = budget.left() if budget is not None else steps_left * meter.per_step
+    return (f"epoch {epoch + 1} step {step}/{steps}: loss {loss:.5f}, {meter.images_per_second:.1f} images/s, "
+            f"lr x{lr_factor:.3f}, {minutes_text(left)} left"
+            + (f" of a {minutes_text(budget.seconds)} budget" if budget is not None else ""))

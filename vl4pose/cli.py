@@ -69,6 +69,8 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float)
     p.add_argument("--aux-lr", type=float)
     p.add_argument("--steps-per-epoch", type=int)
+    p.add_argument("--accumulate", type=int, help="micro-batches per step, gradients summed (default 1); "
+                   "under torchrun each process splits its share of the batch this way")
     p.add_argument("--heads", nargs="*", default=[], help="extra auxiliary heads (acquisition baselines)")
     p.add_argument("--seed", type=int, default=0)
     add_device_option(p)
@@ -92,13 +94,16 @@ def run_train(args: argparse.Namespace) -> int:
     epochs = args.epochs if args.epochs is not None else (1000 if budget else None)
     overrides = {k: v for k, v in {"epochs": epochs, "batch_size": args.batch_size, "lr": args.lr,
                                    "aux_lr": args.aux_lr, "steps_per_epoch": args.steps_per_epoch,
-                                   "time_budget_s": budget}.items()
+                                   "time_budget_s": budget, "accumulate": args.accumulate}.items()
                  if v is not None}
     config = replace(TrainConfig(), seed=args.seed, heads=tuple(args.heads), **overrides)
     init = load_checkpoint(args.init) if args.init else None
     model_config = init.model_config if init else preset(args.preset)
+    trainer = Trainer(model_config, skeleton, config, args.out, init_from=init, device=args.device)
     log.info("training %s on %d samples, validating on %d, model %s", skeleton.name, len(train), len(val), model_config)
-    best = Trainer(model_config, skeleton, config, args.out, init_from=init, device=args.device).fit(train, val)
+    best = trainer.fit(train, val)
+    if not trainer.dist.is_main:
+        return 0  # under torchrun rank 0 prints the summary
     summary = {"checkpoint": str(best.path), **{k: v for k, v in best.metrics.get("calibration", {}).items()
                                                 if not isinstance(v, dict)}}
     print(json.dumps(summary, indent=2))

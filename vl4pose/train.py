@@ -3,13 +3,14 @@
 A run folder holds ``best/`` (the checkpoint of the best validation epoch: pose and auxiliary
 weights from that same epoch, calibrated), ``state.pt`` (everything needed to resume) and
 ``history.json``. The trainer knows the models only through their forward and the heads' ``loss``.
+Started by ``torchrun`` it trains data-parallel (:mod:`vl4pose.distributed`); rank 0 writes the run folder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-import math
 import os
 import time
 from collections.abc import Callable
@@ -20,13 +21,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from vl4pose.budget import StepMeter, TimeBudget, minutes_text
+from vl4pose.budget import (Progress, StepMeter, TimeBudget, budget_decision, budget_lr_factor, lr_factor,
+                            progress_line)
 from vl4pose.calibrate import calibrate, score_pass, validation_pass
 from vl4pose.checkpoint import Calibration, Checkpoint, load_checkpoint, save_checkpoint
 from vl4pose.data.crops import CropCache
 from vl4pose.data.sample import Sample
 from vl4pose.data.transforms import AugmentConfig
 from vl4pose.device import prepare_module, resolve_device, to_input, trunk_autocast
+from vl4pose.distributed import micro_batches, setup
 from vl4pose.errors import TrainingError
 from vl4pose.heads import build_heads
 from vl4pose.models import ModelConfig, PoseOutput, build_pose
@@ -60,34 +63,14 @@ class TrainConfig:
     """Log a progress line (step, images/s, time left) at least this often."""
     budget_check_steps: int = 10
     """Steps timed before a time budget is checked against one epoch."""
+    accumulate: int = 1
+    """Micro-batches per step (per process): gradients of the parts are summed before one optimiser step."""
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def to_dict(self) -> dict:
         out = asdict(self)
         out["heads"] = list(self.heads)
         return out
-
-
-@dataclass
-class Progress:
-    """What callbacks receive: epoch (0-based), step within the epoch, steps per epoch, running loss."""
-
-    epoch: int
-    epochs: int
-    step: int
-    steps: int
-    loss: float
-    validation: dict | None = None
-    budget_fraction: float | None = None
-    """Share of the time budget's schedule done (time-budget runs only)."""
-    seconds_left: float | None = None
-    """Time left in the budget (time-budget runs only)."""
-
-    @property
-    def fraction(self) -> float:
-        if self.budget_fraction is not None:
-            return self.budget_fraction
-        return (self.epoch + self.step / max(self.steps, 1)) / max(self.epochs, 1)
 
 
 class Trainer:
@@ -111,15 +94,19 @@ class Trainer:
         self.config = config
         self.out = Path(out)
         self.callbacks = callbacks or []
-        self.device = resolve_device(device)
+        self.dist, self.device = setup(resolve_device(device))  # this process's share when started by torchrun
+        if config.batch_size < self.dist.world * config.accumulate:
+            raise TrainingError(f"a batch of {config.batch_size} cannot feed {self.dist.world} processes x "
+                                f"{config.accumulate} micro-batches; raise --batch-size or use fewer")
         self.clock = clock  # the time budget's and the progress log's clock (tests pass a fake one)
         self.lr_factor = 1.0  # the schedule's current multiplier of both learning rates
         self.pose = build_pose(model_config, skeleton.num_keypoints)
         self.heads = build_heads(list(config.heads), model_config, skeleton)
         if init_from is not None:
             self._init_from(init_from)
-        self.pose = prepare_module(self.pose, self.device)
+        self.pose, self._train_pose = self.dist.wrap(prepare_module(self.pose, self.device))
         self.heads = self.heads.to(self.device)
+        self.dist.broadcast_module(self.heads)
         groups = [{"params": self.pose.parameters(), "lr": config.lr},
                   {"params": self.heads.parameters(), "lr": config.aux_lr}]
         self.optimizer = torch.optim.Adam(groups, weight_decay=config.weight_decay)
@@ -133,27 +120,18 @@ class Trainer:
                 head.load_state_dict(ckpt.heads[kind].state_dict())
 
     # -- schedule and state -------------------------------------------------------------------------
-    def _lr_factor(self, step: int, total: int) -> float:
-        if step < self.config.warmup_steps:
-            return (step + 1) / self.config.warmup_steps
-        progress = (step - self.config.warmup_steps) / max(total - self.config.warmup_steps, 1)
-        low = self.config.min_lr_ratio
-        return low + (1 - low) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-    def _budget_lr_factor(self, step: int, fraction: float) -> float:
-        """Warm-up by steps, then cosine over the share of the time budget used."""
-        low = self.config.min_lr_ratio
-        warm = min(1.0, (step + 1) / max(self.config.warmup_steps, 1))
-        return warm * (low + (1 - low) * 0.5 * (1 + math.cos(math.pi * min(fraction, 1.0))))
-
     def _set_lr(self, step: int, total: int, fraction: float | None = None) -> None:
-        factor = self._lr_factor(step, total) if fraction is None else self._budget_lr_factor(step, fraction)
+        warmup, low = self.config.warmup_steps, self.config.min_lr_ratio
+        factor = (lr_factor(step, total, warmup, low) if fraction is None
+                  else budget_lr_factor(step, fraction, warmup, low))
         self.lr_factor = factor
         for group, base in zip(self.optimizer.param_groups, (self.config.lr, self.config.aux_lr)):
             group["lr"] = base * factor
 
     def _save_state(self, epoch: int, step: int, best: float, history: list, budget: TimeBudget | None = None,
                     done: bool = False) -> None:
+        if not self.dist.is_main:
+            return
         state = {"pose": self.pose.state_dict(), "heads": self.heads.state_dict(),
                  "optimizer": self.optimizer.state_dict(), "epoch": epoch, "step": step, "best": best,
                  "history": history, "config": self.config.to_dict(), "model": self.model_config.to_dict(),
@@ -170,7 +148,9 @@ class Trainer:
         if not path.is_file():
             return 0, 0, -1.0, []
         state = torch.load(path, map_location="cpu", weights_only=True)
-        if state["config"] != self.config.to_dict() or state["model"] != self.model_config.to_dict():
+        # settings added since then at their defaults; the batch's split (processes x accumulate) may change
+        saved, ours = {**TrainConfig().to_dict(), **state["config"], "accumulate": 0}, self.config.to_dict()
+        if saved != {**ours, "accumulate": 0} or state["model"] != self.model_config.to_dict():
             raise TrainingError(f"{self.out} holds a run with other settings; use another --out or delete {path}")
         self.pose.load_state_dict(state["pose"])
         self.heads.load_state_dict(state["heads"])
@@ -186,6 +166,12 @@ class Trainer:
         With ``time_budget_s`` the run ends on time: the learning rate follows the share of the budget used,
         and a last validation of the partial epoch closes it.
         """
+        try:
+            return self._fit(train, val)
+        finally:
+            self.dist.close()
+
+    def _fit(self, train: list[Sample], val: list[Sample]) -> Checkpoint:
         self.out.mkdir(parents=True, exist_ok=True)
         cfg, mc = self.config, self.model_config
         epoch, start_step, best, history = self._load_state()
@@ -214,28 +200,25 @@ class Trainer:
             order = np.random.default_rng([cfg.seed, epoch]).permutation(len(train_cache))
             self.pose.train()
             self.heads.train()
-            bar = tqdm(range(start_step, steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=None)
+            bar = tqdm(range(start_step, steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
+                       disable=None if self.dist.is_main else True)
             running = 0.0
             fraction = seconds_left = None
             step = start_step
             for step in bar:
                 global_step = epoch * steps + step
-                if budget is not None:
-                    val_estimate = meter.validation_estimate(len(val_cache))
-                    if meter.timed == cfg.budget_check_steps and not history and epoch == 0:
-                        budget.check_fits_one_epoch(steps, meter.per_step, val_estimate)
-                    left = budget.step_time_left(steps, step, meter.per_step, val_estimate)
-                    if left <= 0 and budget.step_seconds > 0:
+                if budget is not None:  # rank 0 decides for all processes
+                    check = meter.timed == cfg.budget_check_steps and not history and epoch == 0
+                    stop, fraction, seconds_left = self.dist.from_rank0(
+                        lambda: budget_decision(budget, meter, steps, step, len(val_cache), check), 3)
+                    if stop:
                         stopped = True
                         break
-                    fraction, seconds_left = budget.fraction(left), budget.left()
                     self._set_lr(global_step, total, fraction)
                 else:
                     self._set_lr(global_step, total)
-                rng = np.random.default_rng([cfg.seed, epoch, step])
-                indices = order[(step * cfg.batch_size) % len(order):][:cfg.batch_size]
-                batch = train_cache.batch(indices, self.skeleton, mc.sigma, cfg.augment, rng)
-                loss = self._step(batch)
+                loss = self._step(train_cache, order[(step * cfg.batch_size) % len(order):][:cfg.batch_size],
+                                  epoch, step)
                 running = loss if step == start_step else 0.95 * running + 0.05 * loss
                 now = self.clock()
                 meter.add(now - tick)
@@ -246,7 +229,8 @@ class Trainer:
                 bar.set_postfix(loss=f"{running:.4g}")
                 self._notify(Progress(epoch, cfg.epochs, step + 1, steps, running, None, fraction, seconds_left))
                 if now - last_log >= cfg.log_every_s:
-                    self._log_progress(epoch, step + 1, steps, running, meter, budget, total - global_step - 1)
+                    log.info("%s", progress_line(epoch, step + 1, steps, running, meter, budget,
+                                                 total - global_step - 1, self.lr_factor))
                     last_log = now
                 if now - last_save > cfg.save_every_s:
                     self._save_state(epoch, step + 1, best, history, budget)
@@ -257,27 +241,45 @@ class Trainer:
             if step == 0 and stopped:
                 break  # the budget ran out exactly at an epoch end: that epoch is validated already
             started = self.clock()
-            best = self._validate(epoch, val_cache, running, best, history, partial=step if stopped else None)
+            if self.dist.is_main:
+                best = self._validate(epoch, val_cache, running, best, history, partial=step if stopped else None)
             meter.validation_seconds = max(meter.validation_seconds, self.clock() - started)
             if budget is not None:
                 budget.validation_seconds = meter.validation_seconds
             self._save_state(epoch + 1, 0, best, history, budget, done=stopped)
+            self.dist.barrier()  # the others wait for rank 0's validation and checkpoint
             last_save = tick = self.clock()
             if stopped:
                 break
         return self._finish(val_cache, history)
 
-    def _log_progress(self, epoch: int, step: int, steps: int, loss: float, meter: "StepMeter",
-                      budget: TimeBudget | None, steps_left: int) -> None:
-        """One line a log file can follow: where the run is, how fast it goes, how long it has left."""
-        left = budget.left() if budget is not None else steps_left * meter.per_step
-        log.info("epoch %d step %d/%d: loss %.5f, %.1f images/s, lr x%.3f, %s left%s", epoch + 1, step, steps, loss,
-                 meter.images_per_second, self.lr_factor, minutes_text(left),
-                 f" of a {minutes_text(budget.seconds)} budget" if budget is not None else "")
+    def _step(self, cache: CropCache, indices: np.ndarray, epoch: int, step: int) -> float:
+        """One optimiser step on the global batch ``indices`` (B,); returns its pose loss (averaged over processes).
 
-    def _step(self, batch: dict[str, torch.Tensor]) -> float:
+        This process trains on its micro-batches of it (:func:`vl4pose.distributed.micro_batches`), each augmented
+        with its own seeded generator (the whole batch's generator when there is one part).
+        """
+        cfg, world = self.config, self.dist.world
+        self.optimizer.zero_grad(set_to_none=True)
+        parts = micro_batches(indices, world, self.dist.rank, cfg.accumulate)
+        losses = []
+        for i, (part, number) in enumerate(parts):
+            seed = [cfg.seed, epoch, step] if world * cfg.accumulate == 1 else [cfg.seed, epoch, step, number]
+            batch = cache.batch(part, self.skeleton, self.model_config.sigma, cfg.augment, np.random.default_rng(seed))
+            last = i == len(parts) - 1
+            sync = self._train_pose.no_sync() if world > 1 and not last else contextlib.nullcontext()
+            with sync:
+                loss, pose_loss = self._loss(batch)
+                (loss / cfg.accumulate).backward()
+            losses.append(pose_loss)
+        self.dist.average_grads(self.heads)
+        self.optimizer.step()
+        return self.dist.mean(sum(losses) / len(losses))
+
+    def _loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, float]:
+        """(pose + auxiliary loss to differentiate, the pose loss) of one (micro-)batch."""
         with trunk_autocast(self.device):
-            output = self.pose(to_input(batch["image"], self.device))
+            output = self._train_pose(to_input(batch["image"], self.device))
         output = PoseOutput([h.float() for h in output.heatmaps], [f.float() for f in output.features])
         weights = batch["weights"][..., None, None]
         # squared error summed over pixels, averaged over keypoints: a per-pixel mean makes the gradients
@@ -290,10 +292,7 @@ class Trainer:
         loss = per_image.mean() + aux
         if not torch.isfinite(loss):
             raise TrainingError("training diverged (loss is not finite); lower --lr")
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        return float(per_image.mean().detach())
+        return loss, float(per_image.mean().detach())
 
     def _validate(self, epoch: int, val_cache: CropCache, loss: float, best: float, history: list,
                   partial: int | None = None) -> float:
@@ -323,6 +322,9 @@ class Trainer:
     """Keyword arguments for :func:`vl4pose.calibrate.calibrate` (``previous``, ``current_images``)."""
 
     def _finish(self, val_cache: CropCache, history: list) -> Checkpoint:
+        if not self.dist.is_main:
+            self.dist.barrier()  # rank 0 calibrates and writes best/
+            return load_checkpoint(self.out / "best")
         best = load_checkpoint(self.out / "best")  # loads on the CPU; calibrate where the run trained
         best.pose, best.heads = prepare_module(best.pose, self.device), best.heads.to(self.device)
         val = validation_pass(best.pose, best.heads["bones"], val_cache, self.skeleton, self.model_config.sigma)
@@ -331,6 +333,7 @@ class Trainer:
         best.calibration = calibration
         best.metrics = {**best.metrics, "calibration": report, "history": history}
         save_checkpoint(self.out / "best", best)
+        self.dist.barrier()
         return best
 
     def _notify(self, progress: Progress) -> None:
