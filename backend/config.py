@@ -82,6 +82,9 @@ class Settings:
     train_warmup_steps: int = 50
     train_save_every_s: float = 120.0
     train_val_fraction: float = 0.1
+    train_processes: int = 1
+    """> 1: each round trains data-parallel in this many processes on the worker's machine (torchrun; one GPU
+    each on CUDA); 1: in the worker's own process."""
     eval_box: str = "auto"
     rank_batch_size: int = 32
     rank_shard_size: int = 1000
@@ -165,6 +168,7 @@ class Settings:
             "round_budget",
             "train_epochs",
             "train_batch_size",
+            "train_processes",
             "rank_batch_size",
             "rank_shard_size",
             "import_chunk",

@@ -12,6 +12,7 @@ import json
 import logging
 import shutil
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -158,9 +159,23 @@ class TrainHandler(Handler):
                 stage = f"training epoch {progress.epoch + 1}/{progress.epochs}"
             ctx.progress(0.05 + 0.85 * progress.fraction, stage if progress.step <= 1 else None)
 
-        trainer = Trainer(model_config, skeleton, config, ctx.dir / "run", init_from=init, callbacks=[report])
         # under MIN_CALIBRATION_IMAGES the previous version's temperature is kept (vl4pose.calibrate)
-        trainer.calibration_options = {"previous": init.calibration if init else None, "current_images": current}
+        calibration = {"previous": init.calibration if init else None, "current_images": current}
+        processes = services.settings.train_processes
+        if processes > 1:  # data-parallel in child processes started by torchrun (vl4pose.launch)
+            from vl4pose.launch import run_torchrun, write_spec
+
+            spec = write_spec(
+                ctx.dir / "spec.json", out=ctx.dir / "run", model=model_config.to_dict(), skeleton=skeleton.name,
+                train=ctx.payload["train"], train_samples=train, val_samples=val,
+                init=services.registry().path(parent) if parent else None,
+                calibration={**calibration, "previous": asdict(init.calibration) if init else None},
+                threads=services.settings.torch_threads or None,
+            )
+            run_torchrun(spec, processes, report)
+            return ctx.dir / "run" / "best", len(train)
+        trainer = Trainer(model_config, skeleton, config, ctx.dir / "run", init_from=init, callbacks=[report])
+        trainer.calibration_options = calibration
         trainer.fit(train, val)
         return ctx.dir / "run" / "best", len(train)
 
