@@ -9,7 +9,7 @@ import logging
 import sys
 from typing import Any
 
-from backend.config import Settings, SettingsError
+from backend.config import ACQUISITION_STRATEGIES, Settings, SettingsError
 from backend.errors import CoordinatorError
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     link.add_argument("--holdout-limit", type=int)
     link.add_argument("--holdout-fraction", type=float, help="share of labelled tasks kept out of training")
     link.add_argument("--round-budget", type=int, help="labelled tasks per round")
-    link.add_argument("--strategy", default="vl4pose", choices=["vl4pose", "random"])
+    link.add_argument("--strategy", choices=ACQUISITION_STRATEGIES,
+                      help="queue order (default VL4POSE_ACQUISITION_STRATEGY, vl4pose)")
     link.add_argument("--init-checkpoint", help="a checkpoint folder published as version 0 and ranked at once")
     link.add_argument("--image-import", choices=["auto", "local-files", "upload"])
     link.add_argument("--json", action="store_true", help="print the result as JSON")

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
+from backend.config import ACQUISITION_STRATEGIES
 from backend.errors import CoordinatorError
 from backend.models import HoldoutSample, JobKind, Project
 from backend.services import sources
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 SECRET_HEADER = "X-VL4Pose-Secret"
 WEBHOOK_PATH = "/hooks/label-studio"
 LABEL_POLICIES = ("annotations", "ground-truth", "ignore")
-STRATEGIES = ("vl4pose", "random")
+STRATEGIES = ACQUISITION_STRATEGIES
 QUEUE_VIEW = "Lowest likelihood first"
 """The Data Manager tab linking adds: ordered by the current model version's score. Label Studio's "Label All
 Tasks" button sends the tab's selection, which makes it serve tasks in the tab's order instead of by uncertainty
@@ -56,7 +57,8 @@ class LinkRequest:
     holdout_limit: int | None = None
     holdout_fraction: float | None = None
     round_budget: int | None = None
-    strategy: str = "vl4pose"
+    strategy: str | None = None
+    """Queue order (``STRATEGIES``); None: ``VL4POSE_ACQUISITION_STRATEGY`` for a new project, unchanged on re-link."""
     init_checkpoint: str | None = None
     image_import: str | None = None
 
@@ -85,7 +87,7 @@ class LinkRequest:
             raise CoordinatorError(f"unknown skeleton {self.skeleton!r}; choose one of {sorted(SKELETONS)}")
         if self.labels not in LABEL_POLICIES:
             raise CoordinatorError(f"labels must be one of {list(LABEL_POLICIES)}, not {self.labels!r}")
-        if self.strategy not in STRATEGIES:
+        if self.strategy is not None and self.strategy not in STRATEGIES:
             raise CoordinatorError(f"strategy must be one of {list(STRATEGIES)}, not {self.strategy!r}")
         if self.images and self.dataset:
             raise CoordinatorError("give either images (a folder) or dataset + data, not both")
@@ -181,9 +183,11 @@ def link_project(services: Services, request: LinkRequest) -> LinkResult:
                 label_config=label_config,
                 image_source=mode,
                 holdout_fraction=settings.holdout_fraction,
+                strategy=request.strategy or settings.acquisition_strategy,
             )
             session.add(project)
-        project.strategy = request.strategy
+        if request.strategy:
+            project.strategy = request.strategy
         project.label_config = label_config
         if request.round_budget:
             project.round_budget = request.round_budget

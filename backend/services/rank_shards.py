@@ -6,7 +6,9 @@ of the version yet through ``Predictor.predict_batch`` (the ML backend's code pa
 imports the shard's predictions into Label Studio in chunks of ``VL4POSE_IMPORT_CHUNK`` (``imported`` in the
 payload records how far it got). Both stages resume: a shard re-run after its worker died predicts and imports only
 the rest. When it is done its task list is dropped from the payload and replaced by its counts
-(``ranked``, ``failed``, ``imported``), which the ``rank`` job adds up.
+(``ranked``, ``failed``, ``imported``), which the ``rank`` job adds up. Under a joint strategy
+(:mod:`backend.services.queue_order`) a shard only stores its predictions: the ``rank`` job orders the whole round
+and imports them once all shards are in.
 
 Every query is restricted to the shard's tasks, so a worker's memory depends on the shard size, never on the
 project's size.
@@ -27,6 +29,7 @@ from backend.errors import CoordinatorError
 from backend.job_context import Handler, JobContext
 from backend.models import Project, TaskPrediction
 from backend.services.annotations import keypoints_from_json, keypoints_to_json
+from backend.services.queue_order import is_joint
 from vl4pose.data.labelstudio import keypoints_to_results
 from vl4pose.errors import ImageError
 
@@ -128,16 +131,17 @@ def prediction_payload(project: Project, row: TaskPrediction) -> dict:
     return {"task": row.task_id, "result": result, "score": row.score, "model_version": row.model_version}
 
 
-def import_predictions(ctx: JobContext, project: Project, version: str, task_ids: list[int]) -> int:
-    """Import the stored predictions of these tasks into Label Studio in task id order, in chunks of
-    ``import_chunk``; ``imported_through`` (the last task id sent) and ``imported`` in the payload record progress,
-    so a re-run sends only the rest. Returns how many predictions were imported in all."""
+def import_predictions(ctx: JobContext, project: Project, version: str, task_ids: list[int] | None) -> int:
+    """Import the stored predictions of these tasks (``None``: every task of the version, what the ``rank`` job
+    does for a joint strategy) into Label Studio in task id order, in chunks of ``import_chunk``;
+    ``imported_through`` (the last task id sent) and ``imported`` in the payload record progress, so a re-run sends
+    only the rest. Returns how many predictions were imported in all."""
     services = ctx.services
     chunk = services.settings.import_chunk
     where = (
         TaskPrediction.project_id == project.id,
         TaskPrediction.model_version == version,
-        TaskPrediction.task_id.in_(task_ids),
+        *((TaskPrediction.task_id.in_(task_ids),) if task_ids is not None else ()),
     )
     with services.db.session() as session:
         total = int(session.scalar(select(func.count()).select_from(TaskPrediction).where(*where)) or 0)
@@ -161,6 +165,16 @@ def import_predictions(ctx: JobContext, project: Project, version: str, task_ids
                      f"importing predictions into Label Studio: {imported}/{total}")
 
 
+def stored_count(services: Services, project: Project, version: str, task_ids: list[int]) -> int:
+    """How many of these tasks have a stored prediction of ``version``."""
+    if not task_ids:
+        return 0
+    with services.db.session() as session:
+        return int(session.scalar(select(func.count()).select_from(TaskPrediction).where(
+            TaskPrediction.project_id == project.id, TaskPrediction.model_version == version,
+            TaskPrediction.task_id.in_(task_ids))) or 0)
+
+
 class RankShardHandler(Handler):
     """Payload: ``{"version", "index", "tasks": [[task id, image URL], ...]}``; done: ``{"version", "index",
     "ranked", "failed", "imported"}``."""
@@ -174,12 +188,15 @@ class RankShardHandler(Handler):
             session.expunge(project)
         tasks = [(int(t), str(u)) for t, u in ctx.payload.get("tasks", [])]
         failed = predict_tasks(ctx, project, version, tasks) if tasks else 0
-        imported = import_predictions(ctx, project, version, [t for t, _ in tasks]) if tasks else 0
+        if is_joint(project.strategy):  # the rank job orders the whole round, then imports (queue_order)
+            ranked, imported = stored_count(services, project, version, [t for t, _ in tasks]), 0
+        else:
+            ranked = imported = import_predictions(ctx, project, version, [t for t, _ in tasks]) if tasks else 0
         ctx.payload.pop("tasks", None)
         ctx.payload.pop("imported_through", None)
-        ctx.payload.update(ranked=imported, failed=failed, imported=imported)
+        ctx.payload.update(ranked=ranked, failed=failed, imported=imported)
         log.info("rank shard %d (job %d): %d tasks ranked, %d unreadable", ctx.payload.get("index", 0), ctx.job_id,
-                 imported, failed)
+                 ranked, failed)
 
     def reset(self, services: Services, job_id: int) -> None:
         """A failed shard retried by hand keeps what it stored and imported; it goes on from there."""

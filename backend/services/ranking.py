@@ -10,10 +10,12 @@ The work is sharded so that any number of workers share it and no process holds 
    ``VL4POSE_RANK_POLL_S`` seconds; the last shard to finish queues it at once. Each check re-queues shards whose
    worker died or went silent (the database claim and heartbeat, :meth:`backend.jobs.JobRunner.recover`): huey
    never re-delivers a killed worker's message, the ``job`` table does. A failed shard fails the ranking.
-3. **finish**: set the project's ``model_version`` (and ``sampling="Uncertainty sampling"``) so the queue serves
-   the lowest score first, make the version current in the registry, prune superseded predictions
-   (:mod:`backend.services.pruning`), finish the round and open the next one. The project's model version only
-   moves once every shard's predictions are in, so the queue is never half re-ranked.
+3. **finish**: under a joint strategy (``vl4pose_mix``), order the whole round's tasks, make each task's rank its
+   prediction score and import them (:mod:`backend.services.queue_order`); set the project's ``model_version``
+   (and ``sampling="Uncertainty sampling"``) so the queue serves the lowest score first, make the version current
+   in the registry, prune superseded predictions (:mod:`backend.services.pruning`), finish the round and open the
+   next one. The project's model version only moves once every shard's predictions are in, so the queue is never
+   half re-ranked.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from backend.models import (
     TaskPrediction,
     utcnow,
 )
+from backend.services.queue_order import apply_queue_order, is_joint
 from backend.services.rank_shards import import_predictions, predict_tasks, prediction_payload  # noqa: F401
 from backend.services.rounds import open_round, set_round_state
 
@@ -195,6 +198,11 @@ class RankHandler(Handler):
             payloads = session.scalars(select(Job.payload).where(Job.parent_id == ctx.job_id)).all()
         ranked = sum(int(p.get("ranked", 0)) for p in payloads)
         failed = sum(int(p.get("failed", 0)) for p in payloads)
+        if is_joint(project.strategy):  # rank as score over the whole round, then one import (resumable)
+            if not ctx.payload.get("ordered"):
+                ctx.progress(0.9, f"putting the queue in {project.strategy} order", force=True)
+                ctx.save_payload(ordered=apply_queue_order(services, project, version))
+            ranked = import_predictions(ctx, project, version, None)
         ctx.progress(0.96, "switching the queue to the new model version", force=True)
         ls = services.ls()
         if ranked:  # Label Studio refuses a model version that no prediction carries
