@@ -4,12 +4,15 @@ accumulates gradients over the same micro-batches, a resume under torchrun, and 
 Why the two runs can match at all: every process draws the same global batch and takes its half, augmented with
 the half's own seeded generator, exactly as the one process does for its two micro-batches; BatchNorm normalises
 each half with its own statistics in both (per-process BatchNorm on the CPU). DDP averages the two halves'
-gradients (each divided by 2, then summed by all-reduce); the reference sums the gradients of loss/2 of each half.
-Both are the same float32 numbers added in another order, so they differ by rounding only: a few float32 ulps
-(relative ~1e-7) per gradient, which Adam turns into weight differences of that relative size times the few steps
-taken (Adam's update is m / sqrt(v), scale-free; lr x steps bounds the whole move). The tolerance below (1e-5
-absolute on weights that move by ~1e-2, 1e-5 relative on the loss) is two orders above that and three below the
-distance the weights travel, so a wrong split, a missing all-reduce or an extra step fails it.
+gradients (each divided by the world size, then summed by all-reduce; the heads: summed, then divided); the
+reference sums the gradients of loss/2 of each half. Per micro-batch the float32 computations are the same ones
+(same data, one thread each), so the runs differ only in how the halves are combined: x/2 + y/2 against
+(x + y)/2, which for 2 processes is exact in binary floating point (halving only moves the exponent) and for other
+counts differs by an ulp or two (relative ~1e-7) per gradient. Adam's update m / (sqrt(v) + eps) passes a relative
+gradient error on at the same relative size, and lr x steps bounds the whole move, so after 4 steps the weights
+may differ by ~1e-7 relative, far under the tolerance used (1e-5 relative and absolute, on weights the test first
+checks moved by more than 1e-3, and on the losses); a wrong split, a missing all-reduce, a different augmentation
+or an extra step moves them by the size of a step instead.
 
 Not compared: the BatchNorm running statistics (DDP keeps rank 0's, the reference updates them once per
 micro-batch); they are buffers, not weights, and only validation reads them.
@@ -48,7 +51,7 @@ class Interrupt(Exception):
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory, lspet_dir):
+def runs(tmp_path_factory, lspet_dir):
     """The initial checkpoint both runs start from, the samples `--limit 8` gives, and the reference run."""
     root = tmp_path_factory.mktemp("ddp")
     torch.manual_seed(0)
@@ -94,8 +97,8 @@ def weights(folder: Path) -> dict[str, torch.Tensor]:
     return {**pose, **heads}
 
 
-def test_two_processes_match_one_process_accumulating_the_same_micro_batches(setup):
-    root, lspet_dir = setup
+def test_two_processes_match_one_process_accumulating_the_same_micro_batches(runs):
+    root, lspet_dir = runs
     done = torchrun(root, lspet_dir, "ddp")
     summary = json.loads(done.stdout)  # rank 0 alone prints the summary
     assert summary["checkpoint"] == str(root / "ddp" / "best")
@@ -113,8 +116,8 @@ def test_two_processes_match_one_process_accumulating_the_same_micro_batches(set
     assert sorted(p.name for p in (root / "ddp").iterdir()) == ["best", "history.json", "state.pt"]
 
 
-def test_a_run_resumes_under_torchrun_where_one_process_stopped(setup):
-    root, lspet_dir = setup
+def test_a_run_resumes_under_torchrun_where_one_process_stopped(runs):
+    root, lspet_dir = runs
     assert len(json.loads((root / "resumed" / "history.json").read_text())) == 1
     torchrun(root, lspet_dir, "resumed")
     history = json.loads((root / "resumed" / "history.json").read_text())
