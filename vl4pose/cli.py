@@ -185,11 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _register_optional_commands() -> None:
-    """Import modules that register further sub-commands (simulate, bench, the ONNX ones, failures) when they exist."""
+    """Import modules that register further sub-commands (simulate, bench, ONNX, effort, failures) when they exist."""
     import importlib
 
     for module in ("vl4pose.simulate", "vl4pose.bench", "vl4pose.onnx_export", "vl4pose.onnx_bench",
-                   "vl4pose.failures_cli"):
+                   "vl4pose.effort_run", "vl4pose.failures_cli"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:
