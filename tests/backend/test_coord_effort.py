@@ -168,3 +168,30 @@ def test_migration_0006_adds_the_column_fills_unserved_records_and_downgrades(tm
     assert [tuple(r) for r in rows] == [(1, 9), (2, None), (3, None)]
     downgrade(db.engine, "0005")
     assert "corrections" not in {c["name"] for c in inspect(db.engine).get_columns("annotation_record")}
+
+
+def test_the_dashboard_and_the_api_show_the_rounds_correction_effort(make_app, link):
+    from coord_fakes import TOKEN
+
+    app = make_app(queue="memory")
+    link(app, limit=4)
+    services = app.extensions["vl4pose"]
+    with services.db.session() as session:
+        round_ = session.scalar(select(Round))
+        for annotation_id, corrections, served_total in ((1, 0, 14), (2, 3, 14), (3, 12, None)):
+            session.add(AnnotationRecord(project_id=round_.project_id, round_id=round_.id, task_id=annotation_id,
+                                         annotation_id=annotation_id, keypoint_count=12, corrections=corrections,
+                                         served_total=served_total, served_correct=served_total and 11))
+        session.flush()
+        refresh_stats(session, round_)
+    client = app.test_client()
+    report = client.get("/api/projects/1", headers={"Authorization": f"Bearer {TOKEN}"}).json
+    first = report["rounds"][0]
+    assert (first["corrections_per_task"], first["no_correction_share"]) == (1.5, 0.5)
+    assert (first["unserved_tasks"], first["unserved_keypoints_per_task"]) == (1, 12.0)
+    assert report["accuracy"]["corrections_per_task"] == [[1, 1.5]]
+    assert report["accuracy"]["no_correction_share"] == [[1, 0.5]]
+    client.post("/login", data={"token": TOKEN})
+    page = client.get("/projects/1").get_data(as_text=True)
+    assert "<td>1.50 (50.0% none) · 1 unserved: 12.0 kp</td>" in page
+    assert "round 1: served suggestions accepted without correction (share) = 0.500" in page

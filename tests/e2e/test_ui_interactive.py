@@ -23,9 +23,10 @@ STORE = """() => {
                                                x: r.x, y: r.y, dynamic: r.dynamic}))};
 }"""
 IMAGE_BOX = """() => {
-  const img = Array.from(document.images).filter(i => i.src.includes('/data/') && i.getBoundingClientRect().width > 50)
+  // the editor's <img alt="image"> (clipped, drawn on the canvas) is laid out exactly where the image is shown
+  const img = Array.from(document.querySelectorAll('img[alt="image"]'))
     .sort((a, b) => b.getBoundingClientRect().width - a.getBoundingClientRect().width)[0];
-  const r = img.getBoundingClientRect();
+  const r = (img || document.querySelector('.konvajs-content')).getBoundingClientRect();
   return {left: r.left, top: r.top, width: r.width, height: r.height};
 }"""
 
