@@ -14,12 +14,12 @@ import hashlib
 import logging
 import os
 import threading
-import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vl4pose.atomic import write_atomic
 from vl4pose.data.sample import image_size
 from vl4pose.errors import ImageError
 from vl4pose.fetch import AddressPolicy, Credential, DownloadLimits, FetchError, download, origin, short
@@ -151,9 +151,7 @@ class ImageFetcher:
 
     def _store(self, path: Path, data: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}"
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        write_atomic(path, data)
         with self._cache_lock:
             if self._cache_bytes is None:
                 self._cache_bytes = sum(f.stat().st_size for f in self.cache_dir.glob("*/*") if f.is_file())

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ml_backend.images import ProjectAccess
+from vl4pose.atomic import write_atomic
 from vl4pose.fetch import Credential, FetchError, origin
 
 log = logging.getLogger(__name__)
@@ -134,11 +133,7 @@ class ProjectStore:
                              for pid, a in self._access.items()}}
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.parent / f".{self.path.name}.{uuid.uuid4().hex[:8]}"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                json.dump(data, handle, indent=2)
-            os.replace(tmp, self.path)
+            write_atomic(self.path, json.dumps(data, indent=2), mode=0o600)
         except OSError as exc:
             log.warning("cannot save project store %s (%s); access details stay in memory only", self.path,
                         exc.strerror)

@@ -18,7 +18,6 @@ import os
 import sys
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from stack import demo
 from stack.project import Coordinator, LinkSpec, ensure_ml_auth, job_progress_printer, link, ml_serves, round_ready
 from stack.services import REPO, SERVICES, Secrets, StackConfig, StackError, running_pid, start_service
 from stack.starter import StarterConfig, shipped_starter, train_starter
+from vl4pose.atomic import write_atomic
 
 DATASETS = ("lspet", "lsp", "coco", "labelstudio", "folder")
 
@@ -71,12 +71,7 @@ def save_state(storage: Path, state: dict) -> None:
     """Write ``stack.json`` atomically; the file is created with mode 0600 (never readable by others, not even
     for a moment)."""
     storage.mkdir(parents=True, exist_ok=True)
-    path = storage / "stack.json"
-    tmp = storage / f".stack.json.{uuid.uuid4().hex[:8]}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(json.dumps(state, indent=2))
-    os.replace(tmp, path)
+    write_atomic(storage / "stack.json", json.dumps(state, indent=2), mode=0o600)
 
 
 def migrate_registry(config: StackConfig, state: dict) -> str | None:

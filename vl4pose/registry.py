@@ -23,6 +23,7 @@ import time
 import uuid
 from pathlib import Path
 
+from vl4pose.atomic import write_atomic
 from vl4pose.checkpoint import REQUIRED, Checkpoint, save_checkpoint
 from vl4pose.errors import CheckpointError
 
@@ -111,7 +112,7 @@ class ModelRegistry:
         folder.mkdir(parents=True, exist_ok=True)
         meta = {**self.project_info(project), "project": project_key(project), **info}
         meta.setdefault("linked_at", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-        _atomic_write(folder / "project.json", json.dumps(meta, indent=2, default=str))
+        write_atomic(folder / "project.json", json.dumps(meta, indent=2, default=str))
 
     def is_linked(self, project: str | int) -> bool:
         try:
@@ -156,7 +157,7 @@ class ModelRegistry:
             raise CheckpointError(f"model version {version!r} is not published in {self.root}")
         folder = self.project_dir(project)
         folder.mkdir(parents=True, exist_ok=True)
-        _atomic_write(folder / "CURRENT", version + "\n")
+        write_atomic(folder / "CURRENT", version + "\n")
 
     def migrate_legacy_current(self, project: str | int) -> str | None:
         """Move the older layout's root ``CURRENT`` to ``project`` (unless it already has a current version).
@@ -184,9 +185,3 @@ class ModelRegistry:
             return version if version and self.exists(version) else None
         except CheckpointError:
             return None
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}"
-    tmp.write_text(text)
-    os.replace(tmp, path)

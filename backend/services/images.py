@@ -13,12 +13,12 @@ import logging
 import os
 import threading
 import urllib.parse
-import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from backend.errors import CoordinatorError, TransientError
+from vl4pose.atomic import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -104,9 +104,7 @@ class ImageStore:
         data = self._client.fetch(url, self.max_bytes)  # type: ignore[attr-defined]
         path = self.cache_path(url)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        write_atomic(path, data)
         self._account(len(data))
         return path
 
