@@ -83,7 +83,7 @@ def run_spec(path: str | Path) -> int:
     from vl4pose.train import TrainConfig, Trainer
 
     spec = json.loads(Path(path).read_text())
-    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # processes on this machine
     torch.set_num_threads(spec.get("threads") or max(1, (os.cpu_count() or 1) // processes))
     fields = dict(spec["train"])
     fields["heads"] = tuple(fields.get("heads", ()))
