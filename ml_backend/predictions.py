@@ -20,7 +20,6 @@ from ml_backend.images import ImageFetcher, ProjectAccess
 from ml_backend.interactive import Clicks, parse_context
 from ml_backend.models import LRUCache, ModelService, ServedModel
 from ml_backend.projects import ProjectStore, parse_project_id
-from ml_backend.suggestions import adopt_served_ids, place_clicks, served_region_ids
 from vl4pose.data.labelstudio import keypoints_to_results
 from vl4pose.data.sample import image_size
 from vl4pose.errors import ImageError, VL4PoseError
@@ -192,12 +191,11 @@ class PredictionService:
             log.warning("task %s: no suggestion: %s", task.get("id"), exc)
             return {"result": [], "model_version": model.version}
         prediction = model.predictor.resolve(analysis, clamped)
-        # every placed keypoint, the clicked ones at the click, under the served regions' ids (ml_backend.suggestions)
-        result = self._results(prediction.refined, prediction, mapping, prediction.confidence)
-        place_clicks(result, clicks.keypoints)
-        matched = adopt_served_ids(result, served_region_ids(task, mapping.config.keypoint_control, model.version))
-        log.info("task %s: %d suggestion(s) around %d clicked keypoint(s), %d replacing served regions (image "
-                 "analysis %s)", task.get("id"), len(result), len(clamped), matched, "cached" if hit else "computed")
+        keep = np.ones(mapping.skeleton.num_keypoints, dtype=bool)
+        keep[list(clamped)] = False
+        result = self._results(prediction.refined, prediction, mapping, prediction.confidence, keep)
+        log.info("task %s: %d suggestion(s) around %d clicked keypoint(s) (image analysis %s)", task.get("id"),
+                 len(result), len(clamped), "cached" if hit else "computed")
         return {"result": result, "score": _score(prediction.score), "model_version": model.version}
 
     # -- Label Studio results -----------------------------------------------------------------------
@@ -209,11 +207,11 @@ class PredictionService:
                 {"result": raw, "score": score, "model_version": version + RAW_SUFFIX}]
 
     @staticmethod
-    def _results(keypoints: np.ndarray, prediction: PosePrediction, mapping: KeypointMapping, scores: np.ndarray
-                 ) -> list[dict]:
-        """Results for the placed keypoints that have a label, each with a fresh region id."""
+    def _results(keypoints: np.ndarray, prediction: PosePrediction, mapping: KeypointMapping, scores: np.ndarray,
+                 keep: np.ndarray | None = None) -> list[dict]:
+        """Results for the placed keypoints that have a label (and ``keep``), each with a fresh region id."""
         labelled = np.array([label is not None for label in mapping.labels])
-        placed = np.asarray(prediction.placed, dtype=bool) & labelled
+        placed = np.asarray(prediction.placed, dtype=bool) & labelled & (True if keep is None else keep)
         results = keypoints_to_results(keypoints, prediction.image_size, [label or "" for label in mapping.labels],
                                        placed, np.nan_to_num(scores, nan=0.0), mapping.config.keypoint_control,
                                        mapping.config.image_name)
