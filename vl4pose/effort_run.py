@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vl4pose.atomic import write_atomic
 from vl4pose.cli import add_data_options, add_predictor_options, command, load_from_args, predictor_from_args
 from vl4pose.data.sample import Sample, box_from_keypoints
 from vl4pose.crop import apply_affine
@@ -146,10 +147,8 @@ def _finish(report: dict, tallies: dict[str, EffortTally], labelled: int, unserv
 
 def _write(path: Path, report: dict, per_image: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     rows = ",\n  ".join(json.dumps(row, separators=(",", ":")) for row in per_image)  # one image per line
-    tmp.write_text(json.dumps(report, indent=1)[:-2] + f',\n "per_image": [\n  {rows}\n ]\n}}\n')
-    tmp.replace(path)
+    write_atomic(path, json.dumps(report, indent=1)[:-2] + f',\n "per_image": [\n  {rows}\n ]\n}}\n')
 
 
 def _effort_options(p: argparse.ArgumentParser) -> None:

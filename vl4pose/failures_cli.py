@@ -20,7 +20,7 @@ from vl4pose.data import DATASETS, load_samples
 from vl4pose.errors import ConfigError, DataError
 from vl4pose.failures import SERVED, FailureConfig, FeaturePredictor, product_path_report
 from vl4pose.predictor import PredictorConfig
-from vl4pose.simulate_config import ALL_STRATEGIES, VARIANTS
+from vl4pose.simulate_config import ALL_STRATEGIES, VARIANTS, json_safe
 from vl4pose.strategies import STRATEGIES, get_strategies
 
 log = logging.getLogger(__name__)
@@ -128,16 +128,6 @@ def format_run(result: dict) -> str:
     return "\n".join(lines)
 
 
-def _json_safe(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 @command("failures", _options)
 def run_failures(args: argparse.Namespace) -> int:
     config = FailureConfig(resamples=args.resamples, seed=args.seed, chunk=args.chunk)
@@ -167,7 +157,7 @@ def run_failures(args: argparse.Namespace) -> int:
         result = checkpoint_report(args.checkpoint, samples, args, config)
         result["split"] = split
         text = format_report(result)
-    result = _json_safe(result)
+    result = json_safe(result)
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2) if args.json else text)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vl4pose.atomic import write_atomic
 from vl4pose.budget import Progress
 from vl4pose.data.sample import Sample
 from vl4pose.errors import TrainingError
@@ -96,9 +97,7 @@ def run_spec(path: str | Path) -> int:
         if progress.validation is None and now - last[0] < 1.0:
             return
         last[0] = now
-        tmp = progress_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(progress), default=str))
-        os.replace(tmp, progress_file)
+        write_atomic(progress_file, json.dumps(asdict(progress), default=str))
 
     trainer = Trainer(ModelConfig.from_dict(spec["model"]), get_skeleton(spec["skeleton"]), TrainConfig(**fields),
                       spec["out"], init_from=init)

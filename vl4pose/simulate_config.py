@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vl4pose.atomic import write_atomic
 from vl4pose.checkpoint import Checkpoint
 from vl4pose.data.sample import Sample
 from vl4pose.errors import ConfigError
@@ -108,10 +109,8 @@ def json_safe(value: object) -> object:
 
 
 def write_json(path: Path, data: object) -> None:
-    """Write JSON atomically (temporary sibling + rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(json_safe(data), indent=2) + "\n")
-    os.replace(tmp, path)
+    """Write JSON atomically (:func:`vl4pose.atomic.write_atomic`)."""
+    write_atomic(path, json.dumps(json_safe(data), indent=2) + "\n")
 
 
 def rng_stream(seed: int, round_index: int, name: str) -> np.random.Generator:
