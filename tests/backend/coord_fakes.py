@@ -351,3 +351,16 @@ class FakeLabelStudio:
 
     def close(self) -> None:
         pass
+
+
+OLD_PROJECT_SQL = (
+    "INSERT INTO project (id, ls_project_id, title, skeleton, strategy, round_budget, validation_policy, "
+    "holdout_fraction, label_config, image_source, created_at) VALUES (1, 7, 'old', 'lsp14', 'vl4pose', 5, "
+    "'share', 0.1, '{}', 'local-files', '2026-01-01 00:00:00')")
+
+
+def insert_old_project(connection) -> None:
+    """Project 1 (Label Studio project 7) written with plain SQL, for migration tests on an older schema."""
+    from sqlalchemy import text
+
+    connection.execute(text(OLD_PROJECT_SQL))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from coord_fakes import insert_old_project
 from sqlalchemy import inspect, select, text
 
 from backend.db import Database, downgrade, upgrade
@@ -152,10 +153,7 @@ def test_migration_0006_adds_the_column_fills_unserved_records_and_downgrades(tm
     db = Database(f"sqlite:///{tmp_path / 'old.sqlite'}")
     upgrade(db.engine, "0005")
     with db.engine.begin() as connection:
-        connection.execute(text(
-            "INSERT INTO project (id, ls_project_id, title, skeleton, strategy, round_budget, validation_policy, "
-            "holdout_fraction, label_config, image_source, created_at) VALUES (1, 7, 'old', 'lsp14', 'vl4pose', 5, "
-            "'share', 0.1, '{}', 'local-files', '2026-01-01 00:00:00')"))
+        insert_old_project(connection)
         for id_, status, total in ((1, "submitted", None), (2, "submitted", 14), (3, "cancelled", None)):
             connection.execute(text(
                 "INSERT INTO annotation_record (id, project_id, task_id, annotation_id, status, image_url, keypoints, "

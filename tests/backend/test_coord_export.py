@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from coord_fakes import TOKEN, gt_results, sample_for_url
+from coord_fakes import TOKEN, gt_results, insert_old_project, sample_for_url
 from sqlalchemy import select, text
 
 from backend.errors import CoordinatorError
@@ -197,10 +197,7 @@ def test_migration_0004_backfills_one_version_per_existing_annotation(tmp_path):
     db = Database(f"sqlite:///{tmp_path / 'old.sqlite'}")
     upgrade(db.engine, "0003")
     with db.engine.begin() as connection:
-        connection.execute(text(
-            "INSERT INTO project (id, ls_project_id, title, skeleton, strategy, round_budget, validation_policy, "
-            "holdout_fraction, label_config, image_source, created_at) VALUES (1, 7, 'old', 'lsp14', 'vl4pose', 5, "
-            "'share', 0.1, '{}', 'local-files', '2026-01-01 00:00:00')"))
+        insert_old_project(connection)
         connection.execute(text(
             "INSERT INTO round (id, project_id, number, state, budget, selected_tasks, labelled_count, accepted_count, "
             "corrected_count, metrics, timings, opened_at) VALUES (5, 1, 2, 'open', 5, '[]', 0, 0, 0, '{}', '{}', "
