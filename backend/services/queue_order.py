@@ -20,16 +20,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from typing import TYPE_CHECKING
-
 import numpy as np
 from sqlalchemy import select, update
 
+from backend.db import Database
 from backend.errors import CoordinatorError
 from backend.models import Project, TaskPrediction
-
-if TYPE_CHECKING:
-    from backend.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +60,11 @@ def queue_order_scores(strategy: str, log_likelihood: np.ndarray, budget: int, s
     return queue_scores(order)
 
 
-def apply_queue_order(services: Services, project: Project, version: str) -> int:
+def apply_queue_order(db: Database, project: Project, version: str) -> int:
     """Replace the stored score of every prediction of ``version`` by its rank in the strategy's order; returns
     how many tasks were ordered. Tasks are taken in task id order, so the result depends only on the stored
     predictions, the round budget and the seed."""
-    with services.db.session() as session:
+    with db.session() as session:
         rows = session.execute(
             select(TaskPrediction.id, TaskPrediction.log_likelihood)
             .where(TaskPrediction.project_id == project.id, TaskPrediction.model_version == version)

@@ -201,7 +201,7 @@ class RankHandler(Handler):
         if is_joint(project.strategy):  # rank as score over the whole round, then one import (resumable)
             if not ctx.payload.get("ordered"):
                 ctx.progress(0.9, f"putting the queue in {project.strategy} order", force=True)
-                ctx.save_payload(ordered=apply_queue_order(services, project, version))
+                ctx.save_payload(ordered=apply_queue_order(services.db, project, version))
             ranked = import_predictions(ctx, project, version, None)
         ctx.progress(0.96, "switching the queue to the new model version", force=True)
         ls = services.ls()
