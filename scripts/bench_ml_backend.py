@@ -81,7 +81,7 @@ def serve_images(folder: Path) -> tuple[str, object]:
 
 def start_backend(args: argparse.Namespace, tmp: Path):
     """Publish the checkpoint as version ``bench`` in a temporary registry and serve it."""
-    from ml_backend.process import BackendProcess
+    from stack.process import BackendProcess
     from vl4pose.checkpoint import load_checkpoint
     from vl4pose.registry import ModelRegistry
 

@@ -38,7 +38,7 @@ from bench_scale_stack import (  # noqa: E402
     mirror_lspet, rank_jobs, synthetic_images,
 )
 from stack.annotator import GroundTruth, SimulatedAnnotator  # noqa: E402
-from stack.labelstudio import free_port  # noqa: E402
+from stack.process import free_port  # noqa: E402
 from stack.project import Coordinator, LinkSpec, link, round_ready  # noqa: E402
 from stack.services import Secrets, StackConfig, running_pid, start_service, stop_service  # noqa: E402
 

@@ -14,16 +14,33 @@ project's ``model_version`` moves (the coordinator re-ranked the queue with a ne
 
 from __future__ import annotations
 
+import argparse
+import json
 import logging
+import sys
 import time
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
-import requests
 
-from vl4pose.data.sample import Sample
+from backend.errors import CoordinatorError
+from backend.services.annotations import read_keypoints
+from common.labelconfig import KeypointMapping, LabelConfigError, map_labels, parse_label_config
+from stack.labelstudio import connect, next_task, submit_annotation
+from stack.project import Coordinator
+from stack.start import load_state, stack_config, storage_dir
+from vl4pose.data import load_samples
+from vl4pose.data.labelstudio import keypoints_to_results
+from vl4pose.data.sample import Sample, image_size
+from vl4pose.metrics import torso_size
+from vl4pose.skeletons import get_skeleton
+
+T = TypeVar("T")
+SKELETON_GUESSES = ("lsp14", "coco17", "mpii16", "hand21")
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +66,6 @@ class GroundTruth:
     @classmethod
     def load(cls, dataset: str, data: Path, split: str | None = None, files_root: Path | None = None,
              skeleton: str | None = None, image_dir: Path | None = None) -> "GroundTruth":
-        from vl4pose.data import load_samples
-
         return cls(load_samples(dataset, data, split, skeleton=skeleton, images=image_dir), files_root)
 
     def find(self, url: str) -> Sample | None:
@@ -91,32 +106,28 @@ class SimulatedAnnotator:
     """
 
     def __init__(self, url: str, token: str, project_id: int, truth: GroundTruth, tolerance: float = 0.2) -> None:
-        from backend.services.configs import parse_config
-        from vl4pose.skeletons import get_skeleton
-
         self.url, self.project_id, self.truth, self.tolerance = url.rstrip("/"), project_id, truth, tolerance
-        self.http = requests.Session()
-        self.http.headers["Authorization"] = f"Token {token}"
+        self.ls = connect(self.url, token, timeout=60.0)
         xml = self.project()["label_config"]
-        self.skeleton = next(
-            get_skeleton(name) for name in ("lsp14", "coco17", "mpii16", "hand21") if _fits(xml, name)
-        )
-        self.config = parse_config(xml, self.skeleton)
+        self.mapping = _mapping(xml)
+        if self.mapping is None:
+            raise AnnotatorError(f"the labelling config of Label Studio project {project_id} fits none of the "
+                                 f"skeletons {', '.join(SKELETON_GUESSES)}; label a project linked by the coordinator")
+        self.skeleton = self.mapping.skeleton
 
-    # -- Label Studio --------------------------------------------------------------------------------
-    def _call(self, method: str, path: str, **kwargs) -> requests.Response:
-        response = self.http.request(method, self.url + path, timeout=60, **kwargs)
-        if response.status_code >= 400 and response.status_code != 404:
-            raise AnnotatorError(f"{method} {path} answered {response.status_code}: {response.text[:300]}")
-        return response
+    # -- Label Studio (through the coordinator's adapter; its errors become AnnotatorError) -----------
+    def _call(self, fn: Callable[..., T], *args: object) -> T:
+        try:
+            return fn(*args)
+        except CoordinatorError as exc:
+            raise AnnotatorError(str(exc)) from None
 
     def project(self) -> dict:
-        return self._call("GET", f"/api/projects/{self.project_id}/").json()
+        return self._call(self.ls.project, self.project_id)
 
     def next_task(self) -> dict | None:
         """The next task of the label stream, or None when every task is labelled."""
-        response = self._call("GET", f"/api/projects/{self.project_id}/next/")
-        return None if response.status_code == 404 else response.json()
+        return self._call(next_task, self.ls, self.project_id)
 
     # -- labelling -----------------------------------------------------------------------------------
     def served(self, task: dict, model_version: str | None) -> dict | None:
@@ -126,11 +137,8 @@ class SimulatedAnnotator:
         return min(mine, key=lambda p: p.get("score") or 0.0) if mine else None
 
     def label(self, task: dict, model_version: str | None) -> Labelled:
-        from backend.services.annotations import read_keypoints
-        from vl4pose.data.labelstudio import keypoints_to_results
-        from vl4pose.data.sample import image_size
-
-        url = (task.get("data") or {}).get(self.config["image_key"])
+        config = self.mapping.config
+        url = (task.get("data") or {}).get(config.image_key)
         sample = self.truth.find(url) if isinstance(url, str) else None
         if sample is None:
             raise AnnotatorError(f"task {task['id']}: no ground truth for image {url!r} in the data set")
@@ -143,26 +151,20 @@ class SimulatedAnnotator:
         if accepted:
             result = prediction["result"]
         else:
-            labels = self.config["labels"]
+            labels = self.mapping.labels
             placed = np.isfinite(truth).all(axis=1) & np.array([label is not None for label in labels])
             result = keypoints_to_results(truth, image_size(sample.image), [label or "" for label in labels], placed,
-                                          None, self.config["from_name"], self.config["to_name"])
-        body: dict = {"result": result, "lead_time": 4.0 if accepted else 25.0}
-        if prediction is not None:
-            body["parent_prediction"] = prediction["id"]
-        created = self._call("POST", f"/api/tasks/{task['id']}/annotations/", json=body)
-        if created.status_code != 201:
-            raise AnnotatorError(f"task {task['id']}: annotation refused ({created.status_code}): {created.text[:300]}")
+                                          None, config.keypoint_control, config.image_name)
+        annotation_id = self._call(submit_annotation, self.ls, task["id"], result, 4.0 if accepted else 25.0,
+                                   prediction["id"] if prediction is not None else None)
         return Labelled(
-            task["id"], created.json()["id"], accepted, prediction["id"] if prediction else None,
+            task["id"], annotation_id, accepted, prediction["id"] if prediction else None,
             prediction.get("score") if prediction else None, prediction.get("model_version") if prediction else None,
             model_version, error,
         )
 
     def close_enough(self, suggested: np.ndarray, truth: np.ndarray) -> tuple[bool, float | None]:
         """(accepted, largest keypoint error in pixels) of a suggestion against the truth, both (K, 2) with NaN."""
-        from vl4pose.metrics import torso_size
-
         labelled = np.isfinite(truth).all(axis=1)
         placed = np.isfinite(suggested).all(axis=1)
         if not labelled.any():
@@ -200,16 +202,18 @@ class SimulatedAnnotator:
                              "is the coordinator's worker running? (see the dashboard)")
 
 
-def _fits(xml: str, skeleton: str) -> bool:
-    from backend.errors import CoordinatorError
-    from backend.services.configs import parse_config
-    from vl4pose.skeletons import get_skeleton
-
+def _mapping(xml: str) -> KeypointMapping | None:
+    """The labelling config matched to the first skeleton of :data:`SKELETON_GUESSES` it fits, or None."""
     try:
-        parse_config(xml, get_skeleton(skeleton))
-    except CoordinatorError:
-        return False
-    return True
+        config = parse_label_config(xml)
+    except LabelConfigError:
+        return None
+    for name in SKELETON_GUESSES:
+        try:
+            return map_labels(config, get_skeleton(name))
+        except LabelConfigError:
+            continue
+    return None
 
 
 def as_dict(labelled: Labelled) -> dict:
@@ -218,8 +222,6 @@ def as_dict(labelled: Labelled) -> dict:
 
 def _defaults(args) -> dict:
     """What the system started by ``scripts/start.sh`` knows: Label Studio, the active project, its data."""
-    from stack.start import load_state, stack_config, storage_dir
-
     state = load_state(storage_dir())
     active = state.get("projects", {}).get(state.get("active", ""), {})
     if not state or not active:
@@ -232,18 +234,12 @@ def _defaults(args) -> dict:
 
 
 def _round_budget(known: dict) -> int:
-    from stack.project import Coordinator
-
     report = Coordinator(known["coordinator"], known["api_token"]).project(known["coordinator_project"])
     current = report["current_round"]
     return max(1, current["budget"] - current["labelled"]) if current["state"] == "open" else current["budget"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-    import json
-    import sys
-
     parser = argparse.ArgumentParser(prog="python -m stack.annotator", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--label-studio", help="Label Studio URL (default: the started system's)")

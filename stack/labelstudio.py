@@ -1,22 +1,25 @@
-"""Start and stop a real Label Studio 1.23.2 from its own virtualenv (``.lsvenv``), bound to 127.0.0.1.
+"""Label Studio as the stack sees it: a real Label Studio 1.23.2 started and stopped from its own virtualenv
+(``.lsvenv``), bound to 127.0.0.1, and every call the stack makes to its API.
 
 Used by the product's start script and by the integration tests. Label Studio runs as a subprocess
-and only talks HTTP: our code never imports it.
+and only talks HTTP: our code never imports it. The stack calls its API through the coordinator's adapter
+(:class:`backend.services.labelstudio.LabelStudio`: timeouts, errors that say what failed, messages without
+the token), opened by :func:`connect`; the few calls the coordinator never makes (the label stream's next task,
+an annotation started from a prediction, the ML backend connection's credentials) are the functions below.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import requests
-
-from ml_backend.process import stop_process_group
+from backend.errors import CoordinatorError
+from backend.services.labelstudio import LabelStudio
+from stack.process import free_port, port_is_free, stop_process_group
 
 log = logging.getLogger(__name__)
 
@@ -26,24 +29,6 @@ DEFAULT_VENV = REPO / ".lsvenv"
 
 class LabelStudioError(RuntimeError):
     """Label Studio could not be started or did not become ready."""
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def port_is_free(port: int) -> bool:
-    """No server listens on the port (connections of a stopped server in TIME_WAIT do not count)."""
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 @dataclass
@@ -119,17 +104,17 @@ class LabelStudioServer:
 
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                raise LabelStudioError(f"Label Studio exited with code {self.process.returncode}; "
-                                       f"see {self.data_dir / 'label-studio.log'}")
-            try:
-                response = requests.get(f"{self.url}/api/current-user/whoami", headers=self.headers, timeout=2)
-                if response.status_code == 200:
+        client = connect(self.url, self.token, timeout=2.0)
+        try:
+            while time.monotonic() < deadline:
+                if self.process is not None and self.process.poll() is not None:
+                    raise LabelStudioError(f"Label Studio exited with code {self.process.returncode}; "
+                                           f"see {self.data_dir / 'label-studio.log'}")
+                if answers(client):
                     return
-            except requests.RequestException:
-                pass
-            time.sleep(1.0)
+                time.sleep(1.0)
+        finally:
+            client.close()
         self.stop()
         raise LabelStudioError(f"Label Studio did not answer on {self.url} within {timeout:.0f} s; "
                                f"see {self.data_dir / 'label-studio.log'}")
@@ -144,3 +129,69 @@ class LabelStudioServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+# -- the stack's API calls --------------------------------------------------------------------------------
+def connect(url: str, token: str, timeout: float = 60.0) -> LabelStudio:
+    """The coordinator's Label Studio adapter for ``url`` with ``token`` (``timeout`` seconds per request)."""
+    return LabelStudio(url, token, timeout=timeout)
+
+
+def answers(client: LabelStudio) -> bool:
+    """Label Studio answers its API with the client's token (False while it starts, is down or refuses it)."""
+    try:
+        client.whoami()
+    except (CoordinatorError, ValueError):
+        return False
+    return True
+
+
+def _not_found(exc: CoordinatorError) -> bool:
+    """A 404 from the adapter (it names the status in its message, as its own paging reads it)."""
+    return "(404)" in str(exc)
+
+
+def next_task(client: LabelStudio, project_id: int) -> dict | None:
+    """The next task of the project's label stream (``GET /api/projects/<id>/next/``), None when every task is
+    labelled (Label Studio answers 404)."""
+    try:
+        return client.request("take the next task of the label stream", "GET", f"/api/projects/{project_id}/next/"
+                              ).json()
+    except CoordinatorError as exc:
+        if _not_found(exc):
+            return None
+        raise
+
+
+def submit_annotation(client: LabelStudio, task_id: int, result: list[dict], lead_time: float,
+                      parent_prediction: int | None = None) -> int:
+    """Annotate a task as a person would (``lead_time`` seconds spent; started from ``parent_prediction`` when
+    given, which tells an accepted or corrected suggestion from a fresh annotation); returns the annotation id."""
+    body: dict = {"result": result, "lead_time": lead_time}
+    if parent_prediction is not None:
+        body["parent_prediction"] = parent_prediction
+    created = client.request(f"annotate task {task_id}", "POST", f"/api/tasks/{task_id}/annotations/", json=body)
+    return int(created.json()["id"])
+
+
+def ensure_ml_basic_auth(client: LabelStudio, ls_project_ids: list[int], ml_url: str,
+                         basic_auth: tuple[str, str]) -> int:
+    """Give the ML backend connections (at ``ml_url``) of these projects HTTP Basic credentials when they have
+    none (a project linked before the ML backend required them); returns how many were updated. A project whose
+    connections cannot be read or changed is skipped (the start goes on; the ML backend answers 401 there)."""
+    updated, ml_url = 0, ml_url.rstrip("/")
+    for project in ls_project_ids:
+        try:
+            # the adapter's ml_backends() leaves out auth_method, which this needs
+            backends = client.request("list ML backends", "GET", "/api/ml/", params={"project": project}).json()
+            unauthenticated = [int(b["id"]) for b in backends if str(b.get("url", "")).rstrip("/") == ml_url
+                               and b.get("auth_method") != "BASIC_AUTH"]
+        except (CoordinatorError, ValueError, TypeError, KeyError, AttributeError):
+            continue
+        for backend_id in unauthenticated:
+            try:
+                client.set_ml_backend_auth(backend_id, basic_auth)
+            except CoordinatorError:
+                continue
+            updated += 1
+    return updated

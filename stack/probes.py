@@ -16,6 +16,7 @@ from pathlib import Path
 
 import requests
 
+from stack.labelstudio import connect
 from stack.services import StackConfig, running_pid
 
 
@@ -141,21 +142,21 @@ def probe_pixel_bomb(config: StackConfig, ls_project: int, xml: str, good_url: s
     """A 12000 x 12000 PNG uploaded to a scratch Label Studio project (so it comes from Label Studio's own
     origin), predicted next to a good task of the live project: the bomb's task gets ``[]``, the good one its
     predictions, and the ML backend's worker RSS must not grow by 50 MB."""
-    ls = requests.Session()
-    ls.headers["Authorization"] = f"Token {config.secrets.ls_token}"
-    base = config.url("labelstudio")
-    scratch = ls.post(f"{base}/api/projects/", json={"title": f"bomb probe {uuid.uuid4().hex[:6]}"}, timeout=30).json()
+    ls = connect(config.url("labelstudio"), config.secrets.ls_token, timeout=120.0)
+    scratch = ls.request("create a scratch project", "POST", "/api/projects/",
+                         json={"title": f"bomb probe {uuid.uuid4().hex[:6]}"}).json()
     try:
-        upload = ls.post(f"{base}/api/projects/{scratch['id']}/import", timeout=120,
-                         files={"file": ("bomb.png", io.BytesIO(bomb_png(12000, 12000)), "image/png")})
-        task = ls.get(f"{base}/api/tasks/", params={"project": scratch["id"]}, timeout=30).json()["tasks"][0]
+        upload = ls.request("upload the bomb", "POST", f"/api/projects/{scratch['id']}/import",
+                            files={"file": ("bomb.png", io.BytesIO(bomb_png(12000, 12000)), "image/png")})
+        task = ls.task_page(scratch["id"], 1, 1)[0][0]
         bomb_url = next(iter(task["data"].values()))
         _predict(config, ls_project, xml, [good_url], config.ml_auth)  # warm: the model is loaded and has run
         before = _ml_worker_rss_mb(config)
         answer = _predict(config, ls_project, xml, [bomb_url, good_url], config.ml_auth)
         after = _ml_worker_rss_mb(config)
     finally:
-        ls.delete(f"{base}/api/projects/{scratch['id']}/", timeout=30)
+        ls.request("delete the scratch project", "DELETE", f"/api/projects/{scratch['id']}/")
+        ls.close()
     results = answer.json().get("results", []) if answer.status_code == 200 else []
     return {"upload_status": upload.status_code, "predict_status": answer.status_code,
             "bomb_task_empty": bool(results) and results[0] == [], "good_task_predicted": len(results) > 1 and

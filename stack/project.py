@@ -15,6 +15,7 @@ from pathlib import Path
 
 import requests
 
+from stack.labelstudio import connect, ensure_ml_basic_auth
 from stack.services import REPO, StackConfig, StackError
 
 
@@ -137,19 +138,10 @@ def ml_serves(config: StackConfig, version: str, project: int | str, timeout: fl
 def ensure_ml_auth(config: StackConfig, ls_project_ids: list[int]) -> int:
     """Give the ML backend connections of these Label Studio projects the backend's HTTP Basic credentials (a
     storage linked before the ML backend required authentication); returns how many were updated."""
-    headers = {"Authorization": f"Token {config.secrets.ls_token}"}
-    base, ml_url, updated = config.url("labelstudio"), config.url("ml").rstrip("/"), 0
-    for project in ls_project_ids:
-        try:
-            found = requests.get(f"{base}/api/ml/", params={"project": project}, headers=headers, timeout=30)
-            backends = found.json() if found.status_code == 200 else []
-            for backend in backends:
-                if str(backend.get("url", "")).rstrip("/") != ml_url or backend.get("auth_method") == "BASIC_AUTH":
-                    continue
-                patch = requests.patch(f"{base}/api/ml/{backend['id']}", headers=headers, timeout=30,
-                                       json={"auth_method": "BASIC_AUTH", "basic_auth_user": config.ml_auth[0],
-                                             "basic_auth_pass": config.ml_auth[1]})
-                updated += patch.status_code == 200
-        except (requests.RequestException, ValueError, TypeError, KeyError):
-            continue
-    return updated
+    if not ls_project_ids:
+        return 0
+    client = connect(config.url("labelstudio"), config.secrets.ls_token, timeout=30.0)
+    try:
+        return ensure_ml_basic_auth(client, ls_project_ids, config.url("ml"), config.ml_auth)
+    finally:
+        client.close()

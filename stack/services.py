@@ -22,7 +22,8 @@ from pathlib import Path
 
 import requests
 
-from stack.labelstudio import LabelStudioServer, port_is_free
+from stack.labelstudio import LabelStudioServer, answers, connect
+from stack.process import port_is_free
 
 log = logging.getLogger(__name__)
 
@@ -335,11 +336,13 @@ def status(config: StackConfig) -> dict[str, dict]:
     for name in SERVICES:
         pid = running_pid(config, name)
         answering = None
-        if pid is not None and name in config.ports:
-            path = HEALTH.get(name, "/api/current-user/whoami")
-            headers = {"Authorization": f"Token {config.secrets.ls_token}"} if name == "labelstudio" else {}
+        if pid is not None and name == "labelstudio":
+            client = connect(config.url(name), config.secrets.ls_token, timeout=3.0)
+            answering = answers(client)
+            client.close()
+        elif pid is not None and name in config.ports:
             try:
-                answering = requests.get(config.url(name) + path, headers=headers, timeout=3).status_code == 200
+                answering = requests.get(config.url(name) + HEALTH[name], timeout=3).status_code == 200
             except requests.RequestException:
                 answering = False
         out[name] = {"pid": pid, "port": config.ports.get(name), "answering": answering}

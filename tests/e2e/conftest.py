@@ -18,7 +18,7 @@ from waiting import wait_for
 
 @pytest.fixture(scope="session")
 def live(label_studio, tiny_checkpoint, lspet_dir, tmp_path_factory):
-    from stack.labelstudio import free_port
+    from stack.process import free_port
     from stack.project import Coordinator, LinkSpec, link, round_ready
     from stack.services import Secrets, StackConfig, start_service, stop_service
 

@@ -114,7 +114,7 @@ def _worker_pid(master: int) -> int:
 @pytest.mark.integration
 def test_a_png_bomb_does_not_grow_the_backend_process(tmp_path, served_registry, listeners):
     """Finding 4 measured on the ML backend's own process (the gunicorn worker), not on the test runner."""
-    from ml_backend.process import BackendProcess
+    from stack.process import BackendProcess
 
     studio = listeners()
     settings = {"models_dir": served_registry.root, "image_cache_dir": tmp_path / "cache",

@@ -10,7 +10,7 @@ import pytest
 import requests
 from ml_helpers import CONFIGS, LSP_CONFIG
 
-from ml_backend.process import BackendProcess
+from stack.process import BackendProcess
 from vl4pose.data.sample import image_size
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,7 @@ import pytest
 import requests
 from ml_helpers import CONFIGS
 
-from ml_backend.process import BackendProcess
+from stack.process import BackendProcess
 
 pytestmark = pytest.mark.integration
 

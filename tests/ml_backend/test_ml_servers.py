@@ -6,7 +6,7 @@ import pytest
 import requests
 from ml_helpers import LSP_CONFIG
 
-from ml_backend.process import BackendProcess
+from stack.process import BackendProcess
 
 pytestmark = pytest.mark.integration
 

@@ -91,7 +91,7 @@ def test_legacy_train_is_forwarded_as_start_training(forwarding, coordinator):
 
 
 def test_unreachable_coordinator_never_fails_the_webhook(make_app, caplog):
-    from ml_backend.process import free_port
+    from stack.process import free_port
 
     app = make_app(coordinator_url=f"http://127.0.0.1:{free_port()}", webhook_secret=SECRET, webhook_timeout=0.5)
     response = app.test_client().post("/webhook", json=capture("08_webhook_ANNOTATION_CREATED")["json"])

@@ -1,8 +1,11 @@
-"""Run the ML backend as a subprocess on 127.0.0.1 (gunicorn or the development server).
+"""Process supervision of the stack: free ports on 127.0.0.1, stopping a process group, and the ML backend as a
+subprocess (gunicorn or the development server).
 
-Used by the integration tests and ``scripts/bench_ml_backend.py``; a start script can use it too.
+:class:`BackendProcess` is used by the integration tests and ``scripts/bench_ml_backend.py``; the stack's own
+services (:mod:`stack.services`) and Label Studio (:mod:`stack.labelstudio`) use the port and stop helpers.
 Settings go in as :class:`~ml_backend.config.MLBackendConfig` field names and become ``VL4POSE_*``
-variables of the child; the parent's own ``VL4POSE_*`` variables are not inherited.
+variables of the child; the parent's own ``VL4POSE_*`` variables are not inherited. The ML backend itself
+never imports this module (it knows nothing of how it is run).
 """
 
 from __future__ import annotations
@@ -29,9 +32,21 @@ class BackendProcessError(RuntimeError):
 
 
 def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def port_is_free(port: int) -> bool:
+    """No server listens on the port (connections of a stopped server in TIME_WAIT do not count)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def stop_process_group(process: subprocess.Popen, timeout: float, kill_wait: float = 10.0) -> None:
