@@ -1,46 +1,27 @@
 """The VL4Pose coordinator: labelling rounds in a database, train -> evaluate -> rank jobs on a queue,
 Label Studio webhooks and reconcile, and a dashboard. ``create_app`` builds the web process; the worker
-(``python -m backend worker``) runs the jobs. See docs/COORDINATOR.md."""
+(``python -m backend worker``) runs the jobs. See docs/COORDINATOR.md and docs/ARCHITECTURE.md.
+
+Dependency order (each layer imports only those before it): ``config``, ``errors``, ``models``, ``db`` ->
+``services.labelstudio``, ``services.images`` -> ``services.base`` (the :class:`~backend.services.base.Services`
+record) -> ``jobs.context`` (what a job handler sees) -> the other ``services`` -> one handler per job kind in
+``jobs`` -> ``jobs.runner``, ``jobs.queue`` -> ``runtime`` (the composition root) -> ``web`` -> ``worker``,
+``huey_app``, ``cli``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-
-def create_app(test_config: Mapping[str, Any] | None = None, ls_factory: Callable[[], Any] | None = None):
-    """The coordinator's Flask app.
-
-    Args:
-        test_config: setting overrides by field name (e.g. ``{"database_url": ..., "queue": "immediate"}``);
-            upper-case keys go to Flask's config. Everything else comes from ``VL4POSE_*`` variables.
-        ls_factory: makes the Label Studio adapter (tests pass a fake).
-    """
-    import logging
-
+if TYPE_CHECKING:
     from flask import Flask
 
-    from backend.config import Settings
-    from backend.services import build_services
-    from backend.web import api, dashboard, errors, export, hooks
 
-    overrides = {k: v for k, v in (test_config or {}).items() if not k.isupper()}
-    settings = Settings.from_env(overrides=overrides)
-    app = Flask(__name__)
-    app.config.update(
-        SECRET_KEY=settings.session_secret,
-        MAX_CONTENT_LENGTH=settings.max_request_bytes,
-        SESSION_COOKIE_HTTPONLY=True,
-        SESSION_COOKIE_SAMESITE="Lax",
-        JSON_SORT_KEYS=False,
-    )
-    app.config.update({k: v for k, v in (test_config or {}).items() if k.isupper()})
-    services = build_services(settings, ls_factory)
-    app.extensions["vl4pose"] = services
-    app.register_blueprint(hooks.bp)
-    app.register_blueprint(api.bp)
-    app.register_blueprint(dashboard.bp)
-    app.register_blueprint(export.bp)
-    errors.register(app)
-    logging.getLogger(__name__).info("coordinator app ready: %s", settings.redacted())
-    return app
+def create_app(test_config: Mapping[str, Any] | None = None, ls_factory: Callable[[], Any] | None = None) -> Flask:
+    """The coordinator's Flask app (``gunicorn "backend:create_app()"``); see :func:`backend.web.app.create_app`."""
+    # deferred on purpose: importing any ``backend.*`` module runs this file, and most (scripts, the worker, Alembic)
+    # need neither Flask nor the whole coordinator
+    from backend.web.app import create_app as build
+
+    return build(test_config, ls_factory)

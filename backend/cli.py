@@ -7,10 +7,25 @@ import dataclasses
 import json
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
+
 from backend.config import ACQUISITION_STRATEGIES, Settings, SettingsError
+from backend.db import Database, current_revision, downgrade
 from backend.errors import CoordinatorError
+from backend.models import Job
+from backend.runtime import build_services
+from backend.services import reports
+from backend.services.events import process_pending
+from backend.services.export import export_dataset
+from backend.services.linking import LinkRequest, link_project
+from backend.services.reconcile import reconcile, reconcile_all_projects
+from backend.services.rounds import close_round
+from backend.web.app import create_app
+from backend.worker import configure_logging, run_worker
+from vl4pose.errors import VL4PoseError
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +102,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _link(services, args: argparse.Namespace) -> int:
-    from backend.services.linking import LinkRequest, link_project
-
     fields = {f.name for f in dataclasses.fields(LinkRequest)}
     values = {k: v for k, v in vars(args).items() if k in fields and v is not None}
     result = link_project(services, LinkRequest(**values).validate())
@@ -108,8 +121,6 @@ def _link(services, args: argparse.Namespace) -> int:
 
 
 def _print_status(services, project: int | None, as_json: bool) -> int:
-    from backend.services import reports
-
     with services.db.session() as session:
         data: Any = reports.project_report(session, project) if project else reports.list_projects(session)
     if as_json:
@@ -146,8 +157,6 @@ def _print_status(services, project: int | None, as_json: bool) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from backend.worker import configure_logging
-
     try:
         settings = Settings.from_env(require_secrets=args.command not in ("db", "status", "jobs", "export"))
     except SettingsError as exc:
@@ -160,8 +169,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:
-        from vl4pose.errors import VL4PoseError
-
         if isinstance(exc, VL4PoseError):
             print(f"error: {exc}", file=sys.stderr)
             return 1
@@ -170,18 +177,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "worker":
-        from backend.worker import run_worker
-
         run_worker(settings, args.threads, periodic=not args.no_periodic)
         return 0
     if args.command == "serve":
-        from backend import create_app
-
         create_app().run(host=args.host, port=args.port)
         return 0
     if args.command == "db":
-        from backend.db import Database, current_revision, downgrade
-
         database = Database(settings.database_url)
         if args.action == "upgrade":
             database.upgrade(args.revision)
@@ -189,20 +190,13 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             downgrade(database.engine, args.revision)
         print(f"schema revision: {current_revision(database.engine)}")
         return 0
-    from backend.services import build_services
-
     services = build_services(settings)
     if args.command == "link":
         return _link(services, args)
     if args.command == "close-round":
-        from backend.services.rounds import close_round
-
         print(f"round closed; job {close_round(services, args.project)} queued")
         return 0
     if args.command == "reconcile":
-        from backend.services.events import process_pending
-        from backend.services.reconcile import reconcile, reconcile_all_projects
-
         processed = process_pending(services)
         result = reconcile(services, args.project) if args.project else reconcile_all_projects(services)
         print(json.dumps({"events_processed": processed, "reconcile": result}, indent=2))
@@ -215,10 +209,6 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _export(services, args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from backend.services.export import export_dataset
-
     def progress(fraction: float, stage: str) -> None:
         log.info("export %3.0f%% %s", 100 * fraction, stage)
 
@@ -239,11 +229,6 @@ def _export(services, args: argparse.Namespace) -> int:
 
 
 def _jobs(services, args: argparse.Namespace) -> int:
-    from sqlalchemy import select
-
-    from backend.models import Job
-    from backend.services.reports import job_summary
-
     if args.action == "retry":
         if args.job is None:
             raise CoordinatorError("give the id of the failed job to retry")
@@ -253,7 +238,7 @@ def _jobs(services, args: argparse.Namespace) -> int:
     else:
         with services.db.session() as session:
             for job in session.scalars(select(Job).order_by(Job.id.desc()).limit(30)):
-                s = job_summary(job)
+                s = reports.job_summary(job)
                 print(
                     f"{s['id']:5d} {s['kind']:8s} {s['state']:9s} {100 * s['progress']:5.1f}% "
                     f"attempts {s['attempts']} {s['stage'][:60]} {s['error'] or ''}"

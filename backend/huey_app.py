@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from backend.config import Settings
-from backend.services import build_services
+from backend.runtime import build_services
 from backend.worker import set_torch_threads
 
 _settings = Settings.from_env()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 from backend.config import Settings
+from backend.runtime import build_services
 
 log = logging.getLogger(__name__)
 
@@ -23,15 +24,13 @@ def configure_logging(level: str) -> None:
 
 def set_torch_threads(count: int) -> None:
     if count > 0:
-        import torch
+        import torch  # deferred on purpose: only a worker that trains or ranks loads torch
 
         torch.set_num_threads(count)
 
 
 def run_worker(settings: Settings, threads: int | None = None, periodic: bool = True) -> None:
     """Run jobs until SIGINT/SIGTERM."""
-    from backend.services import build_services
-
     set_torch_threads(settings.torch_threads)
     services = build_services(settings)
     if settings.queue in ("immediate", "memory"):

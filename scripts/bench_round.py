@@ -106,7 +106,7 @@ def bench_round(args: argparse.Namespace, work: Path, ls_url: str, ls_token: str
 
     from backend.config import Settings
     from backend.models import Job, JobKind, JobState, ModelVersion, Project, Round
-    from backend.services import build_services
+    from backend.runtime import build_services
     from backend.services.linking import LinkRequest, link_project
     from backend.services.reconcile import reconcile
     from vl4pose.data.labelstudio import keypoints_to_results

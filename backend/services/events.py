@@ -28,13 +28,12 @@ from sqlalchemy import exc as sa_exc
 from backend.errors import TransientError
 from backend.models import EventState, Project, Round, WebhookEvent, utcnow
 from backend.services.annotations import check_db_int, mark_deleted, upsert_annotation
+from backend.services.base import Services
 from backend.services.rounds import check_budget, refresh_stats
 from vl4pose.errors import DataError, VL4PoseError
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
-
-    from backend.services import Services
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 in image pixels, as COCO, LSP or Label Studio JSON with the images and a provenance file.
 
 Three ways in, one code path (:func:`export_dataset`): ``python -m backend export`` runs it directly; the API
-and the dashboard submit an ``export`` job (:class:`ExportHandler`) whose zip is then downloaded. Inputs are
+and the dashboard submit an ``export`` job (:mod:`backend.jobs.export`) whose zip is then downloaded. Inputs are
 checked before any work, and the result is written under a temporary name beside the target and moved into
 place with ``os.replace`` at the end: a failed export leaves nothing behind.
 """
@@ -19,23 +19,22 @@ import zipfile
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from sqlalchemy import select
 
 from backend.errors import Conflict, CoordinatorError, NotFound, TransientError
-from backend.job_context import Handler, JobContext
-from backend.models import AnnotationRecord, Project, Round
+from backend.models import AnnotationRecord, JobKind, Project, Round
 from backend.services.annotations import keypoints_from_json
+from backend.services.base import Services
 from backend.services.export_formats import FORMATS, ExportItem, ExportSet, check_format, write
 from backend.services.history import latest_per_task, versions_as_of
+from backend.services.reconcile import reconcile
 from vl4pose.data.sample import image_size
 from vl4pose.errors import ImageError
 from vl4pose.skeletons import get_skeleton
 
-if TYPE_CHECKING:
-    from backend.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -193,8 +192,6 @@ def export_dataset(
     check_out(out)
     collect(services, project_id, fmt, round_number)  # fail fast, before talking to Label Studio
     if sync and round_number is None:
-        from backend.services.reconcile import reconcile
-
         report(0.01, "reading annotations from Label Studio")
         reconcile(services, project_id, close_rounds=False)
     export = collect(services, project_id, fmt, round_number)
@@ -251,8 +248,6 @@ def export_file_name(project_id: int, fmt: str, round_number: int | None) -> str
 
 def submit_export(services: Services, project_id: int, fmt: Any, round_number: Any = None) -> int:
     """Validate a request and queue an ``export`` job; returns its id (the zip is in its payload when done)."""
-    from backend.models import JobKind
-
     if not isinstance(fmt, str):
         raise CoordinatorError(f"'format' must be one of {list(FORMATS)}")
     if round_number is not None and (isinstance(round_number, bool) or not isinstance(round_number, int)):
@@ -265,23 +260,3 @@ def export_path(services: Services, job_id: int, payload: dict) -> Path:
     """Where an export job writes its zip (inside the job's folder)."""
     name = export_file_name(int(payload.get("project_id", 0)), payload["format"], payload.get("round"))
     return services.job_dir(job_id) / name
-
-
-class ExportHandler(Handler):
-    """The ``export`` job: writes ``<storage>/jobs/<id>/project-<id>-<format>.zip``; the API serves it."""
-
-    def run(self, ctx: JobContext) -> None:
-        payload = {**ctx.payload, "project_id": ctx.project_id}
-        out = export_path(ctx.services, ctx.job_id, payload)
-        ctx.dir  # noqa: B018 - creates the job folder
-        if out.is_file():  # a re-run after the zip was already moved into place
-            ctx.save_payload(file=out.name)
-            return
-        summary = export_dataset(
-            ctx.services, ctx.project_id, payload["format"], out, payload.get("round"),
-            progress=lambda fraction, stage: ctx.progress(fraction, stage),
-        )
-        ctx.save_payload(file=out.name, annotations=summary["annotations"], seconds=summary["seconds"])
-
-    def reset(self, services: Services, job_id: int) -> None:
-        shutil.rmtree(services.job_dir(job_id), ignore_errors=True)

@@ -11,12 +11,10 @@ from __future__ import annotations
 import logging
 import urllib.parse
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from backend.services.base import Services
 from backend.services.sources import Item, annotation_results, local_files_url
 
-if TYPE_CHECKING:
-    from backend.services import Services
 
 log = logging.getLogger(__name__)
 

@@ -17,11 +17,10 @@ from sqlalchemy import func, select
 
 from backend.errors import Conflict, NotFound
 from backend.models import EventState, WebhookEvent, utcnow
+from backend.services.base import Services
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
-
-    from backend.services import Services
 
 log = logging.getLogger(__name__)
 

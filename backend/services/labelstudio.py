@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import httpx
 
 from backend.errors import CoordinatorError, TransientError
+from vl4pose.fetch import AddressPolicy, Credential, DownloadLimits, FetchError, download, origin
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ class LabelStudio:
             )
         self.url = url.rstrip("/")
         self.timeout = timeout
-        from label_studio_sdk import LabelStudio as Client
+        from label_studio_sdk import LabelStudio as Client  # deferred on purpose: ~560 modules on import
 
         self.sdk = Client(base_url=self.url, api_key=token, timeout=timeout, max_retries=0)
         self._http = httpx.Client(timeout=timeout, follow_redirects=False)
@@ -60,7 +61,7 @@ class LabelStudio:
 
     def call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run an SDK call, translating its errors."""
-        from label_studio_sdk.core.api_error import ApiError
+        from label_studio_sdk.core.api_error import ApiError  # loaded by __init__ by then (deferred there)
 
         try:
             return fn(*args, **kwargs)
@@ -272,8 +273,6 @@ class LabelStudio:
         """Download a task's file (``/data/...`` relative URLs are on this server) through
         :func:`vl4pose.fetch.download`: the token goes to this server's origin only (never after a redirect
         away from it), no cookies, a wall-clock deadline of the adapter's timeout."""
-        from vl4pose.fetch import AddressPolicy, Credential, DownloadLimits, FetchError, download, origin
-
         target = url if url.startswith(("http://", "https://")) else self.url + "/" + url.lstrip("/")
         if not target.startswith(self.url + "/"):
             raise LabelStudioError(

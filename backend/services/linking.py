@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import select
 
@@ -17,12 +17,16 @@ from backend.config import ACQUISITION_STRATEGIES
 from backend.errors import CoordinatorError
 from backend.models import HoldoutSample, JobKind, Project
 from backend.services import sources
+from backend.services.base import Services
 from backend.services.configs import config_for, parse_config
+from backend.services.importer import import_items
 from backend.services.labelstudio import LabelStudioError
+from backend.services.reconcile import reconcile
 from backend.services.rounds import current_round, open_round, version_name
+from backend.services.training import record_version
+from vl4pose.errors import CheckpointError
+from vl4pose.skeletons import SKELETONS, get_skeleton
 
-if TYPE_CHECKING:
-    from backend.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +85,6 @@ class LinkRequest:
         return cls(**data).validate()
 
     def validate(self) -> "LinkRequest":
-        from vl4pose.skeletons import SKELETONS
-
         if self.skeleton not in SKELETONS:
             raise CoordinatorError(f"unknown skeleton {self.skeleton!r}; choose one of {sorted(SKELETONS)}")
         if self.labels not in LABEL_POLICIES:
@@ -144,8 +146,6 @@ def _holdout_items(request: LinkRequest) -> list[sources.Item]:
 
 def link_project(services: Services, request: LinkRequest) -> LinkResult:
     """Link (or re-link) a project; see the module docstring."""
-    from vl4pose.skeletons import get_skeleton
-
     settings = services.settings
     skeleton = get_skeleton(request.skeleton)
     items, holdout = _items(request), _holdout_items(request)
@@ -200,8 +200,6 @@ def link_project(services: Services, request: LinkRequest) -> LinkResult:
             project.validation_policy = "ground_truth"
         holdout_count = added
     result = LinkResult(project_id, ls_project_id, holdout_samples=holdout_count, image_source=mode, warnings=warnings)
-    from backend.services.importer import import_items
-
     result.tasks_imported, result.annotations_imported = import_items(
         services, ls_project_id, items, label_config, mode, request.labels == "annotations"
     )
@@ -209,8 +207,6 @@ def link_project(services: Services, request: LinkRequest) -> LinkResult:
         result.initial_version = _publish_initial(services, project_id, init)
     services.registry().link_project(ls_project_id, skeleton=skeleton.name)  # the ML backend serves linked projects
     _connect(services, project_id, ls_project_id, result)
-    from backend.services.reconcile import reconcile
-
     reconcile(services, project_id, close_rounds=False)  # imported annotations are recorded before round 1
     with services.db.session() as session:
         project = session.get(Project, project_id)
@@ -226,8 +222,7 @@ def link_project(services: Services, request: LinkRequest) -> LinkResult:
 
 
 def _check_checkpoint(path: str, skeleton) -> Path:
-    from vl4pose.checkpoint import load_checkpoint
-    from vl4pose.errors import CheckpointError
+    from vl4pose.checkpoint import load_checkpoint  # deferred on purpose: loads torch (only when linking with one)
 
     try:
         checkpoint = load_checkpoint(path)
@@ -249,8 +244,6 @@ def _store_holdout(session, project: Project, items: list[sources.Item]) -> int:
 
 
 def _publish_initial(services: Services, project_id: int, folder: Path) -> str:
-    from backend.services.training import record_version
-
     with services.db.session() as session:
         version = version_name(session.get(Project, project_id), 0)
     services.registry().publish(folder, version, parent=None, make_current=False, initial_checkpoint=str(folder))

@@ -20,15 +20,13 @@ the round; the next ranking prunes everything stale again.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, select
 
 from backend.errors import CoordinatorError
 from backend.models import ModelVersion, TaskPrediction
+from backend.services.base import Services
 
-if TYPE_CHECKING:
-    from backend.services import Services
 
 log = logging.getLogger(__name__)
 

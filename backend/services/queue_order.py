@@ -53,7 +53,7 @@ def task_values(strategy: str, log_likelihood: np.ndarray) -> np.ndarray:
 
 def queue_order_scores(strategy: str, log_likelihood: np.ndarray, budget: int, seed: int) -> np.ndarray:
     """(N,) rank-as-score of N tasks (in a fixed order, e.g. task id) under a joint strategy."""
-    from vl4pose.strategies import get_strategies, queue_scores
+    from vl4pose.strategies import get_strategies, queue_scores  # deferred on purpose: loads torch (ranking only)
 
     [chosen] = get_strategies([strategy])
     order = chosen.order(task_values(strategy, log_likelihood), budget, np.random.default_rng(seed))

@@ -1,4 +1,5 @@
-"""The ``rank_shard`` job: one shard of a round's ranking, taken by whichever worker claims it.
+"""The steps of the ``rank_shard`` job (:mod:`backend.jobs.rank_shard`): one shard of a round's ranking, taken by
+whichever worker claims it.
 
 A shard holds at most ``VL4POSE_RANK_SHARD_SIZE`` unlabelled tasks (``payload["tasks"]``: ``[task id, image URL]``
 pairs, written by the ``rank`` job that listed them). Running it predicts the tasks that have no stored prediction
@@ -20,21 +21,19 @@ import hashlib
 import logging
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from sqlalchemy import func, select
 
 from backend.errors import CoordinatorError
-from backend.job_context import Handler, JobContext
+from backend.jobs.context import JobContext
 from backend.models import Project, TaskPrediction
 from backend.services.annotations import keypoints_from_json, keypoints_to_json
-from backend.services.queue_order import is_joint
+from backend.services.base import Services
 from vl4pose.data.labelstudio import keypoints_to_results
 from vl4pose.errors import ImageError
 
-if TYPE_CHECKING:
-    from backend.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +43,7 @@ _local = threading.local()
 def load_predictor(path: Path, batch_size: int) -> Any:
     """A :class:`vl4pose.predictor.Predictor` for a version folder, kept per thread (one load per version and
     worker thread, not one per shard)."""
-    from vl4pose.predictor import Predictor, PredictorConfig
+    from vl4pose.predictor import Predictor, PredictorConfig  # deferred on purpose: loads torch (workers only)
 
     key = (str(path), batch_size)
     cached = getattr(_local, "predictor", None)
@@ -173,30 +172,3 @@ def stored_count(services: Services, project: Project, version: str, task_ids: l
         return int(session.scalar(select(func.count()).select_from(TaskPrediction).where(
             TaskPrediction.project_id == project.id, TaskPrediction.model_version == version,
             TaskPrediction.task_id.in_(task_ids))) or 0)
-
-
-class RankShardHandler(Handler):
-    """Payload: ``{"version", "index", "tasks": [[task id, image URL], ...]}``; done: ``{"version", "index",
-    "ranked", "failed", "imported"}``."""
-
-    def run(self, ctx: JobContext) -> None:
-        services, version = ctx.services, ctx.payload["version"]
-        with services.db.session() as session:
-            project = session.get(Project, ctx.project_id)
-            if project is None:
-                raise CoordinatorError(f"project {ctx.project_id} is not linked any more")
-            session.expunge(project)
-        tasks = [(int(t), str(u)) for t, u in ctx.payload.get("tasks", [])]
-        failed = predict_tasks(ctx, project, version, tasks) if tasks else 0
-        if is_joint(project.strategy):  # the rank job orders the whole round, then imports (queue_order)
-            ranked, imported = stored_count(services, project, version, [t for t, _ in tasks]), 0
-        else:
-            ranked = imported = import_predictions(ctx, project, version, [t for t, _ in tasks]) if tasks else 0
-        ctx.payload.pop("tasks", None)
-        ctx.payload.pop("imported_through", None)
-        ctx.payload.update(ranked=ranked, failed=failed, imported=imported)
-        log.info("rank shard %d (job %d): %d tasks ranked, %d unreadable", ctx.payload.get("index", 0), ctx.job_id,
-                 ranked, failed)
-
-    def reset(self, services: Services, job_id: int) -> None:
-        """A failed shard retried by hand keeps what it stored and imported; it goes on from there."""

@@ -29,21 +29,20 @@ import datetime as dt
 import logging
 import threading
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import or_, select, update
 
 from backend.errors import TransientError
-from backend.job_context import Handler, JobContext, owner_id
+from backend.jobs.context import owner_id
 from backend.models import AnnotationRecord, AnnotationStatus, Project, Round, utcnow
 from backend.services.annotations import mark_deleted, parse_time, upsert_annotation
+from backend.services.base import Services
 from backend.services.events import describe, is_infrastructure
 from backend.services.inbox import record_failed_item
 from backend.services.rounds import check_budget, refresh_stats
 from vl4pose.errors import DataError, VL4PoseError
 
-if TYPE_CHECKING:
-    from backend.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -269,18 +268,3 @@ def reconcile_all_projects(services: Services) -> dict[int, dict[str, Any] | str
             log.warning("reconcile of project %d failed: %s", project_id, exc)
             results[project_id] = str(exc)
     return results
-
-
-class ReconcileHandler(Handler):
-    """The ``reconcile`` job (``POST /api/projects/<id>/reconcile``): pending inbox events, then a reconcile
-    of the project. Payload ``{"full": bool | null}``; done: ``{"events_processed", "result": counts}``.
-    A reconcile already running elsewhere makes the job retry later (transient)."""
-
-    def run(self, ctx: JobContext) -> None:
-        from backend.services.events import process_pending
-
-        ctx.progress(0.05, "processing pending webhook events", force=True)
-        processed = process_pending(ctx.services)
-        ctx.progress(0.2, "reading annotations from Label Studio", force=True)
-        result = reconcile(ctx.services, ctx.project_id, full=ctx.payload.get("full"))
-        ctx.payload.update(events_processed=processed, result=result)

@@ -10,7 +10,6 @@ were served by its model version).
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -27,9 +26,8 @@ from backend.models import (
     RoundState,
     utcnow,
 )
+from backend.services.base import Services
 
-if TYPE_CHECKING:
-    from backend.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -183,3 +181,13 @@ def add_timing(services: Services, round_id: int | None, **seconds: float) -> No
     with services.db.session() as session:
         round_ = session.get(Round, round_id)
         round_.timings = {**(round_.timings or {}), **{k: round(v, 2) for k, v in seconds.items()}}
+
+
+def reset_round(services: Services, job_id: int, state: RoundState) -> None:
+    """Before a failed job is retried by hand: its round, if it failed, goes back to ``state``."""
+    with services.db.session() as session:
+        job = session.get(Job, job_id)
+        if job is not None and job.round_id is not None:
+            round_ = session.get(Round, job.round_id)
+            if round_ is not None and round_.state == RoundState.FAILED:
+                round_.state, round_.error = state, None

@@ -6,7 +6,7 @@ import hashlib
 import logging
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from sqlalchemy import select
@@ -14,11 +14,10 @@ from sqlalchemy import select
 from backend.errors import CoordinatorError
 from backend.models import AnnotationRecord, AnnotationStatus, HoldoutSample, Project
 from backend.services.annotations import keypoints_from_json
+from backend.services.base import Services
 from vl4pose.data.sample import Sample
 from vl4pose.skeletons import get_skeleton
 
-if TYPE_CHECKING:
-    from backend.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +135,7 @@ def holdout_samples(services: Services, project_id: int) -> list[Sample]:
 
 def evaluate_version(services: Services, project_id: int, checkpoint: Path) -> dict[str, Any]:
     """Held-out accuracy of a checkpoint through the Predictor (PCK@0.2, torso normaliser)."""
+    # deferred on purpose: both load torch, which only a worker evaluating a version needs
     from vl4pose.evaluate import evaluate
     from vl4pose.predictor import Predictor, PredictorConfig
 

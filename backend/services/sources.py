@@ -11,7 +11,11 @@ from pathlib import Path
 import numpy as np
 
 from backend.errors import CoordinatorError
-from vl4pose.data.sample import Sample
+from backend.services.annotations import keypoints_to_json
+from vl4pose.data import load_samples
+from vl4pose.data.labelstudio import keypoints_to_results
+from vl4pose.data.sample import Sample, image_size
+from vl4pose.errors import VL4PoseError
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +46,6 @@ def folder_items(folder: Path) -> list[Item]:
 
 def dataset_items(dataset: str, data: str, split: str | None, skeleton: str, image_dir: str | None) -> list[Item]:
     """One item per image of a dataset; an image with several people keeps the most complete one."""
-    from vl4pose.data import load_samples
-    from vl4pose.errors import VL4PoseError
-
     try:
         samples = load_samples(dataset, data, split, skeleton=skeleton, images=image_dir)
     except VL4PoseError as exc:
@@ -85,9 +86,6 @@ def choose_import(items: list[Item], mode: str, files_root: str) -> str:
 
 def annotation_results(item: Item, config: dict) -> list[dict]:
     """Label Studio results of an item's existing labels (keypoints the config has no label for are dropped)."""
-    from vl4pose.data.labelstudio import keypoints_to_results
-    from vl4pose.data.sample import image_size
-
     sample = item.sample
     labels = config["labels"]
     placed = sample.labelled & np.array([label is not None for label in labels])
@@ -104,8 +102,6 @@ def annotation_results(item: Item, config: dict) -> list[dict]:
 
 def holdout_rows(items: list[Item]) -> list[dict]:
     """HoldoutSample fields of labelled items."""
-    from backend.services.annotations import keypoints_to_json
-
     rows = []
     for item in items:
         if not item.labelled:

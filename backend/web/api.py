@@ -9,10 +9,15 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy import select, text
 
 from backend.errors import CoordinatorError, NotFound
-from backend.models import Job, TaskPrediction
-from backend.services import reports
+from backend.models import Job, JobKind, JobState, TaskPrediction
+from backend.services import inbox, reports
+from backend.services.annotations import keypoints_from_json
+from backend.services.linking import LinkRequest, link_project
+from backend.services.render import render_pose
+from backend.services.rounds import close_round
 from backend.web.auth import require_auth
 from backend.web.converters import install
+from vl4pose.skeletons import get_skeleton
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 bp.record_once(install)  # the <id:...> converter, before the routes below are bound
@@ -46,8 +51,6 @@ def projects():
 @bp.post("/projects")
 @require_auth
 def link():
-    from backend.services.linking import LinkRequest, link_project
-
     body = request.get_json(silent=True)
     if body is None:
         raise CoordinatorError('send a JSON object, e.g. {"images": "/data/photos", "skeleton": "lsp14"}')
@@ -89,8 +92,6 @@ def queue(project_id: int):
 @bp.post("/projects/<id:project_id>/rounds/close")
 @require_auth
 def close(project_id: int):
-    from backend.services.rounds import close_round
-
     return jsonify({"job_id": close_round(services(), project_id)}), 202
 
 
@@ -101,8 +102,6 @@ def reconcile(project_id: int):
     202 with the job id and state (and the counts when the job is already done, e.g. with an immediate queue).
     ``?full=1`` reads every task instead of those changed since the last reconcile. A reconcile job of the project
     that is still queued or running is answered instead of a second one."""
-    from backend.models import JobKind, JobState
-
     svc = services()
     full = request.args.get("full", "").lower() in ("1", "true", "yes")
     with svc.db.session() as session:
@@ -145,27 +144,20 @@ def retry(job_id: int):
 @require_auth
 def retry_event(event_id: int):
     """Put a failed (or dismissed) webhook event back in the queue; 202 with the event as it is now."""
-    from backend.services.inbox import retry_event as run
-
-    return jsonify({"event": run(services(), event_id)}), 202
+    return jsonify({"event": inbox.retry_event(services(), event_id)}), 202
 
 
 @bp.post("/events/<id:event_id>/dismiss")
 @require_auth
 def dismiss_event(event_id: int):
     """Drop a failed or stuck webhook event (kept as ``dismissed``, never processed)."""
-    from backend.services.inbox import dismiss_event as run
-
-    return jsonify({"event": run(services(), event_id)})
+    return jsonify({"event": inbox.dismiss_event(services(), event_id)})
 
 
 @bp.get("/projects/<id:project_id>/tasks/<id:task_id>/pose.png")
 @require_auth
 def pose_png(project_id: int, task_id: int):
     """The task's image with the current round's refined prediction drawn on it."""
-    from backend.services.render import render_pose
-    from vl4pose.skeletons import get_skeleton
-
     svc = services()
     with svc.db.session() as session:
         project = reports.get_project(session, project_id)
@@ -184,8 +176,6 @@ def pose_png(project_id: int, task_id: int):
         image = svc.images.get(row.image_url)
     except CoordinatorError:
         image = None  # Label Studio unreachable or image gone: draw the pose on a blank canvas
-    from backend.services.annotations import keypoints_from_json
-
     png = render_pose(
         image,
         tuple(row.image_size),

@@ -6,9 +6,11 @@ import functools
 from typing import Any
 
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
+from flask import session as login_session
 
 from backend.errors import CoordinatorError
-from backend.services import reports
+from backend.services import inbox, reports
+from backend.services.rounds import close_round
 from backend.web.auth import check_csrf, csrf_token, is_authenticated, login
 from backend.web.chart import accuracy_svg
 from backend.web.converters import install
@@ -58,9 +60,7 @@ def login_submit():
 @bp.post("/logout")
 @page
 def logout():
-    from flask import session
-
-    session.clear()
+    login_session.clear()
     return redirect(url_for("dashboard.login_form"))
 
 
@@ -83,8 +83,6 @@ def project(project_id: int):
 @bp.post("/projects/<id:project_id>/close")
 @page
 def close(project_id: int):
-    from backend.services.rounds import close_round
-
     try:
         job_id = close_round(services(), project_id)
         flash(f"Round closed by hand; training job {job_id} queued.")
@@ -113,10 +111,8 @@ def retry(job_id: int):
 @bp.post("/events/<id:event_id>/retry")
 @page
 def retry_event(event_id: int):
-    from backend.services.inbox import retry_event as run
-
     try:
-        event = run(services(), event_id)
+        event = inbox.retry_event(services(), event_id)
         reason = f" ({event['error']})" if event["error"] else "."
         flash(f"Webhook event {event_id} retried: now {event['state']}{reason}")
     except CoordinatorError as exc:
@@ -127,10 +123,8 @@ def retry_event(event_id: int):
 @bp.post("/events/<id:event_id>/dismiss")
 @page
 def dismiss_event(event_id: int):
-    from backend.services.inbox import dismiss_event as run
-
     try:
-        run(services(), event_id)
+        inbox.dismiss_event(services(), event_id)
         flash(f"Webhook event {event_id} dismissed; it will not be processed.")
     except CoordinatorError as exc:
         flash(str(exc), "error")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify, request
+from flask import Flask, jsonify, render_template_string, request
 from werkzeug.exceptions import HTTPException
 
 from backend.errors import CoordinatorError
+from vl4pose.errors import VL4PoseError
 
 log = logging.getLogger(__name__)
 
@@ -19,8 +20,6 @@ def _wants_json() -> bool:
 def _answer(status: int, code: str, message: str):
     if _wants_json():
         return jsonify({"error": code, "message": message}), status
-    from flask import render_template_string
-
     page = (
         '{% extends "base.html" %}{% block content %}<h1>{{ status }}</h1>'
         '<p class="flash error">{{ message }}</p>{% endblock %}'
@@ -45,8 +44,6 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):
-        from vl4pose.errors import VL4PoseError
-
         if isinstance(exc, VL4PoseError):
             return _answer(400, "invalid_input", str(exc))
         log.exception("unhandled error on %s %s", request.method, request.path)

@@ -10,6 +10,7 @@ from flask import Blueprint, current_app, flash, jsonify, redirect, request, sen
 
 from backend.errors import Conflict, CoordinatorError, NotFound
 from backend.models import Job, JobKind, JobState
+from backend.services.export import export_path, submit_export
 from backend.services.reports import job_summary
 from backend.web.auth import require_auth
 from backend.web.dashboard import page
@@ -55,8 +56,6 @@ def inject() -> dict:
 @require_auth
 def start(project_id: int):
     """Body ``{"format": "coco" | "lsp" | "labelstudio", "round": R | null}`` -> 202 with the job."""
-    from backend.services.export import submit_export
-
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         raise CoordinatorError('send a JSON object, e.g. {"format": "coco"} or {"format": "lsp", "round": 2}')
@@ -85,8 +84,6 @@ def status(project_id: int, job_id: int):
 @require_auth
 def download(project_id: int, job_id: int):
     """The export's zip (409 while the job is not done)."""
-    from backend.services.export import export_path
-
     with services().db.session() as session:
         job = _export_job(session, project_id, job_id)
         if job.state != JobState.DONE:
@@ -101,8 +98,6 @@ def download(project_id: int, job_id: int):
 @page
 def start_from_dashboard(project_id: int):
     """The dashboard's export form (format, optional round)."""
-    from backend.services.export import submit_export
-
     raw_round = (request.form.get("round") or "").strip()
     try:
         if raw_round and not raw_round.isdigit():

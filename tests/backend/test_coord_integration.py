@@ -262,7 +262,7 @@ def test_a_worker_killed_mid_training_is_replaced_and_the_job_publishes_one_vers
 
     from backend.config import PREFIX, Settings
     from backend.models import ModelVersion
-    from backend.services import build_services
+    from backend.runtime import build_services
     from backend.services.linking import LinkRequest, link_project
     from backend.services.reconcile import reconcile
 

@@ -216,7 +216,7 @@ def test_a_shard_left_by_a_dead_worker_is_taken_again_through_the_database(tmp_p
     rank_id = _rank(services, project_id, f"p{ls_id}-v0")  # memory queue: nothing runs by itself
     with services.db.session() as session:
         session.get(Job, rank_id).payload = {"version": f"p{ls_id}-v0", "initial": True}
-    from backend.services.ranking import RankHandler
+    from backend.jobs.rank import RankHandler
 
     handler = services.jobs.handlers[JobKind.RANK]
     assert isinstance(handler, RankHandler)

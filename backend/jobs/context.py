@@ -9,14 +9,12 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import update
 
 from backend.models import Job, JobKind, utcnow
-
-if TYPE_CHECKING:
-    from backend.services import Services
+from backend.services.base import Services
 
 log = logging.getLogger(__name__)
 

@@ -20,54 +20,30 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
 
 from huey.exceptions import RetryTask
 from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.orm import Session
 
 from backend.errors import CoordinatorError, NotFound, TransientError
-from backend.job_context import Handler, JobContext, Waiting, owner_id, owner_is_dead
+from backend.jobs.context import Handler, JobContext, Waiting, owner_id, owner_is_dead
 from backend.models import Job, JobKind, JobState, utcnow
-
-if TYPE_CHECKING:
-    from sqlalchemy.orm import Session
-
-    from backend.services import Services
+from backend.services.base import Services
+from vl4pose.errors import VL4PoseError
 
 log = logging.getLogger(__name__)
-
-
-def _handlers() -> dict[JobKind, Handler]:
-    from backend.services.export import ExportHandler
-    from backend.services.rank_shards import RankShardHandler
-    from backend.services.ranking import RankHandler
-    from backend.services.reconcile import ReconcileHandler
-    from backend.services.training import EvaluateHandler, TrainHandler
-
-    return {
-        JobKind.TRAIN: TrainHandler(),
-        JobKind.EVALUATE: EvaluateHandler(),
-        JobKind.RANK: RankHandler(),
-        JobKind.RANK_SHARD: RankShardHandler(),
-        JobKind.EXPORT: ExportHandler(),
-        JobKind.RECONCILE: ReconcileHandler(),
-    }
 
 
 class JobRunner:
     """Creates, runs, retries and recovers jobs for one process."""
 
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, handlers: Mapping[JobKind, Handler]) -> None:
+        """``handlers``: one per job kind (:func:`backend.runtime.job_handlers`); jobs enqueue through
+        ``services.tasks.run_job``."""
         self.services = services
         self.settings = services.settings
-        self._handlers: dict[JobKind, Handler] | None = None
-
-    @property
-    def handlers(self) -> dict[JobKind, Handler]:
-        if self._handlers is None:
-            self._handlers = _handlers()
-        return self._handlers
+        self.handlers: dict[JobKind, Handler] = dict(handlers)
 
     # -- creating -----------------------------------------------------------------------------------
     def create(
@@ -304,6 +280,4 @@ class JobRunner:
 
 
 def _is_vl4pose_error(exc: BaseException) -> bool:
-    from vl4pose.errors import VL4PoseError
-
     return isinstance(exc, VL4PoseError)
