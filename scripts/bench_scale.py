@@ -40,7 +40,8 @@ from bench_scale_stack import (  # noqa: E402
 from stack.annotator import GroundTruth, SimulatedAnnotator  # noqa: E402
 from stack.process import free_port  # noqa: E402
 from stack.project import Coordinator, LinkSpec, link, round_ready  # noqa: E402
-from stack.services import Secrets, StackConfig, running_pid, start_service, stop_service  # noqa: E402
+from stack.config import Secrets, StackConfig  # noqa: E402
+from stack.services import running_pid, start_service, stop_service  # noqa: E402
 
 log = logging.getLogger("bench_scale")
 COMPARE = (("1 worker x 1 thread", 1, 1), ("2 workers x 1 thread", 2, 1), ("1 worker x 2 threads", 1, 2))

@@ -23,7 +23,7 @@ from pathlib import Path
 import requests
 
 from stack.annotator import GroundTruth
-from stack.services import StackConfig
+from stack.config import StackConfig
 from vl4pose.data.sample import Sample
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,9 @@ import logging
 import sys
 from pathlib import Path
 
-from stack.services import StackError
+from stack import services
+from stack.config import StackError
+from stack.start import StartOptions, describe, load_state, stack_config, start, storage_dir
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,8 +39,6 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from stack import services
-    from stack.start import StartOptions, describe, load_state, stack_config, start, storage_dir
 
     try:
         if args.command == "start":

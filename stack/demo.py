@@ -11,14 +11,17 @@ left and right can be told apart from the picture alone.
 
 from __future__ import annotations
 
+import colorsys
 import json
 import logging
 import math
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +104,6 @@ def random_pose(rng: np.random.Generator) -> np.ndarray:
 
 
 def _colour(rng: np.random.Generator, warm: bool) -> tuple[int, int, int]:
-    import colorsys
-
     hue = rng.uniform(-0.05, 0.12) % 1.0 if warm else rng.uniform(0.5, 0.7)
     r, g, b = colorsys.hsv_to_rgb(hue, rng.uniform(0.6, 1.0), rng.uniform(0.6, 1.0))
     return int(r * 255), int(g * 255), int(b * 255)
@@ -110,8 +111,6 @@ def _colour(rng: np.random.Generator, warm: bool) -> tuple[int, int, int]:
 
 def draw_figure(rng: np.random.Generator, size: tuple[int, int]) -> tuple[object, np.ndarray]:
     """One image with a stick person on a cluttered background; returns it and its (14, 2) keypoints in pixels."""
-    from PIL import Image, ImageDraw, ImageFilter
-
     w, h = size
     yy, xx = np.mgrid[0:h, 0:w]
     a, b = rng.uniform(60, 220, 3), rng.uniform(60, 220, 3)
@@ -149,7 +148,7 @@ def draw_figure(rng: np.random.Generator, size: tuple[int, int]) -> tuple[object
 
 def generate(folder: Path, count: int, split: dict[str, list[int]], seed: int = 0) -> None:
     """Write ``count`` figures as an LSPET-layout folder (atomically: a half-written folder is never used)."""
-    import scipy.io
+    import scipy.io  # deferred on purpose: only generating the demo set needs it (not start, stop or status)
 
     tmp = folder.with_name(folder.name + ".tmp")
     (tmp / "images").mkdir(parents=True, exist_ok=True)
@@ -165,8 +164,6 @@ def generate(folder: Path, count: int, split: dict[str, list[int]], seed: int = 
     (tmp / "split.json").write_text(json.dumps(split))
     (tmp / "GENERATED").write_text(json.dumps({"version": GENERATED_VERSION, "count": count, "seed": seed}))
     if folder.exists():
-        import shutil
-
         shutil.rmtree(folder)
     tmp.rename(folder)
 

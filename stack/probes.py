@@ -17,7 +17,8 @@ from pathlib import Path
 import requests
 
 from stack.labelstudio import connect
-from stack.services import StackConfig, running_pid
+from stack.config import StackConfig
+from stack.services import running_pid
 
 
 class Listener:

@@ -16,7 +16,7 @@ from pathlib import Path
 import requests
 
 from stack.labelstudio import connect, ensure_ml_basic_auth
-from stack.services import REPO, StackConfig, StackError
+from stack.config import REPO, StackConfig, StackError
 
 
 @dataclass

@@ -23,7 +23,8 @@ from pathlib import Path
 
 from stack import demo
 from stack.project import Coordinator, LinkSpec, ensure_ml_auth, job_progress_printer, link, ml_serves, round_ready
-from stack.services import REPO, SERVICES, Secrets, StackConfig, StackError, running_pid, start_service
+from stack.config import REPO, SERVICES, Secrets, StackConfig, StackError
+from stack.services import running_pid, start_service
 from stack.starter import StarterConfig, shipped_starter, train_starter
 from vl4pose.atomic import write_atomic
 
@@ -78,7 +79,7 @@ def migrate_registry(config: StackConfig, state: dict) -> str | None:
     """Per-project model versions for a storage from before them: every linked project is registered, and the
     old single ``models/CURRENT`` moves to the project whose version it names (``p<id>-v<n>``), else the active
     one. Returns the migrated version (None when nothing was to migrate)."""
-    from vl4pose.registry import ModelRegistry
+    from vl4pose.registry import ModelRegistry  # deferred on purpose: it loads torch (vl4pose.checkpoint)
 
     registry = ModelRegistry(config.storage / "models")
     linked = [p for p in state.get("projects", {}).values() if p.get("ls_project_id")]
@@ -116,7 +117,7 @@ def stack_config(storage: Path, state: dict, default_root: Path | None = None) -
 def _starter_config() -> StarterConfig:
     threads = _int_env("VL4POSE_STACK_TORCH_THREADS", 0)
     if threads:
-        import torch
+        import torch  # deferred on purpose: only to set the starter's threads
 
         torch.set_num_threads(threads)
     return StarterConfig(

@@ -94,6 +94,7 @@ def train_starter(data: Path, run: Path, first_seed: int, seed_count: int, confi
         first_seed, seed_count: pool images ``[first_seed, first_seed + seed_count)`` train it (they are not
             among the project's tasks).
     """
+    # deferred on purpose: training loads torch, which start, stop and status never need
     from vl4pose.data import load_samples
     from vl4pose.models import preset
     from vl4pose.skeletons import LSP14

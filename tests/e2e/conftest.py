@@ -20,7 +20,8 @@ from waiting import wait_for
 def live(label_studio, tiny_checkpoint, lspet_dir, tmp_path_factory):
     from stack.process import free_port
     from stack.project import Coordinator, LinkSpec, link, round_ready
-    from stack.services import Secrets, StackConfig, start_service, stop_service
+    from stack.config import Secrets, StackConfig
+    from stack.services import start_service, stop_service
 
     storage = tmp_path_factory.mktemp("stack")
     secrets = Secrets(label_studio.username, label_studio.password, label_studio.token,

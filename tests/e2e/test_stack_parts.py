@@ -32,7 +32,7 @@ def test_the_generated_demo_set_loads_like_lspet_with_keypoints_inside_the_image
 
 
 def _config(tmp_path):
-    from stack.services import Secrets, StackConfig
+    from stack.config import Secrets, StackConfig
 
     return StackConfig(tmp_path, Secrets.generate(), tmp_path)
 
@@ -107,7 +107,7 @@ def test_a_suggestion_is_accepted_only_within_tolerance_with_the_same_keypoints_
 
 
 def test_start_options_are_checked_before_anything_starts(tmp_path):
-    from stack.services import StackError
+    from stack.config import StackError
     from stack.start import StartOptions, user_link
 
     with pytest.raises(StackError, match="--dataset must be one of"):
@@ -172,7 +172,7 @@ def test_lsp14_projects_on_photographs_start_from_the_shipped_starter():
 
 def test_waiting_on_the_coordinator_stops_at_a_failed_job_but_not_at_an_isolated_bad_event(monkeypatch):
     from stack.project import Coordinator
-    from stack.services import StackError
+    from stack.config import StackError
 
     event = {"what": "webhook event 7 (ANNOTATION_CREATED)", "state": "failed", "error": "'result' must be a list",
              "event_id": 7}
