@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     status = run_seeds(args, out)
     sys.path.insert(0, str(REPO))
-    from vl4pose.simulate_report import format_table, write_reports
+    from vl4pose.simulate.report import format_table, write_reports
 
     records, analysis, machine = merge(out, args.seeds)
     write_reports(out, records, analysis)

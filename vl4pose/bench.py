@@ -23,8 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import resource
 import statistics
 import time
@@ -35,7 +33,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vl4pose.cli import add_device_option, command
+from vl4pose.checkpoint import Calibration, Checkpoint, load_checkpoint
+from vl4pose.cli_options import add_device_option
+from vl4pose.device import machine_info, prepare_module, resolve_device, to_input, trunk_autocast
+from vl4pose.errors import DataError
+from vl4pose.heads import build_heads
+from vl4pose.inference import run_network
+from vl4pose.likelihood import Candidates, expected_log_likelihood, find_candidates
+from vl4pose.models import build_pose, preset
+from vl4pose.predictor import Predictor, PredictorConfig
+from vl4pose.refine import refine
+from vl4pose.skeletons import LSP14, Skeleton
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -50,19 +58,6 @@ class BenchConfig:
     rank_images: int = 64
     data: str = "../shared/data/lspet"
     device: str | None = None
-
-
-def machine_info() -> dict:
-    """Cores, torch threads and versions of the machine running this process."""
-    model = ""
-    try:
-        model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                      if line.startswith("model name")), "")
-    except OSError:
-        pass
-    return {"cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-            else os.cpu_count(), "torch_threads": torch.get_num_threads(), "cpu": model or platform.processor(),
-            "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__}
 
 
 def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
@@ -80,13 +75,8 @@ def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> f
     return statistics.median(times)
 
 
-def load_model(config: BenchConfig):
+def load_model(config: BenchConfig) -> Checkpoint:
     """The checkpoint to time: ``config.checkpoint``, or a randomly initialised ``config.preset`` on LSP-14."""
-    from vl4pose.checkpoint import Calibration, Checkpoint, load_checkpoint
-    from vl4pose.heads import build_heads
-    from vl4pose.models import build_pose, preset
-    from vl4pose.skeletons import LSP14
-
     if config.checkpoint:
         return load_checkpoint(config.checkpoint)
     torch.manual_seed(0)
@@ -96,15 +86,10 @@ def load_model(config: BenchConfig):
 
 
 @torch.no_grad()
-def bench_network(ckpt, batch_size: int, repeats: int, device: torch.device | None = None) -> dict:
+def bench_network(ckpt: Checkpoint, batch_size: int, repeats: int, device: torch.device | None = None) -> dict:
     """Pose forward (unflipped and with the flip test) and VL4Pose overhead, single image and per image in a
     batch. The overhead (bone head + candidates + expectation + refinement) is compared with one unflipped
     forward; on CUDA the trunk runs as the product runs it (bf16 autocast, channels-last)."""
-    from vl4pose.device import prepare_module, to_input, trunk_autocast
-    from vl4pose.inference import run_network
-    from vl4pose.likelihood import expected_log_likelihood, find_candidates
-    from vl4pose.refine import refine
-
     device = device or torch.device("cpu")
     size, cal, skeleton = ckpt.model_config.input_size, ckpt.calibration, ckpt.skeleton
     pose = prepare_module(ckpt.pose, device).eval()
@@ -143,8 +128,8 @@ def bench_network(ckpt, batch_size: int, repeats: int, device: torch.device | No
     return out
 
 
-def refine_recursive(unary: np.ndarray, xy: np.ndarray, mean: np.ndarray, logvar: np.ndarray, skeleton,
-                     size: float) -> tuple[list[int], float]:
+def refine_recursive(unary: np.ndarray, xy: np.ndarray, mean: np.ndarray, logvar: np.ndarray,
+                     skeleton: Skeleton, size: float) -> tuple[list[int], float]:
     """The research code's brute force for one image: max over the tree by plain recursion, no memoisation.
 
     Args:
@@ -178,10 +163,6 @@ def refine_recursive(unary: np.ndarray, xy: np.ndarray, mean: np.ndarray, logvar
 
 def bench_refine(images: int, repeats: int, candidates: int = 5) -> dict:
     """DP vs research-code brute force on LSP-14 with ``candidates`` valid candidates per keypoint."""
-    from vl4pose.likelihood import Candidates
-    from vl4pose.refine import refine
-    from vl4pose.skeletons import LSP14
-
     rng = np.random.default_rng(0)
     k, e, size = LSP14.num_keypoints, LSP14.num_edges, 32.0
     xy = torch.from_numpy(rng.uniform(0, size, (images, k, candidates, 2)))
@@ -206,11 +187,8 @@ def bench_refine(images: int, repeats: int, candidates: int = 5) -> dict:
             "refine_bruteforce": "research-code recursion over the LSP-14 tree without memoisation (K^depth)"}
 
 
-def bench_rank(ckpt, data: str, images: int, batch_size: int, device: str | None = None) -> dict:
+def bench_rank(ckpt: Checkpoint, data: str, images: int, batch_size: int, device: str | None = None) -> dict:
     """Images per second through ``Predictor.predict_batch`` on real files (automatic person box)."""
-    from vl4pose.errors import DataError
-    from vl4pose.predictor import Predictor, PredictorConfig
-
     folder = Path(data) / "images"
     files = sorted(folder.glob("*.jpg"))[:images]
     if not files:
@@ -227,7 +205,7 @@ def bench_rank(ckpt, data: str, images: int, batch_size: int, device: str | None
                            f"{'flipped' if config.flip else 'unflipped'}"}
 
 
-def bench_egl(ckpt, repeats: int, device: torch.device | None = None) -> float:
+def bench_egl(ckpt: Checkpoint, repeats: int, device: torch.device | None = None) -> float:
     """ms for one image forward + backward through the pose model (heatmap loss)."""
     size = ckpt.model_config.input_size
     image = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(1)).to(device or "cpu")
@@ -244,8 +222,6 @@ def bench_egl(ckpt, repeats: int, device: torch.device | None = None) -> float:
 
 def run_bench(config: BenchConfig) -> dict:
     """Every figure, as one dict (see the module docstring)."""
-    from vl4pose.device import resolve_device
-
     device = resolve_device(config.device)
     ckpt = load_model(config)
     report: dict = {"preset": config.preset if not config.checkpoint else None, "checkpoint": config.checkpoint,
@@ -285,7 +261,7 @@ def format_bench(report: dict) -> str:
     return "\n".join(f"{name:{width}s}  {value}" for name, value in rows)
 
 
-def _bench_options(p: argparse.ArgumentParser) -> None:
+def bench_options(p: argparse.ArgumentParser) -> None:
     defaults = BenchConfig()
     p.add_argument("--preset", default=defaults.preset, help="model preset timed when no --checkpoint (default cpu)")
     p.add_argument("--checkpoint", help="time this checkpoint instead of a random model of --preset")
@@ -298,7 +274,6 @@ def _bench_options(p: argparse.ArgumentParser) -> None:
     add_device_option(p)
 
 
-@command("bench", _bench_options)
 def run_bench_command(args: argparse.Namespace) -> int:
     config = BenchConfig(args.preset, args.checkpoint, args.batch_size, args.repeats, args.refine_images,
                          args.rank_images, args.data, args.device)

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from vl4pose import __version__
 from vl4pose.errors import CheckpointError
 from vl4pose.heads import build_heads
 from vl4pose.models import ModelConfig, build_pose
@@ -58,12 +59,10 @@ class Checkpoint:
 
 
 def library_versions() -> dict[str, str]:
-    import PIL
+    import PIL  # deferred, like scipy: only a checkpoint being written records their versions
     import scipy
 
-    import vl4pose
-
-    return {"vl4pose": vl4pose.__version__, "torch": torch.__version__, "numpy": np.__version__,
+    return {"vl4pose": __version__, "torch": torch.__version__, "numpy": np.__version__,
             "scipy": scipy.__version__, "pillow": PIL.__version__, "python": platform.python_version()}
 
 

@@ -1,4 +1,9 @@
-"""The ``vl4pose`` command line: train, evaluate, predict (and the commands other modules register)."""
+"""The ``vl4pose`` command line: train, evaluate, predict (and the commands other modules define).
+
+Every command is in one table (:data:`COMMANDS`). Train, evaluate and predict are defined here, the others with
+their code (``vl4pose/simulate/cli.py``, ``vl4pose/bench.py``, ...); the options several commands share are in
+:mod:`vl4pose.cli_options`.
+"""
 
 from __future__ import annotations
 
@@ -8,51 +13,30 @@ import logging
 import sys
 from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from vl4pose.data import DATASETS, dataset_skeleton, load_samples
-from vl4pose.data.sample import Sample
+from vl4pose import bench
+from vl4pose.checkpoint import load_checkpoint
+from vl4pose.cli_options import (add_data_options, add_device_option, add_predictor_options, load_from_args,
+                                 predictor_from_args)
+from vl4pose.data import dataset_skeleton
+from vl4pose.effort import run as effort_run
 from vl4pose.errors import VL4PoseError
+from vl4pose.evaluate import evaluate, format_report
+from vl4pose.failures import cli as failures_cli
+from vl4pose.models import preset
+from vl4pose.onnx import bench as onnx_bench
+from vl4pose.onnx import export as onnx_export
+from vl4pose.onnx import quantize as onnx_quantize
+from vl4pose.simulate import cli as simulate_cli
+from vl4pose.train import TrainConfig, Trainer
 
 log = logging.getLogger("vl4pose")
 
-COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
-
-
-def command(name: str, configure: Callable[[argparse.ArgumentParser], None]):
-    """Register a sub-command: ``configure`` adds its options, the decorated function runs it."""
-    def wrap(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-        COMMANDS[name] = (configure, run)
-        return run
-    return wrap
-
-
-def add_data_options(parser: argparse.ArgumentParser, split: str | None) -> None:
-    parser.add_argument("--dataset", choices=DATASETS, required=True)
-    parser.add_argument("--data", required=True, help="dataset folder or file (see README)")
-    parser.add_argument("--split", default=split, help="split name (split.json for LSP, train/val for COCO)")
-    parser.add_argument("--split-file", help="split file (default: <data>/split.json)")
-    parser.add_argument("--skeleton", help="skeleton of a Label Studio export (default lsp14)")
-    parser.add_argument("--images", help="image folder for COCO and Label Studio exports")
-    parser.add_argument("--limit", type=int, help="use only the first N samples (smoke runs)")
-    parser.add_argument("--skip", type=int, default=0,
-                        help="leave out the first N samples of the split (e.g. the LSPET demo's 200 task images)")
-
-
-def add_device_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"],
-                        help="where the networks run (default: VL4POSE_DEVICE, else auto = CUDA when available)")
-
-
-def load_from_args(args: argparse.Namespace, split: str | None, skip: bool = True) -> list[Sample]:
-    """The samples of ``split`` after ``--skip`` (unless ``skip`` is False: a validation split), at most ``--limit``."""
-    samples = load_samples(args.dataset, args.data, split, args.split_file, args.skeleton, args.images)
-    if skip:
-        samples = samples[getattr(args, "skip", 0):]
-    return samples[: args.limit] if args.limit else samples
+Command = tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
+"""(add the command's options to its parser, run it with the parsed arguments and return the exit status)."""
 
 
 def _train_options(p: argparse.ArgumentParser) -> None:
@@ -76,12 +60,7 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     add_device_option(p)
 
 
-@command("train", _train_options)
 def run_train(args: argparse.Namespace) -> int:
-    from vl4pose.checkpoint import load_checkpoint
-    from vl4pose.models import preset
-    from vl4pose.train import TrainConfig, Trainer
-
     skeleton = dataset_skeleton(args.dataset, args.skeleton)
     train = load_from_args(args, args.split)
     if args.val_split and args.val_split != "none":
@@ -119,31 +98,7 @@ def _evaluate_options(p: argparse.ArgumentParser) -> None:
     add_predictor_options(p)
 
 
-def add_predictor_options(p: argparse.ArgumentParser) -> None:
-    """Inference settings of the Predictor (defaults: the product's)."""
-    from vl4pose.predictor import PredictorConfig
-
-    default = PredictorConfig()
-    p.add_argument("--no-flip", dest="flip", action="store_false", help="no flip test on the final pass")
-    p.add_argument("--box-passes", type=int, default=default.box_passes,
-                   help=f"person-finding passes before the final one (automatic box; default {default.box_passes})")
-    p.add_argument("--box-padding", type=float, default=default.box_padding,
-                   help=f"automatic person window = padding x the found pose's box (default {default.box_padding})")
-    add_device_option(p)
-
-
-def predictor_from_args(args: argparse.Namespace):
-    from vl4pose.predictor import Predictor, PredictorConfig
-
-    config = PredictorConfig(flip=args.flip, box_passes=args.box_passes, box_padding=args.box_padding,
-                             device=args.device)
-    return Predictor(args.checkpoint, config)
-
-
-@command("evaluate", _evaluate_options)
 def run_evaluate(args: argparse.Namespace) -> int:
-    from vl4pose.evaluate import evaluate, format_report
-
     report = evaluate(predictor_from_args(args), load_from_args(args, args.split), args.box)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0
@@ -157,7 +112,6 @@ def _predict_options(p: argparse.ArgumentParser) -> None:
     add_predictor_options(p)
 
 
-@command("predict", _predict_options)
 def run_predict(args: argparse.Namespace) -> int:
     predictor = predictor_from_args(args)
     boxes = [np.array(args.box)] * len(args.images) if args.box else None
@@ -173,28 +127,30 @@ def run_predict(args: argparse.Namespace) -> int:
     return 1 if any("error" in item for item in out) else 0
 
 
+COMMANDS: dict[str, Command] = {
+    "train": (_train_options, run_train),
+    "evaluate": (_evaluate_options, run_evaluate),
+    "predict": (_predict_options, run_predict),
+    "simulate": (simulate_cli.simulate_options, simulate_cli.run_simulate),
+    "analyse-scores": (simulate_cli.analyse_options, simulate_cli.run_analyse_scores),
+    "bench": (bench.bench_options, bench.run_bench_command),
+    "export-onnx": (onnx_export.export_options, onnx_export.run_export),
+    "quantize-onnx": (onnx_quantize.quantize_options, onnx_quantize.run_quantize),
+    "bench-onnx": (onnx_bench.bench_onnx_options, onnx_bench.run_command),
+    "effort": (effort_run.effort_options, effort_run.run_effort),
+    "failures": (failures_cli.failures_options, failures_cli.run_failures),
+}
+"""Every ``vl4pose`` command, in the order ``vl4pose --help`` lists them."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    _register_optional_commands()
-    parser = argparse.ArgumentParser(prog="vl4pose", description=__doc__)
+    parser = argparse.ArgumentParser(prog="vl4pose", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (configure, _) in COMMANDS.items():
         configure(sub.add_parser(name))
     return parser
-
-
-def _register_optional_commands() -> None:
-    """Import modules that register further sub-commands (simulate, bench, ONNX, effort, failures) when they exist."""
-    import importlib
-
-    for module in ("vl4pose.simulate", "vl4pose.bench", "vl4pose.onnx_export", "vl4pose.onnx_bench",
-                   "vl4pose.effort_run", "vl4pose.failures_cli"):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
 
 
 def main(argv: list[str] | None = None) -> int:

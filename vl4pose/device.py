@@ -1,4 +1,4 @@
-"""Where the networks run: ``--device auto|cpu|cuda`` and what each device gets.
+"""Where the networks run: ``--device auto|cpu|cuda``, what each device gets, and the machine it is.
 
 On CUDA the network trunk runs in bf16 autocast with channels-last memory; everything after the
 network (candidates, likelihood, refinement) works on fp32 CPU tensors, whatever the device.
@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import platform
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -65,3 +67,16 @@ def trunk_autocast(device: torch.device) -> Iterator[None]:
             yield
     else:
         yield
+
+
+def machine_info() -> dict:
+    """Cores, torch threads and versions of the machine running this process (recorded beside measured figures)."""
+    model = ""
+    try:
+        model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("model name")), "")
+    except OSError:
+        pass
+    return {"cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+            else os.cpu_count(), "torch_threads": torch.get_num_threads(), "cpu": model or platform.processor(),
+            "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__}

@@ -21,11 +21,16 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from vl4pose.atomic import write_atomic
 from vl4pose.budget import Progress
+from vl4pose.checkpoint import Calibration, load_checkpoint
 from vl4pose.data.sample import Sample
 from vl4pose.errors import TrainingError
+from vl4pose.models import ModelConfig
+from vl4pose.skeletons import get_skeleton
+from vl4pose.train import TrainConfig, Trainer
 
 log = logging.getLogger(__name__)
 
@@ -76,13 +81,6 @@ def write_spec(path: str | Path, *, out: str | Path, model: dict, skeleton: str,
 
 def run_spec(path: str | Path) -> int:
     """Train what ``path`` describes (every process of the torchrun group runs this)."""
-    import torch
-
-    from vl4pose.checkpoint import Calibration, load_checkpoint
-    from vl4pose.models import ModelConfig
-    from vl4pose.skeletons import get_skeleton
-    from vl4pose.train import TrainConfig, Trainer
-
     spec = json.loads(Path(path).read_text())
     processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # processes on this machine
     torch.set_num_threads(spec.get("threads") or max(1, (os.cpu_count() or 1) // processes))

@@ -106,7 +106,7 @@ def refine(candidates: Any, log_probs: Any, mean: Any, logvar: Any, skeleton: Sk
     chosen = np.take_along_axis(xy, choice[..., None, None], axis=2)[:, :, 0]
     result = Refinement(choice, chosen, score, confidence.astype(np.float32), choice != 0)
     if hasattr(candidates.xy, "detach"):
-        import torch
+        import torch  # deferred: refinement is torch-free (the ONNX scorer); torch only for torch inputs
 
         result = Refinement(torch.from_numpy(choice), torch.from_numpy(chosen).to(candidates.xy.dtype),
                             torch.from_numpy(score), torch.from_numpy(result.confidence), torch.from_numpy(result.moved))
@@ -131,7 +131,7 @@ def refine_bruteforce(candidates: Any, log_probs: Any, mean: Any, logvar: Any, s
         best_score = np.where(better, total, best_score)
         best_choice[better] = idx
     if hasattr(candidates.xy, "detach"):
-        import torch
+        import torch  # deferred: refinement is torch-free (the ONNX scorer); torch only for torch inputs
 
         return torch.from_numpy(best_choice), torch.from_numpy(best_score)
     return best_choice, best_score

@@ -59,7 +59,7 @@ class OnnxScorer(PosePipeline):
     """
 
     def __init__(self, model: str | Path, config: PredictorConfig | None = None, threads: int = 0) -> None:
-        import onnxruntime as ort
+        import onnxruntime as ort  # deferred: an optional dependency (the [onnx] extra), needed only to score
 
         model = Path(model)
         if not model.is_file():

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vl4pose.effort import (EffortTally, candidate_reach, format_effort, image_effort, keypoint_errors,
-                            simulate_clicks)
+from vl4pose.effort.annotator import (EffortTally, candidate_reach, format_effort, image_effort, keypoint_errors,
+                                      simulate_clicks)
 
 REPO = Path(__file__).resolve().parents[2]
 STARTER = REPO / "models" / "lsp14-starter"
@@ -117,7 +117,7 @@ def test_tally_summary_and_table():
 def test_calibration_override_is_a_diagnosis_only_when_asked():
     from types import SimpleNamespace
 
-    from vl4pose.effort_run import override_calibration
+    from vl4pose.effort.run import override_calibration
     from vl4pose.postprocess import Calibration
 
     served = Calibration(temperature=0.1, max_candidates=5)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from vl4pose.cli import main
-from vl4pose.failures import SERVED, FeaturePredictor, bootstrap_aurocs, product_path_values
+from vl4pose.failures.report import SERVED, FeaturePredictor, bootstrap_aurocs, product_path_values
 from vl4pose.metrics import auroc, auroc_rows
 
 REPO = Path(__file__).resolve().parents[2]

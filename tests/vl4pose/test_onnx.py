@@ -28,8 +28,9 @@ from vl4pose.data import load_samples  # noqa: E402
 from vl4pose.data.sample import box_from_keypoints, load_image  # noqa: E402
 from vl4pose.data.transforms import warp  # noqa: E402
 from vl4pose.errors import CheckpointError, ConfigError  # noqa: E402
-from vl4pose.onnx_bench import agreement, spearman  # noqa: E402
-from vl4pose.onnx_export import calibration_crops, export_onnx, quantize_onnx, sidecar_path  # noqa: E402
+from vl4pose.onnx.bench import agreement, spearman  # noqa: E402
+from vl4pose.onnx.export import export_onnx, sidecar_path  # noqa: E402
+from vl4pose.onnx.quantize import calibration_crops, quantize_onnx  # noqa: E402
 from vl4pose.predictor import Predictor, PredictorConfig  # noqa: E402
 from vl4pose.scorer import OnnxScorer  # noqa: E402
 

@@ -13,9 +13,9 @@ from vl4pose.data import load_samples
 from vl4pose.data.crops import CropCache
 from vl4pose.errors import ConfigError
 from vl4pose.models import preset
-from vl4pose.regression import (RegressionPoseModel, crop_batches, fit_regression, offset_log_likelihood, offset_nll,
-                                offset_params)
-from vl4pose.regression_demo import SyntheticHands, hand_demo
+from vl4pose.regression.demo import SyntheticHands, hand_demo
+from vl4pose.regression.model import (RegressionPoseModel, crop_batches, fit_regression, offset_log_likelihood,
+                                      offset_nll, offset_params)
 from vl4pose.skeletons import HAND21, LSP14
 
 

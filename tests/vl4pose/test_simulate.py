@@ -10,9 +10,9 @@ import pytest
 from vl4pose.cli import main
 from vl4pose.data import load_samples
 from vl4pose.errors import ConfigError
-from vl4pose.simulate import Simulation, SimulationConfig, SimulationData
-from vl4pose.simulate_config import json_safe
-from vl4pose.simulate_report import format_table, summarise
+from vl4pose.simulate.config import SimulationConfig, SimulationData, json_safe
+from vl4pose.simulate.protocol import Simulation
+from vl4pose.simulate.report import format_table, summarise
 from vl4pose.skeletons import LSP14
 
 SMOKE = ["--initial", "8", "--budget", "4", "--rounds", "2", "--preset", "tiny", "--epochs", "1", "--initial-epochs", "1",

@@ -118,7 +118,7 @@ def format_table(records: list[dict]) -> str:
 def plot_curve(records: list[dict], path: Path) -> None:
     """Test PCK@0.2 (%) against labelled images, one line per strategy, shaded ± one standard deviation;
     beside it the validation PCK@0.2 of the selected epochs when the records have it."""
-    import matplotlib
+    import matplotlib  # deferred: a slow import that only the curve needs
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt

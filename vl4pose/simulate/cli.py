@@ -1,6 +1,6 @@
 """``vl4pose simulate`` and ``vl4pose analyse-scores``: the active-learning experiment from the command line.
 
-``simulate`` runs (or resumes) the protocol of :mod:`vl4pose.simulate_protocol` and writes
+``simulate`` runs (or resumes) the protocol of :mod:`vl4pose.simulate.protocol` and writes
 ``results.json``, ``table.md``, ``curve.png`` and the failure/refinement tables (``failure.md``).
 ``analyse-scores`` produces the failure-detection and refinement figures for any checkpoint.
 See docs/SIMULATION.md.
@@ -17,13 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
-from vl4pose.cli import add_device_option, command
+from vl4pose.checkpoint import load_checkpoint
+from vl4pose.cli_options import add_device_option
 from vl4pose.data import DATASETS, dataset_skeleton, load_samples
-from vl4pose.simulate_config import ALL_STRATEGIES, PROTOCOL_STRATEGIES, VARIANTS, SimulationConfig, SimulationData
-from vl4pose.simulate_protocol import Simulation
-
-__all__ = ["ALL_STRATEGIES", "PROTOCOL_STRATEGIES", "VARIANTS", "Simulation", "SimulationConfig", "SimulationData",
-           "load_simulation_data"]
+from vl4pose.data.crops import CropCache
+from vl4pose.errors import DataError
+from vl4pose.simulate.analysis import analyse_model, format_analysis
+from vl4pose.simulate.config import ALL_STRATEGIES, VARIANTS, SimulationConfig, SimulationData
+from vl4pose.simulate.protocol import Simulation
+from vl4pose.strategies import get_strategies
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +54,7 @@ def load_simulation_data(args: argparse.Namespace) -> SimulationData:
                           split(args.test_split, args.limit_test), source)
 
 
-def _simulate_options(p: argparse.ArgumentParser) -> None:
+def simulate_options(p: argparse.ArgumentParser) -> None:
     _data_options(p)
     defaults = SimulationConfig()
     p.add_argument("--pool-split", default="pool", help="unlabelled pool split (default pool)")
@@ -90,7 +92,6 @@ def _simulate_options(p: argparse.ArgumentParser) -> None:
     add_device_option(p)
 
 
-@command("simulate", _simulate_options)
 def run_simulate(args: argparse.Namespace) -> int:
     if args.device:
         os.environ["VL4POSE_DEVICE"] = args.device  # every Trainer and Predictor of the run resolves it
@@ -110,7 +111,7 @@ def run_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _analyse_options(p: argparse.ArgumentParser) -> None:
+def analyse_options(p: argparse.ArgumentParser) -> None:
     _data_options(p)
     p.add_argument("--checkpoint", required=True, help="checkpoint (or run) folder with the strategies' heads")
     p.add_argument("--split", default="test", help="split to analyse (default test)")
@@ -123,14 +124,7 @@ def _analyse_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true")
 
 
-@command("analyse-scores", _analyse_options)
 def run_analyse_scores(args: argparse.Namespace) -> int:
-    from vl4pose.checkpoint import load_checkpoint
-    from vl4pose.data.crops import CropCache
-    from vl4pose.errors import DataError
-    from vl4pose.simulate_analysis import analyse_model, format_analysis
-    from vl4pose.strategies import get_strategies
-
     ckpt = load_checkpoint(args.checkpoint)
     overrides = {k: v for k, v in {"temperature": args.temperature, "max_candidates": args.max_candidates}.items()
                  if v is not None}

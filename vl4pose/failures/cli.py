@@ -1,4 +1,4 @@
-"""``vl4pose failures``: the product-path failure-detection table (:mod:`vl4pose.failures`) for one checkpoint
+"""``vl4pose failures``: the product-path failure-detection table (:mod:`vl4pose.failures.report`) for one checkpoint
 (``--checkpoint``) or for a finished ``vl4pose simulate`` folder (``--run``: every seed's round-0 model and each
 strategy's last finished round, read from ``results.json``; the folder is only read, never written).
 
@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from vl4pose.cli import add_device_option, command
+from vl4pose.cli_options import add_device_option
 from vl4pose.data import DATASETS, load_samples
 from vl4pose.errors import ConfigError, DataError
-from vl4pose.failures import SERVED, FailureConfig, FeaturePredictor, product_path_report
+from vl4pose.failures.report import SERVED, FailureConfig, FeaturePredictor, product_path_report
 from vl4pose.predictor import PredictorConfig
-from vl4pose.simulate_config import ALL_STRATEGIES, VARIANTS, json_safe
+from vl4pose.simulate.config import ALL_STRATEGIES, VARIANTS, json_safe
 from vl4pose.strategies import STRATEGIES, get_strategies
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ def run_models(run: Path) -> tuple[dict, dict[int, dict[str, str]]]:
                             for seed, m in sorted(models.items())}
 
 
-def _options(p: argparse.ArgumentParser) -> None:
+def failures_options(p: argparse.ArgumentParser) -> None:
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--checkpoint", help="one checkpoint folder (e.g. models/lsp14-starter)")
     which.add_argument("--run", help="a vl4pose simulate folder: its seeds' round-0 and final models (read only)")
@@ -128,7 +128,6 @@ def format_run(result: dict) -> str:
     return "\n".join(lines)
 
 
-@command("failures", _options)
 def run_failures(args: argparse.Namespace) -> int:
     config = FailureConfig(resamples=args.resamples, seed=args.seed, chunk=args.chunk)
     if args.run:

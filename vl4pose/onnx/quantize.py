@@ -1,17 +1,9 @@
-"""The scorer's networks as one ONNX graph, its sidecar JSON, and the int8 (static QDQ) variant.
+"""The int8 (static QDQ) variant of an exported scorer graph (:mod:`vl4pose.onnx.export`).
 
-``vl4pose export-onnx --checkpoint DIR --out model.onnx`` writes
-
-    model.onnx   image (N, 3, S, S) float32 in [0, 1] -> heatmaps (N, K, H, H) of the last stack,
-                 bone_mean (N, E), bone_logvar (N, E); N is dynamic
-    model.json   what the NumPy scorer needs beside the graph: skeleton, calibration, input and heatmap
-                 size, sigma, sub-pixel decoder, tensor names (see :func:`sidecar`)
-
-Both are written to temporary siblings, checked (onnxruntime against torch on a random batch) and only then
-renamed into place; an existing output is an error, never overwritten.
 ``vl4pose quantize-onnx --model model.onnx --out model.int8.onnx --data DIR`` calibrates onnxruntime's static
 QDQ quantisation on LSPET ``val`` crops made by the scorer's own crop path (dynamic quantisation would leave
-the convolutions, nearly all of the compute, in float).
+the convolutions, nearly all of the compute, in float). Like the export, it writes temporary siblings and
+renames them into place; an existing output is an error, never overwritten.
 """
 
 from __future__ import annotations
@@ -20,133 +12,23 @@ import argparse
 import contextlib
 import json
 import logging
-import os
 import sys
-import time
 import uuid
-import warnings
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch import nn
 
-from vl4pose.checkpoint import Checkpoint, load_checkpoint
 from vl4pose.crop import crop_batch, image_window, person_window
 from vl4pose.data import load_samples
 from vl4pose.data.sample import box_from_keypoints
-from vl4pose.cli import command
-from vl4pose.errors import CheckpointError, ConfigError, ImageError
-from vl4pose.postprocess import DEFAULT_DECODER
+from vl4pose.errors import ConfigError, ImageError
+from vl4pose.onnx.export import INPUT, OUTPUTS, publish, refuse_existing, sidecar_path
+from vl4pose.pipeline import NetworkArrays, analyse_heatmaps
+from vl4pose.postprocess import DEFAULT_DECODER, Calibration
 from vl4pose.scorer import read_sidecar
+from vl4pose.skeletons import Skeleton
 
 log = logging.getLogger(__name__)
-
-SIDECAR_FORMAT = 1
-INPUT = "image"
-OUTPUTS = ("heatmaps", "bone_mean", "bone_logvar")
-OPSET = 17
-
-
-class ScorerGraph(nn.Module):
-    """Pose network + bone head: (N, 3, S, S) in [0, 1] -> heatmaps (N, K, H, H), mean (N, E), logvar (N, E)."""
-
-    def __init__(self, checkpoint: Checkpoint) -> None:
-        super().__init__()
-        if "bones" not in checkpoint.heads:
-            raise CheckpointError(f"checkpoint {checkpoint.path} has no 'bones' head (the VL4Pose auxiliary network); "
-                                  "export a checkpoint written by `vl4pose train`")
-        self.pose = checkpoint.pose
-        self.bones = checkpoint.heads["bones"]
-
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        output = self.pose(image)
-        mean, logvar = self.bones.params(output.features)
-        return output.heatmaps[-1], mean, logvar
-
-
-def sidecar_path(model: str | Path) -> Path:
-    """``model.onnx`` -> ``model.json``."""
-    return Path(model).with_suffix(".json")
-
-
-def sidecar(checkpoint: Checkpoint) -> dict:
-    """The JSON written beside the graph: everything after the network needs from the checkpoint."""
-    model = checkpoint.model_config
-    return {
-        "format": SIDECAR_FORMAT, "skeleton": checkpoint.skeleton.to_dict(), "calibration": asdict(checkpoint.calibration),
-        "input_size": model.input_size, "heatmap_size": model.heatmap_size, "sigma": model.sigma,
-        "decoder": DEFAULT_DECODER, "input": INPUT, "outputs": list(OUTPUTS),
-        "checkpoint": str(checkpoint.path) if checkpoint.path else None, "opset": OPSET,
-        "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-
-
-def _refuse_existing(*paths: Path) -> None:
-    for path in paths:
-        if path.exists():
-            raise ConfigError(f"{path} already exists; choose another --out or delete it first (nothing was written)")
-
-
-def _publish(files: dict[Path, Path]) -> None:
-    """Rename temporary files to their final names (all checked before; the sidecar last)."""
-    for tmp, final in files.items():
-        os.replace(tmp, final)
-
-
-def max_difference(graph: ScorerGraph, model: Path, batch: int = 3, seed: int = 0) -> float:
-    """Largest absolute difference between onnxruntime and torch outputs on a random batch."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-    shape = session.get_inputs()[0].shape
-    side = int(shape[2])
-    images = torch.rand(batch, 3, side, side, generator=torch.Generator().manual_seed(seed))
-    got = session.run(None, {INPUT: images.numpy()})
-    with torch.no_grad():
-        want = graph(images)
-    return max(float(np.abs(g - w.numpy()).max()) for g, w in zip(got, want))
-
-
-def export_onnx(checkpoint: Checkpoint | str | Path, out: str | Path, tolerance: float = 1e-3) -> tuple[Path, Path]:
-    """Export a checkpoint's scorer graph to ``out`` (.onnx) and its sidecar (.json); returns both paths.
-
-    Raises :class:`ConfigError` when an output exists or the graph does not match torch within ``tolerance``,
-    :class:`CheckpointError` for an incomplete or unreadable checkpoint; nothing is left behind on failure.
-    """
-    out = Path(out)
-    if out.suffix != ".onnx":
-        raise ConfigError(f"--out {out} must end in .onnx (the sidecar goes beside it as {out.stem}.json)")
-    meta_path = sidecar_path(out)
-    _refuse_existing(out, meta_path)
-    if not out.parent.is_dir():
-        raise ConfigError(f"folder {out.parent} does not exist; create it first")
-    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
-    graph = ScorerGraph(ckpt).eval()
-    side = ckpt.model_config.input_size
-    tag = uuid.uuid4().hex[:8]
-    tmp_model, tmp_meta = out.parent / f".{out.name}.tmp-{tag}", out.parent / f".{meta_path.name}.tmp-{tag}"
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter: no onnxscript needed
-            torch.onnx.export(graph, (torch.rand(2, 3, side, side),), str(tmp_model), input_names=[INPUT],
-                              output_names=list(OUTPUTS), opset_version=OPSET, dynamo=False,
-                              dynamic_axes={name: {0: "batch"} for name in (INPUT, *OUTPUTS)})
-        difference = max_difference(graph, tmp_model)
-        if not difference <= tolerance:
-            raise ConfigError(f"the exported graph differs from torch by {difference:.3g} (> {tolerance}); not written")
-        meta = sidecar(ckpt) | {"torch_max_difference": difference}
-        tmp_meta.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        _refuse_existing(out, meta_path)
-        _publish({tmp_model: out, tmp_meta: meta_path})
-    except BaseException:
-        for path in (tmp_model, tmp_meta):
-            path.unlink(missing_ok=True)
-        raise
-    log.info("wrote %s (%.1f MB) and %s; onnxruntime vs torch max difference %.2g", out,
-             out.stat().st_size / 1e6, meta_path, difference)
-    return out, meta_path
 
 
 QUANTIZED_SCOPE = "/pose/"
@@ -175,7 +57,7 @@ def quantize_onnx(model: str | Path, out: str | Path, crops: np.ndarray, op_type
     With ``reference_crops`` (validation person crops, like the ones calibration scores) the calibrated score's
     reference becomes the int8 graph's own sorted log-likelihoods of them, so that a score threshold means the
     same share of validation images for both graphs (temperature and placement threshold are kept)."""
-    import onnx
+    import onnx  # deferred, like onnxruntime: optional dependencies, only quantisation needs them
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -190,7 +72,7 @@ def quantize_onnx(model: str | Path, out: str | Path, crops: np.ndarray, op_type
     source_meta = sidecar_path(model)
     if not model.is_file() or not source_meta.is_file():
         raise ConfigError(f"{model} or its sidecar {source_meta} is missing; run `vl4pose export-onnx` first")
-    _refuse_existing(out, sidecar_path(out))
+    refuse_existing(out, sidecar_path(out))
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -221,8 +103,8 @@ def quantize_onnx(model: str | Path, out: str | Path, crops: np.ndarray, op_type
             meta["calibration"]["reference"] = reference_log_likelihoods(tmp_model, meta, reference_crops)
             meta["quantization"]["reference"] = f"re-fitted on this graph's log-likelihoods of {len(reference_crops)} crops"
         tmp_meta.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        _refuse_existing(out, sidecar_path(out))
-        _publish({tmp_model: out, tmp_meta: sidecar_path(out)})
+        refuse_existing(out, sidecar_path(out))
+        publish({tmp_model: out, tmp_meta: sidecar_path(out)})
     except BaseException:
         for path in (tmp_model, tmp_meta):
             path.unlink(missing_ok=True)
@@ -235,11 +117,7 @@ def quantize_onnx(model: str | Path, out: str | Path, crops: np.ndarray, op_type
 
 def reference_log_likelihoods(model: Path, meta: dict, crops: np.ndarray, batch: int = 16) -> list[float]:
     """Sorted expected log-likelihoods of (B, 3, S, S) crops through ``model`` (no flip test, as calibration)."""
-    import onnxruntime as ort
-
-    from vl4pose.pipeline import NetworkArrays, analyse_heatmaps
-    from vl4pose.postprocess import Calibration
-    from vl4pose.skeletons import Skeleton
+    import onnxruntime as ort  # deferred: an optional dependency, only export and quantisation need it
 
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     skeleton, calibration = Skeleton.from_dict(meta["skeleton"]), Calibration(**meta["calibration"])
@@ -250,18 +128,6 @@ def reference_log_likelihoods(model: Path, meta: dict, crops: np.ndarray, batch:
                                  sigma=float(meta["sigma"]))
         values += [float(v) for v in poses.log_likelihood]
     return sorted(values)
-
-
-def _export_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, help="checkpoint folder (or a `vl4pose train` run folder)")
-    p.add_argument("--out", required=True, help="the .onnx file to write (its .json sidecar goes beside it)")
-
-
-@command("export-onnx", _export_options)
-def run_export(args: argparse.Namespace) -> int:
-    model, meta = export_onnx(args.checkpoint, args.out)
-    print(json.dumps({"model": str(model), "sidecar": str(meta), "bytes": model.stat().st_size}, indent=2))
-    return 0
 
 
 def calibration_crops(model: str | Path, data: str | Path, split: str = "val", limit: int = 200) -> np.ndarray:
@@ -283,7 +149,7 @@ def calibration_crops(model: str | Path, data: str | Path, split: str = "val", l
     return crop_batch(images, windows, size)
 
 
-def _quantize_options(p: argparse.ArgumentParser) -> None:
+def quantize_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="float .onnx written by export-onnx")
     p.add_argument("--out", required=True, help="the int8 .onnx to write")
     p.add_argument("--data", required=True, help="LSPET folder (joints.mat, images/, split.json)")
@@ -293,7 +159,6 @@ def _quantize_options(p: argparse.ArgumentParser) -> None:
                    help="activation range calibration (default percentile: 99.999 %% of the values)")
 
 
-@command("quantize-onnx", _quantize_options)
 def run_quantize(args: argparse.Namespace) -> int:
     crops = calibration_crops(args.model, args.data, args.split, args.limit)  # whole image, person, ...
     model, meta = quantize_onnx(args.model, args.out, crops, method=args.method, reference_crops=crops[1::2])

@@ -1,4 +1,5 @@
-"""``vl4pose effort``: the simulated annotator of :mod:`vl4pose.effort` on real images through the product's path.
+"""``vl4pose effort``: the simulated annotator (:mod:`vl4pose.effort.annotator`) on real images through the product's
+path.
 
 Each image goes through :meth:`PosePipeline.analyse` with no person box (the automatic box, as the ML backend
 serves a task) and :meth:`PosePipeline.resolve` without clicks (the served suggestion: refined pose, raw pose under
@@ -21,10 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from vl4pose.atomic import write_atomic
-from vl4pose.cli import add_data_options, add_predictor_options, command, load_from_args, predictor_from_args
+from vl4pose.cli_options import add_data_options, add_predictor_options, load_from_args, predictor_from_args
 from vl4pose.data.sample import Sample, box_from_keypoints
 from vl4pose.crop import apply_affine
-from vl4pose.effort import EffortTally, Resolver, candidate_reach, format_effort, image_effort
+from vl4pose.effort.annotator import EffortTally, Resolver, candidate_reach, format_effort, image_effort
 from vl4pose.errors import ImageError
 from vl4pose.metrics import torso_size
 from vl4pose.pipeline import Analysis, PosePipeline
@@ -65,7 +66,7 @@ def candidates_in_image(pipeline: PosePipeline, analysis: Analysis) -> tuple[np.
 
 def measure_effort(pipeline: PosePipeline, samples: Sequence[Sample], config: EffortConfig = EffortConfig(),
                    out: Path | None = None) -> dict:
-    """Clicks per image of every mode at every tolerance (see :func:`vl4pose.effort.format_effort` for the keys).
+    """Clicks per image of every mode at every tolerance (the keys: :func:`vl4pose.effort.annotator.format_effort`).
 
     With ``out`` the report so far is written there after every chunk (``"complete": false`` until the end), so a
     long run that is stopped still leaves its figures; ``per_image`` holds every scored image's clicks.
@@ -151,7 +152,7 @@ def _write(path: Path, report: dict, per_image: list[dict]) -> None:
     write_atomic(path, json.dumps(report, indent=1)[:-2] + f',\n "per_image": [\n  {rows}\n ]\n}}\n')
 
 
-def _effort_options(p: argparse.ArgumentParser) -> None:
+def effort_options(p: argparse.ArgumentParser) -> None:
     add_data_options(p, "test")
     defaults = EffortConfig()
     p.add_argument("--checkpoint", required=True)
@@ -173,7 +174,6 @@ def _effort_options(p: argparse.ArgumentParser) -> None:
     add_predictor_options(p)
 
 
-@command("effort", _effort_options)
 def run_effort(args: argparse.Namespace) -> int:
     config = EffortConfig(tuple(args.tolerances), args.chunk, args.interactive, args.box)
     predictor = override_calibration(predictor_from_args(args), args.max_candidates, args.temperature)

@@ -34,13 +34,13 @@ from tqdm import tqdm
 from vl4pose.calibrate import score_pass, validation_pass
 from vl4pose.checkpoint import Checkpoint, load_checkpoint
 from vl4pose.data.crops import CropCache
-from vl4pose.device import prepare_module, resolve_device
+from vl4pose.device import machine_info, prepare_module, resolve_device
 from vl4pose.errors import ConfigError, DataError
 from vl4pose.models import preset
-from vl4pose.simulate_analysis import analyse_model
-from vl4pose.simulate_config import (SimulationConfig, SimulationData, decode_workers, rng_stream,
+from vl4pose.simulate.analysis import analyse_model
+from vl4pose.simulate.config import (SimulationConfig, SimulationData, check_protocol, decode_workers, rng_stream,
                                      validation_metrics, write_json)
-from vl4pose.simulate_report import write_reports
+from vl4pose.simulate.report import write_reports
 from vl4pose.strategies import Strategy, get_strategies, pool_values, required_heads
 from vl4pose.train import Progress, Trainer
 
@@ -74,35 +74,11 @@ class Simulation:
             raise DataError("the validation and test splits must not be empty")
 
     # -- bookkeeping --------------------------------------------------------------------------------
-    def _check_protocol(self) -> None:
-        path = self.out / "config.json"
-        current = {"simulation": self.config.to_dict(), "data": self.data.source, "heads": list(self.heads)}
-        if path.is_file():
-            stored = json.loads(path.read_text())
-            if stored.get("data") != current["data"]:
-                raise ConfigError(f"{self.out} holds a simulation of other data ({stored.get('data')}); "
-                                  "use another --out")
-            missing = [h for h in self.heads if h not in stored.get("heads", [])]
-            if missing:
-                raise ConfigError(f"the round-0 models in {self.out} have no heads {missing} (trained with "
-                                  f"{stored.get('heads')}); run strategies needing them in another --out")
-            self.heads = tuple(stored.get("heads", []))  # every arm trains the same heads (same cost)
-            current["heads"] = list(self.heads)
-            known = stored["simulation"].get("strategies", [])
-            current["simulation"]["strategies"] = list(dict.fromkeys([*known, *self.config.strategies]))
-            for name, value in current["simulation"].items():
-                if name not in SimulationConfig.RESUMABLE_CHANGES and stored["simulation"].get(name) != value:
-                    raise ConfigError(f"{self.out} holds a simulation with {name}={stored['simulation'].get(name)!r} "
-                                      f"(now {value!r}); use another --out or the same settings to resume")
-        write_json(path, current)
-
     def _load_results(self) -> list[dict]:
         path = self.out / "results.json"
         return json.loads(path.read_text()).get("records", []) if path.is_file() else []
 
     def _save_results(self) -> None:
-        from vl4pose.bench import machine_info
-
         write_json(self.out / "results.json", {"config": self.config.to_dict(), "data": self.data.source,
                                                  "machine": machine_info(), "records": self.records})
 
@@ -138,7 +114,7 @@ class Simulation:
     def run(self) -> list[dict]:
         """Run every missing round, then the analysis and the reports; returns the records."""
         self.out.mkdir(parents=True, exist_ok=True)
-        self._check_protocol()
+        self.heads = check_protocol(self.out, self.config, self.data.source, self.heads)
         self.records = self._load_results()
         self.done = {(r["strategy"], r["seed"], r["round"]): r for r in self.records}
         cfg = self.config

@@ -10,7 +10,7 @@ backend's interactive ``PosePipeline.resolve``) and the errors of the rest are r
 count as correct. Each click clamps a new labelled keypoint, so an image takes at most as many clicks as it has
 labelled keypoints (the cost of labelling from scratch).
 
-Model I/O (images, the Predictor, the CLI) is in :mod:`vl4pose.effort_run`; this module only sees arrays.
+Model I/O (images, the Predictor, the CLI) is in :mod:`vl4pose.effort.run`; this module only sees arrays.
 Shapes: K keypoints; positions are (x, y) image pixels.
 """
 

@@ -18,9 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vl4pose.cli import command
 from vl4pose.data import load_samples
-from vl4pose.onnx_export import calibration_crops, export_onnx, quantize_onnx
+from vl4pose.evaluate import evaluate, predict_samples
+from vl4pose.onnx.export import export_onnx
+from vl4pose.onnx.quantize import calibration_crops, quantize_onnx
+from vl4pose.predictor import Predictor, PredictorConfig
+from vl4pose.scorer import OnnxScorer
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +71,6 @@ class _Replay:
 def run_bench_onnx(checkpoint: str, data: str, folder: Path, speed_images: int, eval_images: int, threads: int,
                    box: str, calibration_images: int, repeats: int, method: str = "percentile") -> dict:
     """Every figure of the command as one dict; the .onnx files are written into ``folder``."""
-    from vl4pose.evaluate import evaluate, predict_samples
-    from vl4pose.predictor import Predictor, PredictorConfig
-    from vl4pose.scorer import OnnxScorer
-
     torch.set_num_threads(threads)
     float_path, int8_path = folder / "model.onnx", folder / "model.int8.onnx"
     if not float_path.exists():
@@ -123,7 +122,7 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _options(p: argparse.ArgumentParser) -> None:
+def bench_onnx_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--data", required=True, help="LSPET folder (joints.mat, images/, split.json)")
     p.add_argument("--out-dir", help="keep model.onnx and model.int8.onnx here (default: a temporary folder); "
@@ -138,7 +137,6 @@ def _options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true")
 
 
-@command("bench-onnx", _options)
 def run_command(args: argparse.Namespace) -> int:
     threads = args.threads or 1
     with tempfile.TemporaryDirectory() as tmp:

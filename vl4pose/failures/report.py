@@ -1,6 +1,6 @@
 """Failure detection on the product path: how well each acquisition score finds the poses the product gets wrong.
 
-The simulation's failure tables (:mod:`vl4pose.simulate_analysis`) score **ground-truth-box** crops. The
+The simulation's failure tables (:mod:`vl4pose.simulate.analysis`) score **ground-truth-box** crops. The
 product never sees a ground-truth box: the ML backend and the coordinator's ranking run
 :class:`~vl4pose.predictor.Predictor` with its default :class:`~vl4pose.predictor.PredictorConfig` (automatic
 person box: a pass on the whole image, one more around the pose found, then the final pass with the flip test).

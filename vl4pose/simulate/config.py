@@ -1,4 +1,4 @@
-"""Settings and bookkeeping helpers of the active-learning simulation (see :mod:`vl4pose.simulate_protocol`)."""
+"""Settings and bookkeeping helpers of the active-learning simulation (see :mod:`vl4pose.simulate.protocol`)."""
 
 from __future__ import annotations
 
@@ -130,3 +130,35 @@ def validation_metrics(ckpt: Checkpoint | None) -> dict:
     best = metrics.get("best_epoch") or {}
     return {"val_pck@0.2": best.get("pck@0.2"), "val_failure_auroc": best.get("failure_auroc"),
             "best_epoch": best.get("epoch"), "epochs_run": len(metrics.get("history") or [])}
+
+
+def check_protocol(out: Path, config: SimulationConfig, source: dict, heads: tuple[str, ...]) -> tuple[str, ...]:
+    """Check ``config`` against the protocol stored in ``out/config.json`` (if any), then store the merged one.
+
+    A folder holds one protocol: the same data and settings, except :attr:`SimulationConfig.RESUMABLE_CHANGES`;
+    new strategies join the stored ones (an ablation). Returns the auxiliary heads every arm trains: the
+    folder's first run's (they must include ``heads``, the ones this run's strategies need).
+
+    Raises:
+        ConfigError: the folder holds a simulation of other data or settings, or its round-0 models lack a head.
+    """
+    path = out / "config.json"
+    current = {"simulation": config.to_dict(), "data": source, "heads": list(heads)}
+    if path.is_file():
+        stored = json.loads(path.read_text())
+        if stored.get("data") != current["data"]:
+            raise ConfigError(f"{out} holds a simulation of other data ({stored.get('data')}); use another --out")
+        missing = [h for h in heads if h not in stored.get("heads", [])]
+        if missing:
+            raise ConfigError(f"the round-0 models in {out} have no heads {missing} (trained with "
+                              f"{stored.get('heads')}); run strategies needing them in another --out")
+        heads = tuple(stored.get("heads", []))  # every arm trains the same heads (same cost)
+        current["heads"] = list(heads)
+        known = stored["simulation"].get("strategies", [])
+        current["simulation"]["strategies"] = list(dict.fromkeys([*known, *config.strategies]))
+        for name, value in current["simulation"].items():
+            if name not in SimulationConfig.RESUMABLE_CHANGES and stored["simulation"].get(name) != value:
+                raise ConfigError(f"{out} holds a simulation with {name}={stored['simulation'].get(name)!r} "
+                                  f"(now {value!r}); use another --out or the same settings to resume")
+    write_json(path, current)
+    return heads

@@ -6,8 +6,8 @@ random hand rotation, scale, mirroring, skin tone and background. ``ood=True`` d
 impossible hands instead: joints bent sideways by 50-110 degrees and stretched phalanges. The hand demo
 trains on natural hands only and checks that impossible hands get a lower offset likelihood.
 
-Run: ``python -m vl4pose.regression_demo hand --steps 400`` or
-``python -m vl4pose.regression_demo lspet --data ../shared/data/lspet --steps 400`` (JSON on stdout).
+Run: ``python -m vl4pose.regression.demo hand --steps 400`` or
+``python -m vl4pose.regression.demo lspet --data ../shared/data/lspet --steps 400`` (JSON on stdout).
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from vl4pose.data import load_samples
 from vl4pose.data.crops import CropCache
 from vl4pose.metrics import auroc, correct_keypoints, pck, torso_size
 from vl4pose.models import preset
-from vl4pose.regression import RegressionPoseModel, crop_batches, crop_units, fit_regression, offset_log_likelihood
+from vl4pose.regression.model import (RegressionPoseModel, crop_batches, crop_units, fit_regression,
+                                      offset_log_likelihood)
 from vl4pose.skeletons import HAND21, LSP14
 
 log = logging.getLogger(__name__)
@@ -183,7 +184,7 @@ def lspet_demo(data: str, steps: int = 400, train: int = 1000, test: int = 200, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vl4pose.regression_demo", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m vl4pose.regression.demo", description=__doc__.split("\n")[0])
     parser.add_argument("which", choices=["hand", "lspet"])
     parser.add_argument("--data", default="../shared/data/lspet")
     parser.add_argument("--steps", type=int, default=400)
