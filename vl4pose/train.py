@@ -1,8 +1,8 @@
 """Training: pose model and auxiliary heads in one loop, validation each epoch, resumable.
 
 A run folder holds ``best/`` (the checkpoint of the best validation epoch: pose and auxiliary
-weights from that same epoch, calibrated), ``state.pt`` (everything needed to resume) and
-``history.json``. The trainer knows the models only through their forward and the heads' ``loss``.
+weights from that same epoch, calibrated), ``state.pt`` (everything needed to resume, :mod:`vl4pose.train_state`)
+and ``history.json``. The trainer knows the models only through their forward and the heads' ``loss``.
 Started by ``torchrun`` it trains data-parallel (:mod:`vl4pose.distributed`); rank 0 writes the run folder.
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -34,6 +33,7 @@ from vl4pose.errors import TrainingError
 from vl4pose.heads import build_heads
 from vl4pose.models import ModelConfig, PoseOutput, build_pose
 from vl4pose.skeletons import Skeleton
+from vl4pose.train_state import budget_state, load_state, save_state
 
 log = logging.getLogger(__name__)
 
@@ -130,28 +130,17 @@ class Trainer:
 
     def _save_state(self, epoch: int, step: int, best: float, history: list, budget: TimeBudget | None = None,
                     done: bool = False) -> None:
-        if not self.dist.is_main:
-            return
-        state = {"pose": self.pose.state_dict(), "heads": self.heads.state_dict(),
-                 "optimizer": self.optimizer.state_dict(), "epoch": epoch, "step": step, "best": best,
-                 "history": history, "config": self.config.to_dict(), "model": self.model_config.to_dict(),
-                 "budget": {"spent": budget.elapsed(), "step_seconds": budget.step_seconds,
-                            "validation_seconds": budget.validation_seconds} if budget else None,
-                 "done": done}
-        tmp = self.out / "state.pt.tmp"
-        torch.save(state, tmp)
-        os.replace(tmp, self.out / "state.pt")
+        if self.dist.is_main:
+            save_state(self.out, {"pose": self.pose.state_dict(), "heads": self.heads.state_dict(),
+                                  "optimizer": self.optimizer.state_dict(), "epoch": epoch, "step": step, "best": best,
+                                  "history": history, "config": self.config.to_dict(),
+                                  "model": self.model_config.to_dict(), "budget": budget_state(budget), "done": done})
 
     def _load_state(self) -> tuple[int, int, float, list]:
-        path = self.out / "state.pt"
         self._resumed: dict = {}
-        if not path.is_file():
+        state = load_state(self.out, self.config.to_dict(), TrainConfig().to_dict(), self.model_config.to_dict())
+        if state is None:
             return 0, 0, -1.0, []
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        # settings added since then at their defaults; the batch's split (processes x accumulate) may change
-        saved, ours = {**TrainConfig().to_dict(), **state["config"], "accumulate": 0}, self.config.to_dict()
-        if saved != {**ours, "accumulate": 0} or state["model"] != self.model_config.to_dict():
-            raise TrainingError(f"{self.out} holds a run with other settings; use another --out or delete {path}")
         self.pose.load_state_dict(state["pose"])
         self.heads.load_state_dict(state["heads"])
         self.optimizer.load_state_dict(state["optimizer"])
