@@ -14,11 +14,12 @@ import json
 import logging
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
+
+import cachetools
 
 from vl4pose.errors import CheckpointError, VL4PoseError
 from vl4pose.predictor import Predictor, PredictorConfig
@@ -211,25 +212,24 @@ class ModelService:
 
 
 class LRUCache:
-    """A small thread-safe least-recently-used cache (values computed outside the lock)."""
+    """A small thread-safe least-recently-used cache (values computed outside the lock): a
+    :class:`cachetools.LRUCache` (which is not thread-safe itself) behind a lock. ``size`` >= 1 entries
+    (``VL4POSE_INTERACTIVE_CACHE_SIZE`` is checked to be positive)."""
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._items: OrderedDict[Hashable, object] = OrderedDict()
+        self._items: cachetools.LRUCache[Hashable, object] = cachetools.LRUCache(maxsize=size)
         self._lock = threading.Lock()
 
     def get_or_compute(self, key: Hashable, compute: Callable[[], T]) -> tuple[T, bool]:
-        """(value, hit): the cached value for ``key``, or ``compute()`` stored under it."""
+        """(value, hit): the cached value for ``key`` (now the most recently used), or ``compute()`` stored under
+        it (the least recently used entry goes when the cache is full)."""
         with self._lock:
             if key in self._items:
-                self._items.move_to_end(key)
                 return self._items[key], True  # type: ignore[return-value]
         value = compute()
         with self._lock:
             self._items[key] = value
-            self._items.move_to_end(key)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
         return value, False
 
     def __len__(self) -> int:
