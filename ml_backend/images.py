@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vl4pose.atomic import write_atomic
+from common.filecache import FileCache
 from vl4pose.data.sample import image_size
 from vl4pose.errors import ImageError
 from vl4pose.fetch import AddressPolicy, Credential, DownloadLimits, FetchError, download, origin, short
@@ -55,7 +53,8 @@ class ProjectAccess:
 @dataclass(frozen=True)
 class FetchLimits:
     """max_bytes: largest download. max_pixels: largest width x height. timeout: seconds to connect and per
-    read. deadline: seconds for a whole download. cache_max_bytes: disk cache size before old files go."""
+    read. deadline: seconds for a whole download. cache_max_bytes: disk cache size before the least recently used
+    files go (down to :data:`CACHE_TRIM_TO` of it)."""
 
     max_bytes: int = 20 * 1024 * 1024
     max_pixels: int = 40_000_000
@@ -63,6 +62,9 @@ class FetchLimits:
     cache_max_bytes: int = 1024 * 1024 * 1024
     deadline: float = 30.0
 
+
+CACHE_TRIM_TO = 0.9
+"""A cache over its size limit is trimmed to this fraction of it."""
 
 _ADVICE = {
     "refused": "for Label Studio images, reconnect the ML backend so /setup sends a valid token",
@@ -73,7 +75,8 @@ _ADVICE = {
 
 
 class ImageFetcher:
-    """Downloads images into ``cache_dir`` (one file per URL, named by its SHA-256) and returns their paths."""
+    """Downloads images into ``cache_dir`` (one file per URL, named by its SHA-256; a
+    :class:`common.filecache.FileCache`) and returns their paths."""
 
     def __init__(self, cache_dir: Path, limits: FetchLimits | None = None, workers: int = 4,
                  policy: AddressPolicy | None = None) -> None:
@@ -81,8 +84,7 @@ class ImageFetcher:
         self.limits = limits or FetchLimits()
         self.policy = policy or AddressPolicy()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch")
-        self._cache_lock = threading.Lock()
-        self._cache_bytes: int | None = None
+        self._cache = FileCache(self.cache_dir, self.limits.cache_max_bytes, trim_to=CACHE_TRIM_TO)
 
     def absolute_url(self, url: str, access: ProjectAccess) -> str:
         """The URL to download; raises :class:`ImageError` for unsupported or unresolvable URLs."""
@@ -107,27 +109,23 @@ class ImageFetcher:
     def fetch(self, url: str, access: ProjectAccess) -> Path:
         """The cached file of ``url``, downloading it first when needed. Raises :class:`ImageError`."""
         absolute = self.absolute_url(url, access)
-        path = self._cache_path(absolute)
-        if path.is_file():
-            try:
-                os.utime(path)
-            except OSError:
-                pass
-            return path
+        name = _cache_name(absolute)
+        cached = self._cache.lookup(name)
+        if cached is not None:
+            return cached
         data = self._download(absolute, access)
         # the header only: a bomb or a non-image is refused before any pixel is decoded (never naming the bytes)
         width, height = image_size(data, name=short(url))
         if width * height > self.limits.max_pixels:
             raise ImageError(f"image {short(url)} is {width}x{height} pixels, over VL4POSE_MAX_IMAGE_PIXELS="
                              f"{self.limits.max_pixels}; resize it or raise the limit")
-        self._store(path, data)
-        return path
+        return self._cache.store(name, data)
 
     def forget(self, url: str, access: ProjectAccess) -> None:
         """Drop a cached file (for example one that turned out not to decode)."""
         try:
-            self._cache_path(self.absolute_url(url, access)).unlink(missing_ok=True)
-        except (ImageError, OSError):
+            self._cache.forget(_cache_name(self.absolute_url(url, access)))
+        except ImageError:
             pass
 
     # -- internals ----------------------------------------------------------------------------------
@@ -137,10 +135,6 @@ class ImageFetcher:
         except ImageError as exc:
             return exc
 
-    def _cache_path(self, absolute: str) -> Path:
-        digest = hashlib.sha256(absolute.encode("utf-8")).hexdigest()
-        return self.cache_dir / digest[:2] / digest
-
     def _download(self, absolute: str, access: ProjectAccess) -> bytes:
         limits = DownloadLimits(self.limits.max_bytes, self.limits.timeout, self.limits.deadline)
         try:
@@ -149,31 +143,7 @@ class ImageFetcher:
             advice = _ADVICE.get(exc.kind, "").format(max_bytes=self.limits.max_bytes)
             raise ImageError(f"image {exc}" + (f"; {advice}" if advice else "")) from None
 
-    def _store(self, path: Path, data: bytes) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, data)
-        with self._cache_lock:
-            if self._cache_bytes is None:
-                self._cache_bytes = sum(f.stat().st_size for f in self.cache_dir.glob("*/*") if f.is_file())
-            else:
-                self._cache_bytes += len(data)
-            if self._cache_bytes > self.limits.cache_max_bytes:
-                self._evict()
 
-    def _evict(self) -> None:
-        """Delete least recently used files until the cache is under 90 % of its size limit."""
-        files = []
-        for f in self.cache_dir.glob("*/*"):
-            try:
-                stat = f.stat()
-            except OSError:
-                continue
-            files.append((stat.st_mtime, stat.st_size, f))
-        total = sum(size for _, size, _ in files)
-        for _, size, f in sorted(files):
-            if total <= 0.9 * self.limits.cache_max_bytes:
-                break
-            f.unlink(missing_ok=True)
-            total -= size
-        log.info("image cache %s trimmed to %d bytes", self.cache_dir, total)
-        self._cache_bytes = total
+def _cache_name(absolute: str) -> str:
+    """The cache file of a URL: its SHA-256 in hex."""
+    return hashlib.sha256(absolute.encode("utf-8")).hexdigest()

@@ -41,7 +41,6 @@ from vl4pose.skeletons import get_skeleton
 
 T = TypeVar("T")
 SKELETON_GUESSES = ("lsp14", "coco17", "mpii16", "hand21")
-
 log = logging.getLogger(__name__)
 
 
@@ -216,10 +215,6 @@ def _mapping(xml: str) -> KeypointMapping | None:
     return None
 
 
-def as_dict(labelled: Labelled) -> dict:
-    return asdict(labelled)
-
-
 def _defaults(args) -> dict:
     """What the system started by ``scripts/start.sh`` knows: Label Studio, the active project, its data."""
     state = load_state(storage_dir())
@@ -274,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def show(item: Labelled) -> None:
         if args.json:
-            print(json.dumps(as_dict(item)), flush=True)
+            print(json.dumps(asdict(item)), flush=True)
         else:
             score = f"{item.score:.3g}" if item.score is not None else "-"
             print(f"task {item.task_id:6d}  score {score:>9s}  {item.model_version or 'no suggestion':14s} "

@@ -1,24 +1,23 @@
 """Task images on local disk: read from Label Studio's local-files folder when we can see it, otherwise
 downloaded from Label Studio with the API token and cached under ``<storage>/cache/images``.
 
-The cache has a size limit (``VL4POSE_IMAGE_CACHE_MB``): a download that takes it over the limit evicts the least
-recently used files (modification time, refreshed on every cache hit) down to 80 % of it. Ranking a 100,000-task
-project whose images are not local files reads each image once a round; the cache keeps the recent ones.
+The cache (a :class:`common.filecache.FileCache`) has a size limit (``VL4POSE_IMAGE_CACHE_MB``): a download that
+takes it over the limit evicts the least recently used files (modification time, refreshed on every cache hit) down
+to 80 % of it. Ranking a 100,000-task project whose images are not local files reads each image once a round; the
+cache keeps the recent ones.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import threading
 import urllib.parse
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from backend.errors import CoordinatorError, TransientError
-from vl4pose.atomic import write_atomic
+from common.filecache import FileCache
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +50,7 @@ class ImageStore:
         self._client = None
         self.max_bytes = max_bytes
         self.max_cache_bytes = max_cache_bytes
-        self._cache_size: int | None = None  # this process's running estimate; measured on the first download
-        self._trim_lock = threading.Lock()
+        self._cache = FileCache(self.cache_dir, max_cache_bytes, trim_to=0.8)
 
     def local_file(self, url: str) -> Path | None:
         """The file behind a ``/data/local-files/?d=<relative path>`` URL when it is visible here."""
@@ -67,27 +65,15 @@ class ImageStore:
         return path
 
     def cache_path(self, url: str) -> Path:
-        suffix = Path(urllib.parse.urlparse(url).path).suffix.lower()
-        query = urllib.parse.parse_qs(urllib.parse.urlparse(url).query)
-        if "d" in query:
-            suffix = Path(query["d"][0]).suffix.lower()
-        digest = hashlib.sha256(url.encode()).hexdigest()[:40]
-        return self.cache_dir / digest[:2] / (digest + (suffix if suffix in _EXTENSIONS else ".img"))
+        """Where the download of ``url`` is (or would be) cached."""
+        return self._cache.path(_cache_name(url))
 
     def cached(self, url: str) -> Path | None:
         """A local file for ``url`` without any download, or None."""
         local = self.local_file(url)
         if local is not None:
             return local
-        path = self.cache_path(url)
-        if not path.is_file():
-            return None
-        if self.max_cache_bytes:
-            try:
-                os.utime(path)  # recently used: evicted last
-            except OSError:
-                pass
-        return path
+        return self._cache.lookup(_cache_name(url))
 
     def get(self, url: str) -> Path:
         """A local file for ``url``, downloading it once if needed.
@@ -102,56 +88,7 @@ class ImageStore:
         if self._client is None:
             self._client = self._connect()
         data = self._client.fetch(url, self.max_bytes)  # type: ignore[attr-defined]
-        path = self.cache_path(url)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, data)
-        self._account(len(data))
-        return path
-
-    def _account(self, added: int) -> None:
-        """Count a new download; above ``max_cache_bytes`` evict the least recently used files down to 80 %."""
-        if not self.max_cache_bytes:
-            return
-        with self._trim_lock:
-            if self._cache_size is None:
-                self._cache_size = sum(size for _, size, _ in self._files())
-            else:
-                self._cache_size += added
-            if self._cache_size <= self.max_cache_bytes:
-                return
-            files = sorted(self._files(), key=lambda f: f[2])  # oldest first; re-measured (other processes share it)
-            total = sum(size for _, size, _ in files)
-            target = int(self.max_cache_bytes * 0.8)
-            removed = 0
-            for path, size, _ in files:
-                if total <= target:
-                    break
-                try:
-                    path.unlink()
-                except OSError:
-                    continue
-                total -= size
-                removed += 1
-            self._cache_size = total
-            log.info("image cache %s over %d MB: %d least recently used files evicted, %d MB left", self.cache_dir,
-                     self.max_cache_bytes // 2**20, removed, total // 2**20)
-
-    def _files(self) -> list[tuple[Path, int, float]]:
-        out = []
-        if not self.cache_dir.is_dir():
-            return out
-        for sub in os.scandir(self.cache_dir):
-            if not sub.is_dir():
-                continue
-            for entry in os.scandir(sub.path):
-                if entry.name.startswith("."):
-                    continue  # a download being written
-                try:
-                    stat = entry.stat()
-                except OSError:
-                    continue
-                out.append((Path(entry.path), stat.st_size, stat.st_mtime))
-        return out
+        return self._cache.store(_cache_name(url), data)
 
     def get_many(self, urls: list[str], workers: int = 4) -> list[Path | CoordinatorError]:
         """Files for many URLs, in order; a permanent failure stays in its slot, a transient one raises."""
@@ -169,3 +106,14 @@ class ImageStore:
             self._client = self._connect()
         with ThreadPoolExecutor(max_workers=workers) as pool:
             return list(pool.map(one, urls))
+
+
+def _cache_name(url: str) -> str:
+    """The cache file of a URL: 40 hex digits of its SHA-256 and the image's extension (``.img`` when unknown)."""
+    parsed = urllib.parse.urlparse(url)
+    suffix = Path(parsed.path).suffix.lower()
+    query = urllib.parse.parse_qs(parsed.query)
+    if "d" in query:
+        suffix = Path(query["d"][0]).suffix.lower()
+    digest = hashlib.sha256(url.encode()).hexdigest()[:40]
+    return digest + (suffix if suffix in _EXTENSIONS else ".img")
