@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from backend.errors import CoordinatorError
-from backend.services.labelstudio import LabelStudio
+from backend.services.labelstudio import LabelStudio, LabelStudioError as AdapterError
 from stack.process import free_port, port_is_free, stop_process_group
 
 log = logging.getLogger(__name__)
@@ -147,8 +147,8 @@ def answers(client: LabelStudio) -> bool:
 
 
 def _not_found(exc: CoordinatorError) -> bool:
-    """A 404 from the adapter (it names the status in its message, as its own paging reads it)."""
-    return "(404)" in str(exc)
+    """A 404 from the adapter."""
+    return isinstance(exc, AdapterError) and exc.status == 404
 
 
 def next_task(client: LabelStudio, project_id: int) -> dict | None:

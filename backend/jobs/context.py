@@ -13,7 +13,8 @@ from typing import Any
 
 from sqlalchemy import update
 
-from backend.models import Job, JobKind, utcnow
+from backend.errors import CoordinatorError
+from backend.models import Job, JobKind, Project, utcnow
 from backend.services.base import Services
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,15 @@ class JobContext:
             log.info("job %d (%s): %s", self.job_id, self.kind.value, stage)
         with self.services.db.session() as session:
             session.execute(update(Job).where(Job.id == self.job_id).values(**values))
+
+    def project(self) -> Project:
+        """The job's project, detached from its session (read-only use). Raises CoordinatorError when it is gone."""
+        with self.services.db.session() as session:
+            project = session.get(Project, self.project_id)
+            if project is None:
+                raise CoordinatorError(f"project {self.project_id} is not linked any more")
+            session.expunge(project)
+        return project
 
     def save_payload(self, **values: Any) -> None:
         """Merge values into the job's payload (a handler's resumable bookkeeping)."""

@@ -47,11 +47,7 @@ class RankHandler(Handler):
 
     def run(self, ctx: JobContext) -> None:
         services, version = ctx.services, ctx.payload["version"]
-        with services.db.session() as session:
-            project = session.get(Project, ctx.project_id)
-            if project is None:
-                raise CoordinatorError(f"project {ctx.project_id} is not linked any more")
-            session.expunge(project)
+        project = ctx.project()
         if "started" not in ctx.payload:
             ctx.save_payload(started=time.time())
             if not ctx.payload.get("initial"):

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from backend.errors import CoordinatorError
 from backend.jobs.context import Handler, JobContext
-from backend.models import Project
 from backend.services.base import Services
 from backend.services.queue_order import is_joint
 from backend.services.rank_shards import import_predictions, predict_tasks, stored_count
@@ -21,11 +19,7 @@ class RankShardHandler(Handler):
 
     def run(self, ctx: JobContext) -> None:
         services, version = ctx.services, ctx.payload["version"]
-        with services.db.session() as session:
-            project = session.get(Project, ctx.project_id)
-            if project is None:
-                raise CoordinatorError(f"project {ctx.project_id} is not linked any more")
-            session.expunge(project)
+        project = ctx.project()
         tasks = [(int(t), str(u)) for t, u in ctx.payload.get("tasks", [])]
         failed = predict_tasks(ctx, project, version, tasks) if tasks else 0
         if is_joint(project.strategy):  # the rank job orders the whole round, then imports (queue_order)

@@ -36,7 +36,11 @@ class LabelStudioUnavailable(TransientError):
 
 
 class LabelStudioError(CoordinatorError):
-    """Label Studio refused a request (4xx)."""
+    """Label Studio refused a request (4xx); ``status`` is the HTTP status when it answered with one."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class LabelStudio:
@@ -90,7 +94,7 @@ class LabelStudio:
         text = str(body)[:300]
         if status >= 500 or status in (0, 429):
             return LabelStudioUnavailable(f"Label Studio failed ({status}) to {what}: {text}")
-        return LabelStudioError(f"Label Studio refused ({status}) to {what}: {text}")
+        return LabelStudioError(f"Label Studio refused ({status}) to {what}: {text}", status)
 
     def close(self) -> None:
         self._http.close()
@@ -177,7 +181,7 @@ class LabelStudio:
                 params={"project": project_id, "fields": "task_only", "page": page, "page_size": PAGE_SIZE},
             ).json()
         except LabelStudioError as exc:
-            if "(404)" in str(exc):  # past the last page
+            if exc.status == 404:  # past the last page
                 return None
             raise
 
@@ -200,7 +204,7 @@ class LabelStudio:
                 },
             ).json()
         except LabelStudioError as exc:
-            if "(404)" in str(exc):  # past the last page
+            if exc.status == 404:  # past the last page
                 return [], 0
             raise
         return list(body.get("tasks") or []), int(body.get("total") or 0)
