@@ -148,7 +148,7 @@ def answers(client: LabelStudio) -> bool:
 
 def _not_found(exc: CoordinatorError) -> bool:
     """A 404 from the adapter."""
-    return isinstance(exc, AdapterError) and exc.status == 404
+    return isinstance(exc, AdapterError) and exc.ls_status == 404
 
 
 def next_task(client: LabelStudio, project_id: int) -> dict | None:

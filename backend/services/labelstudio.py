@@ -36,11 +36,12 @@ class LabelStudioUnavailable(TransientError):
 
 
 class LabelStudioError(CoordinatorError):
-    """Label Studio refused a request (4xx); ``status`` is the HTTP status when it answered with one."""
+    """Label Studio refused a request (4xx); ``ls_status`` is Label Studio's HTTP status when it answered with one
+    (``status``, inherited, is what the coordinator's own API answers)."""
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(self, message: str, ls_status: int | None = None) -> None:
         super().__init__(message)
-        self.status = status
+        self.ls_status = ls_status
 
 
 class LabelStudio:
@@ -181,7 +182,7 @@ class LabelStudio:
                 params={"project": project_id, "fields": "task_only", "page": page, "page_size": PAGE_SIZE},
             ).json()
         except LabelStudioError as exc:
-            if exc.status == 404:  # past the last page
+            if exc.ls_status == 404:  # past the last page
                 return None
             raise
 
@@ -204,7 +205,7 @@ class LabelStudio:
                 },
             ).json()
         except LabelStudioError as exc:
-            if exc.status == 404:  # past the last page
+            if exc.ls_status == 404:  # past the last page
                 return [], 0
             raise
         return list(body.get("tasks") or []), int(body.get("total") or 0)
