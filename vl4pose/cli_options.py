@@ -46,12 +46,15 @@ def add_predictor_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--box-passes", type=int, default=default.box_passes,
                    help=f"person-finding passes before the final one (automatic box; default {default.box_passes})")
     p.add_argument("--box-padding", type=float, default=default.box_padding,
-                   help=f"automatic person window = padding x the found pose's box (default {default.box_padding})")
+                   help=f"automatic box: final crop = padding x the found pose's box (default {default.box_padding})")
+    p.add_argument("--find-padding", type=float, default=default.find_padding,
+                   help=f"automatic box: window of the person-finding passes after the first = padding x the found "
+                        f"pose's box (default {default.find_padding})")
     add_device_option(p)
 
 
 def predictor_from_args(args: argparse.Namespace) -> Predictor:
     """The Predictor of ``--checkpoint`` with the options of :func:`add_predictor_options`."""
     config = PredictorConfig(flip=args.flip, box_passes=args.box_passes, box_padding=args.box_padding,
-                             device=args.device)
+                             find_padding=args.find_padding, device=args.device)
     return Predictor(args.checkpoint, config)

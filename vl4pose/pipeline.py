@@ -35,8 +35,10 @@ class PredictorConfig:
 
     auto_box: without a person box, find the person first (a pass on the whole image, then ``box_passes - 1``
     passes around the previous estimate), then crop around it for the final pass.
+    find_padding: window side = padding x the found pose's box for the person-finding passes after the first
+    (wider than the final crop: a pass that missed a limb gets the context to find it).
     flip: flip test on the final pass (mirrored crop averaged in; the person-finding passes are not flipped).
-    box_padding: person window side = padding x the longer side of the found keypoints' box.
+    box_padding: the final crop's side = padding x the longer side of the found keypoints' box.
     batch_size: crops per forward pass. workers: image-decoding threads. max_pixels: largest image.
     device: ``auto``, ``cpu`` or ``cuda`` (None: ``VL4POSE_DEVICE``, default auto); the torch Predictor only.
     """
@@ -45,6 +47,8 @@ class PredictorConfig:
     box_passes: int = 2
     """Chosen on LSPET val (docs/RESULTS.md): 2 passes beat 1 by 1.3 points of PCK@0.2 on the automatic box."""
     box_padding: float = 1.25
+    find_padding: float = 1.6
+    """Chosen on LSPET val (docs/RESULTS.md): 1.6 instead of 1.25 for the second pass's window, +2.15 points."""
     flip: bool = True
     batch_size: int = 16
     workers: int = 2
@@ -221,11 +225,13 @@ class PosePipeline:
                 windows[i] = image_window(size)
                 if self.config.auto_box:
                     first_pass.append(i)
-        for _ in range(self.config.box_passes if first_pass else 0):
+        passes = self.config.box_passes if first_pass else 0
+        for k in range(passes):
             coarse = self._forward([arrays[i] for i in first_pass], [windows[i] for i in first_pass], flip=False)
             poses = analyse_heatmaps(coarse, self.skeleton, self.calibration, decoder=self.decoder, sigma=self.sigma)
+            padding = self.config.box_padding if k == passes - 1 else self.config.find_padding
             for j, i in enumerate(first_pass):
-                windows[i] = self._person_window(poses, j, windows[i], arrays[i])
+                windows[i] = self._person_window(poses, j, windows[i], arrays[i], padding)
         output = self._forward([arrays[i] for i in ok], [windows[i] for i in ok], flip=self.config.flip)
         for j, i in enumerate(ok):
             results[i] = Analysis((arrays[i].shape[1], arrays[i].shape[0]), windows[i], output.rows(j, j + 1))
@@ -269,14 +275,15 @@ class PosePipeline:
             parts.append(NetworkArrays(np.asarray(heatmaps, dtype=np.float32), out.mean[:n], out.logvar[:n]))
         return NetworkArrays(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("heatmaps", "mean", "logvar")))
 
-    def _person_window(self, poses: HeatmapPoses, j: int, window: CropWindow, array: np.ndarray) -> CropWindow:
+    def _person_window(self, poses: HeatmapPoses, j: int, window: CropWindow, array: np.ndarray,
+                       padding: float) -> CropWindow:
         to_image = np.linalg.inv(self.to_heat @ window.matrix(self.input_size))
         points = apply_affine(to_image, poses.refined[j].astype(np.float64))
         placed = poses.peak[j] >= self.calibration.min_peak
         if placed.sum() < 2:
             return window
         box = box_from_keypoints(points, placed)
-        return person_window(box, (array.shape[1], array.shape[0]), self.config.box_padding)
+        return person_window(box, (array.shape[1], array.shape[0]), padding)
 
     def _to_prediction(self, poses: HeatmapPoses, j: int, analysis: Analysis, to_image: np.ndarray) -> PosePrediction:
         peak = poses.peak[j].astype(np.float64)

@@ -93,6 +93,30 @@ def test_batch_keeps_order_and_reports_bad_images(predictor, image_path, tmp_pat
     np.testing.assert_allclose(results[0].refined, single.refined, atol=0.1)
 
 
+def test_person_finding_passes_use_the_wider_window_and_the_final_crop_the_box_padding(
+        tiny_checkpoint, image_path, monkeypatch):
+    import dataclasses
+
+    import vl4pose.pipeline as pipeline
+    from vl4pose.predictor import PredictorConfig
+
+    paddings = []
+
+    def recording_window(box, image_size, padding=1.25):
+        paddings.append(padding)
+        return person_window(box, image_size, padding)
+
+    person_window = pipeline.person_window
+    monkeypatch.setattr(pipeline, "person_window", recording_window)
+    predictor = Predictor(tiny_checkpoint, PredictorConfig(box_passes=3, find_padding=1.7, box_padding=1.2))
+    predictor.calibration = dataclasses.replace(predictor.calibration, min_peak=0.0)  # every keypoint placed
+    result = predictor.predict(image_path)
+    assert paddings == [1.7, 1.7, 1.2]  # passes 1-2 build the next finding window, pass 3 the final crop
+    paddings.clear()
+    boxed = predictor.predict(image_path, box=result.box)
+    assert len(paddings) == 1 and np.isfinite(boxed.refined).all()  # a given box: its one window, no finding pass
+
+
 def test_calibrated_score_preserves_order():
     calibration = Calibration(reference=sorted(np.random.default_rng(0).normal(-20, 5, 200).tolist()))
     x = np.linspace(-80, 40, 1000)
