@@ -20,8 +20,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-import requests
-
+from backend.errors import CoordinatorError
+from stack import labelstudio
 from stack.annotator import GroundTruth
 from stack.config import StackConfig
 from vl4pose.data.sample import Sample
@@ -261,37 +261,20 @@ def label_studio_predictions(url: str, token: str, project: int, page_size: int 
                              exact_up_to: int = 20_000) -> dict:
     """Label Studio's predictions of a project: per model version (one request), per task from the tasks' own
     counter (every task read in pages with only ``id`` and ``total_predictions``), and, up to ``exact_up_to``
-    predictions, counted per task from the predictions themselves (``exact_max_per_task``; None above)."""
-    http = requests.Session()
-    http.headers["Authorization"] = f"Token {token}"
-    versions = http.get(f"{url}/api/projects/{project}/model-versions/", timeout=120)
-    if versions.status_code != 200:
-        raise BenchError(f"Label Studio's model versions answered {versions.status_code}: {versions.text[:300]}")
-    by_version = {str(k): int(v or 0) for k, v in versions.json().items()}
-    counts: list[int] = []
-    page = 1
-    while True:
-        response = http.get(f"{url}/api/tasks/", timeout=300, params={
-            "project": project, "fields": "task_only", "include": "id,total_predictions", "page": page,
-            "page_size": page_size})
-        if response.status_code == 404:
-            break
-        if response.status_code != 200:
-            raise BenchError(f"Label Studio's task list answered {response.status_code}: {response.text[:300]}")
-        body = response.json()
-        tasks = body.get("tasks") or []
-        if any("total_predictions" not in t for t in tasks):
-            raise BenchError("Label Studio's task list has no total_predictions field; cannot count per task")
-        counts += [int(t["total_predictions"]) for t in tasks]
-        if not tasks or page * page_size >= int(body.get("total") or 0):
-            break
-        page += 1
-    exact = None
-    if sum(by_version.values()) <= exact_up_to:
-        listed = http.get(f"{url}/api/predictions/", params={"project": project}, timeout=300)
-        if listed.status_code != 200:
-            raise BenchError(f"Label Studio's prediction list answered {listed.status_code}: {listed.text[:300]}")
-        exact = max(Counter(int(p["task"]) for p in listed.json()).values(), default=0)
+    predictions, counted per task from the predictions themselves (``exact_max_per_task``; None above).
+    Through the stack's Label Studio functions (:mod:`stack.labelstudio`); their errors become BenchError."""
+    client = labelstudio.connect(url, token, timeout=300.0)
+    try:
+        by_version = client.model_versions(project)
+        counts = labelstudio.prediction_counts(client, project, page_size)
+        exact = None
+        if sum(by_version.values()) <= exact_up_to:
+            listed = labelstudio.predictions(client, project)
+            exact = max(Counter(int(p["task"]) for p in listed).values(), default=0)
+    except (CoordinatorError, ValueError, TypeError) as exc:
+        raise BenchError(f"counting Label Studio's predictions of project {project}: {exc}") from None
+    finally:
+        client.close()
     return {"predictions": sum(by_version.values()), "by_version": by_version, "tasks": len(counts),
             "max_per_task": max(counts, default=0), "sum_per_task": sum(counts), "exact_max_per_task": exact}
 

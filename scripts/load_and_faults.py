@@ -18,7 +18,8 @@
 
     .venv/bin/python scripts/load_and_faults.py [--clients 8 --seconds 60 --webhooks 200] [--json-out FILE]
 
-Prints one JSON object, then a table. Exit code 1 when a check fails.
+Prints one JSON object, then a table. Exit code 1 when a check fails, 2 when the system is not started or Label
+Studio fails (its calls go through the stack's adapter, :mod:`stack.labelstudio`).
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stack import services  # noqa: E402
+from backend.errors import CoordinatorError  # noqa: E402
+from backend.services.labelstudio import LabelStudio  # noqa: E402
+from stack import labelstudio, services  # noqa: E402
 from stack.annotator import GroundTruth, SimulatedAnnotator  # noqa: E402
 from stack.probes import run_probes  # noqa: E402
 from stack.project import Coordinator, ml_serves  # noqa: E402
@@ -51,10 +54,11 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))] if ordered else float("nan")
 
 
-def predict_load(config, ls: requests.Session, project: int, clients: int, seconds: float) -> dict:
-    xml = ls.get(f"{config.url('labelstudio')}/api/projects/{project}/").json()["label_config"]
-    tasks = ls.get(f"{config.url('labelstudio')}/api/tasks/", params={"project": project, "page_size": 64}).json()
-    tasks = [{"id": t["id"], "data": t["data"]} for t in tasks["tasks"]]
+def predict_load(config, ls: LabelStudio, project: int, clients: int, seconds: float) -> dict:
+    xml = labelstudio.label_config(ls, project)
+    tasks = [{"id": t["id"], "data": t["data"]} for t in ls.task_page(project, 1, 64)[0]]
+    if not tasks:
+        raise SystemExit(f"Label Studio project {project} has no tasks to predict")
     latencies, errors, lock = [], [], threading.Lock()
     deadline = time.monotonic() + seconds
 
@@ -172,13 +176,11 @@ def faults(config, state: dict, active: dict) -> dict:
     out["close_to_next_round_s"] = round(time.monotonic() - closed_at, 1)
     new_version = report["current_round"]["model_version"]
     ml_serves(config, new_version, ls_project)
-    ls = requests.Session()
-    ls.headers["Authorization"] = f"Token {config.secrets.ls_token}"
-    ids = set()
-    tasks = ls.get(f"{config.url('labelstudio')}/api/tasks/",
-                   params={"project": ls_project, "page_size": 5000, "fields": "all"}).json()["tasks"]
-    for task in tasks:
-        ids |= {a["id"] for a in task.get("annotations") or []}
+    ls = labelstudio.connect(config.url("labelstudio"), config.secrets.ls_token)  # after Label Studio's restart
+    try:
+        ids = labelstudio.annotation_ids(ls, ls_project)
+    finally:
+        ls.close()
     from backend.db import Database
     from backend.models import AnnotationRecord, AnnotationStatus
     from sqlalchemy import select
@@ -294,13 +296,22 @@ def main() -> int:
         print("start the system first: bash scripts/start.sh", file=sys.stderr)
         return 2
     config = stack_config(storage_dir(), state)
-    ls = requests.Session()
-    ls.headers["Authorization"] = f"Token {config.secrets.ls_token}"
-    result = {"predict": predict_load(config, ls, active["ls_project_id"], args.clients, args.seconds)}
-    result["webhooks"] = webhook_burst(config, args.webhooks)
-    xml = ls.get(f"{config.url('labelstudio')}/api/projects/{active['ls_project_id']}/").json()["label_config"]
-    first = ls.get(f"{config.url('labelstudio')}/api/tasks/", params={"project": active["ls_project_id"],
-                                                                       "page_size": 1}).json()["tasks"][0]
+    try:
+        return run(args, config, state, active)
+    except CoordinatorError as exc:  # Label Studio refused, failed or could not be reached
+        print(f"load_and_faults: {exc}", file=sys.stderr)
+        return 2
+
+
+def run(args: argparse.Namespace, config, state: dict, active: dict) -> int:
+    ls = labelstudio.connect(config.url("labelstudio"), config.secrets.ls_token)
+    try:
+        result = {"predict": predict_load(config, ls, active["ls_project_id"], args.clients, args.seconds)}
+        result["webhooks"] = webhook_burst(config, args.webhooks)
+        xml = labelstudio.label_config(ls, active["ls_project_id"])
+        first = ls.task_page(active["ls_project_id"], 1, 1)[0][0]
+    finally:
+        ls.close()
     result["probes"], probe_checks = run_probes(config, active["ls_project_id"], xml,
                                                 next(iter(first["data"].values())))
     poison = poison_event(config, active["ls_project_id"], first)

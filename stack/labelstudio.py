@@ -5,7 +5,10 @@ Used by the product's start script and by the integration tests. Label Studio ru
 and only talks HTTP: our code never imports it. The stack calls its API through the coordinator's adapter
 (:class:`backend.services.labelstudio.LabelStudio`: timeouts, errors that say what failed, messages without
 the token), opened by :func:`connect`; the few calls the coordinator never makes (the label stream's next task,
-an annotation started from a prediction, the ML backend connection's credentials) are the functions below.
+an annotation started from a prediction, the ML backend connection's credentials, the counts and listings the
+benchmarks and ``scripts/load_and_faults.py`` read) are the functions below. Their failures are the adapter's
+errors, both :class:`~backend.errors.CoordinatorError`: ``LabelStudioUnavailable`` (unreachable, timed out, 5xx; a
+``TransientError``) and ``LabelStudioError`` (refused, or an answer that is not JSON or not of the expected shape).
 """
 
 from __future__ import annotations
@@ -151,16 +154,33 @@ def _not_found(exc: CoordinatorError) -> bool:
     return isinstance(exc, AdapterError) and exc.ls_status == 404
 
 
+def _body(client: LabelStudio, what: str, method: str, path: str, **kwargs: object) -> object:
+    """A request through the adapter and its JSON answer (an answer that is not JSON is a LabelStudioError)."""
+    response = client.request(what, method, path, **kwargs)
+    try:
+        return response.json()
+    except ValueError:
+        raise AdapterError(f"Label Studio answered the request to {what} with something that is not JSON "
+                           f"({response.status_code}): {response.text[:200]!r}") from None
+
+
+def _shape(what: str, expected: str, body: object) -> AdapterError:
+    return AdapterError(f"Label Studio's answer to {what} is not {expected}: {str(body)[:200]!r}")
+
+
 def next_task(client: LabelStudio, project_id: int) -> dict | None:
     """The next task of the project's label stream (``GET /api/projects/<id>/next/``), None when every task is
     labelled (Label Studio answers 404)."""
+    what = "take the next task of the label stream"
     try:
-        return client.request("take the next task of the label stream", "GET", f"/api/projects/{project_id}/next/"
-                              ).json()
+        task = _body(client, what, "GET", f"/api/projects/{project_id}/next/")
     except CoordinatorError as exc:
         if _not_found(exc):
             return None
         raise
+    if not isinstance(task, dict) or "id" not in task:
+        raise _shape(what, "a task", task)
+    return task
 
 
 def submit_annotation(client: LabelStudio, task_id: int, result: list[dict], lead_time: float,
@@ -170,8 +190,12 @@ def submit_annotation(client: LabelStudio, task_id: int, result: list[dict], lea
     body: dict = {"result": result, "lead_time": lead_time}
     if parent_prediction is not None:
         body["parent_prediction"] = parent_prediction
-    created = client.request(f"annotate task {task_id}", "POST", f"/api/tasks/{task_id}/annotations/", json=body)
-    return int(created.json()["id"])
+    what = f"annotate task {task_id}"
+    created = _body(client, what, "POST", f"/api/tasks/{task_id}/annotations/", json=body)
+    try:
+        return int(created["id"])  # type: ignore[index]
+    except (KeyError, TypeError, ValueError):
+        raise _shape(what, "an annotation with an id", created) from None
 
 
 def ensure_ml_basic_auth(client: LabelStudio, ls_project_ids: list[int], ml_url: str,
@@ -195,3 +219,64 @@ def ensure_ml_basic_auth(client: LabelStudio, ls_project_ids: list[int], ml_url:
                 continue
             updated += 1
     return updated
+
+
+def label_config(client: LabelStudio, project_id: int) -> str:
+    """The project's labelling config (XML)."""
+    what = f"read project {project_id}"
+    project = _body(client, what, "GET", f"/api/projects/{project_id}/")
+    if not isinstance(project, dict) or not isinstance(project.get("label_config"), str):
+        raise _shape(what, "a project with a label_config", project)
+    return project["label_config"]
+
+
+def prediction_counts(client: LabelStudio, project_id: int, page_size: int = 1000) -> list[int]:
+    """Every task's prediction count from Label Studio's own counter (``total_predictions``), the tasks read in
+    pages of ``page_size`` with only ``id`` and ``total_predictions``."""
+    what, counts, page = "count the predictions per task", [], 1
+    while True:
+        try:
+            body = _body(client, what, "GET", "/api/tasks/", params={
+                "project": project_id, "fields": "task_only", "include": "id,total_predictions", "page": page,
+                "page_size": page_size})
+        except CoordinatorError as exc:
+            if _not_found(exc):  # past the last page
+                return counts
+            raise
+        try:
+            tasks = body.get("tasks") or []  # type: ignore[union-attr]
+            counts += [int(t["total_predictions"]) for t in tasks]
+            total = int(body.get("total") or 0)  # type: ignore[union-attr]
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise _shape(what, "a page of tasks with total_predictions", body) from None
+        if not tasks or page * page_size >= total:
+            return counts
+        page += 1
+
+
+def predictions(client: LabelStudio, project_id: int) -> list[dict]:
+    """Every prediction of the project (``GET /api/predictions/?project=<id>``: one request, unpaged)."""
+    what = f"list the predictions of project {project_id}"
+    listed = _body(client, what, "GET", "/api/predictions/", params={"project": project_id})
+    if not isinstance(listed, list) or not all(isinstance(p, dict) and "task" in p for p in listed):
+        raise _shape(what, "a list of predictions", listed)
+    return listed
+
+
+def annotation_ids(client: LabelStudio, project_id: int, page_size: int = 1000) -> set[int]:
+    """The ids of every annotation of the project's tasks (submitted or cancelled), the tasks read in id order
+    with the adapter's keyset paging (:meth:`~backend.services.labelstudio.LabelStudio.tasks_after`)."""
+    ids: set[int] = set()
+    after = None
+    while True:
+        tasks: object = None
+        try:
+            tasks = client.tasks_after(project_id, "id", after, page_size)
+            for task in tasks:
+                ids |= {int(a["id"]) for a in task.get("annotations") or []}
+            after = int(tasks[-1]["id"]) if tasks else None
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise _shape(f"list the annotations of project {project_id}", "tasks with annotation ids",
+                         tasks) from None
+        if len(tasks) < page_size:
+            return ids
