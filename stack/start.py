@@ -284,8 +284,9 @@ def describe(config: StackConfig, linked: dict, coordinator: Coordinator | None 
         f"  ML backend     {config.url('ml')}/health",
     ]
     if first:
-        lines.append(f"  First task     {first['task_id']} (likelihood score {first['score']:.3g}, the lowest; "
-                     f"model {first['model_version']}; {first['placed']} keypoints pre-annotated)")
+        lines.append(f"  First task     {first['task_id']} (first in the queue, score {first['score']:.3g}; log-likelihood "
+                     f"{first['log_likelihood']:.3g}; model {first['model_version']}; {first['placed']} keypoints "
+                     "pre-annotated)")
     lines += [f"  Logs           {config.log_dir}/", "  Stop with      bash scripts/stop.sh", ""]
     return {"text": "\n".join(lines) + "\n", "label_studio": ls, "coordinator": config.url("coordinator"),
             "ml_backend": config.url("ml"), "project": linked, "first_task": first,
