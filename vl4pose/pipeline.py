@@ -34,11 +34,9 @@ class PredictorConfig:
     """How images become poses.
 
     auto_box: without a person box, find the person first (a pass on the whole image, then ``box_passes - 1``
-    passes around the previous estimate), then crop around it for the final pass.
-    find_padding: window side = padding x the found pose's box for the person-finding passes after the first
-    (wider than the final crop: a pass that missed a limb gets the context to find it).
+    passes around the previous estimate, on windows of ``find_padding`` x the found pose's box: wider than the
+    final crop, so a pass that missed a limb sees it), then crop ``box_padding`` x that box for the final pass.
     flip: flip test on the final pass (mirrored crop averaged in; the person-finding passes are not flipped).
-    box_padding: the final crop's side = padding x the longer side of the found keypoints' box.
     batch_size: crops per forward pass. workers: image-decoding threads. max_pixels: largest image.
     device: ``auto``, ``cpu`` or ``cuda`` (None: ``VL4POSE_DEVICE``, default auto); the torch Predictor only.
     """
