@@ -4,7 +4,10 @@ Label Studio sends ``{"result": [{"type": "keypointlabels", "from_name", "to_nam
 "original_height", "value": {"x", "y", "width", "keypointlabels": [label]}, "is_positive", ...}]}``
 (see captures ``10_`` and ``10b_``). Keypoints of our KeyPointLabels control become clamped keypoints
 (image pixels); a rectangle of the config's RectangleLabels control becomes the person box.
-Negative clicks (``is_positive: false``) and results of other controls are ignored. Percentages are
+Negative clicks (``is_positive: false``) and results of other controls are ignored. Label Studio 1.23.2 also
+sends the annotation's existing regions of the clicked label (measured in Chromium: the served pre-annotation's
+keypoint of that label, without ``is_positive``): when the context holds positive clicks, those others are not
+clamped but kept as ``existing`` (their region ids tell which regions the suggestions replace). Percentages are
 converted with the size of the fetched image itself (``original_width``/``original_height`` are not
 needed), so a click lands where the annotator put it even if those fields disagree with the file.
 """
@@ -12,7 +15,7 @@ needed), so a click lands where the annotator put it even if those fields disagr
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -31,10 +34,16 @@ class ContextError(VL4PoseError):
 
 @dataclass
 class Clicks:
-    """Validated context results: keypoint clicks and the last person rectangle (Label Studio percentages)."""
+    """Validated context results: keypoint clicks, the last person rectangle (Label Studio percentages) and the
+    annotation's existing keypoint regions Label Studio sent along (not clamped)."""
 
     keypoints: list[dict]
     box: dict | None = None
+    existing: list[dict] = field(default_factory=list)
+
+    def at(self) -> dict[str, tuple[float, float]]:
+        """Clicked label -> (x, y) percent where the annotator put it (the last click of a label wins)."""
+        return {_label(item): (float(item["value"]["x"]), float(item["value"]["y"])) for item in self.keypoints}
 
     def in_pixels(self, skeleton: Skeleton, image_size: tuple[int, int]
                   ) -> tuple[dict[int, tuple[float, float]], np.ndarray | None]:
@@ -46,6 +55,11 @@ class Clicks:
             raise ContextError(f"params.context cannot be read: {exc}") from None
         clamped = {int(i): (float(keypoints[i, 0]), float(keypoints[i, 1])) for i in np.flatnonzero(visibility > 0)}
         return clamped, box
+
+
+def _label(item: dict) -> str:
+    value = item["value"]
+    return (value.get("keypointlabels") or value.get("labels"))[0]
 
 
 def _unsized(item: dict) -> dict:
@@ -109,4 +123,9 @@ def parse_context(context: object, mapping: KeypointMapping) -> Clicks | None:
         raise ContextError(f"params.context.result must be a list, got {type(result).__name__}")
     used = [(item, usage) for item in result if (usage := _check_item(item, mapping)) is not None]
     boxes = [{**item, "type": "rectanglelabels"} for item, usage in used if usage == "box"]
-    return Clicks([item for item, usage in used if usage == "keypoint"], boxes[-1] if boxes else None)
+    keypoints = [item for item, usage in used if usage == "keypoint"]
+    clicks = [item for item in keypoints if item.get("is_positive") is True]
+    if not clicks:  # no click marked positive: every keypoint is one (an API caller's context)
+        return Clicks(keypoints, boxes[-1] if boxes else None)
+    existing = [item for item in keypoints if item.get("is_positive") is not True]
+    return Clicks(clicks, boxes[-1] if boxes else None, existing)

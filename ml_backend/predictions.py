@@ -20,6 +20,7 @@ from ml_backend.images import ImageFetcher, ProjectAccess
 from ml_backend.interactive import Clicks, parse_context
 from ml_backend.models import LRUCache, ModelService, ServedModel
 from ml_backend.projects import ProjectStore, parse_project_id
+from ml_backend.suggestions import adopt_ids, draft_region_ids, place_clicks
 from vl4pose.data.labelstudio import keypoints_to_results
 from vl4pose.data.sample import image_size
 from vl4pose.errors import ImageError, VL4PoseError
@@ -191,11 +192,16 @@ class PredictionService:
             log.warning("task %s: no suggestion: %s", task.get("id"), exc)
             return {"result": [], "model_version": model.version}
         prediction = model.predictor.resolve(analysis, clamped)
-        keep = np.ones(mapping.skeleton.num_keypoints, dtype=bool)
-        keep[list(clamped)] = False
-        result = self._results(prediction.refined, prediction, mapping, prediction.confidence, keep)
-        log.info("task %s: %d suggestion(s) around %d clicked keypoint(s) (image analysis %s)", task.get("id"),
-                 len(result), len(clamped), "cached" if hit else "computed")
+        # every placed keypoint, the clicked ones at the click, under the draft's region ids (ml_backend.suggestions)
+        clicked = np.zeros(mapping.skeleton.num_keypoints, dtype=bool)
+        clicked[list(clamped)] = True  # suggested even where the model would not place it
+        result = self._results(prediction.refined, prediction, mapping, prediction.confidence, also=clicked)
+        place_clicks(result, clicks.at())
+        matched = adopt_ids(result, draft_region_ids(task, clicks.existing, mapping.config.keypoint_control,
+                                                     model.version))
+        log.info("task %s: %d suggestion(s) around %d clicked keypoint(s), %d replacing the draft's regions "
+                 "(image analysis %s)", task.get("id"), len(result), len(clamped), matched,
+                 "cached" if hit else "computed")
         return {"result": result, "score": _score(prediction.score), "model_version": model.version}
 
     # -- Label Studio results -----------------------------------------------------------------------
@@ -208,10 +214,11 @@ class PredictionService:
 
     @staticmethod
     def _results(keypoints: np.ndarray, prediction: PosePrediction, mapping: KeypointMapping, scores: np.ndarray,
-                 keep: np.ndarray | None = None) -> list[dict]:
-        """Results for the placed keypoints that have a label (and ``keep``), each with a fresh region id."""
+                 also: np.ndarray | None = None) -> list[dict]:
+        """Results for the placed keypoints (and those ``also`` marks) that have a label, each with a fresh region
+        id."""
         labelled = np.array([label is not None for label in mapping.labels])
-        placed = np.asarray(prediction.placed, dtype=bool) & labelled & (True if keep is None else keep)
+        placed = (np.asarray(prediction.placed, dtype=bool) | (False if also is None else also)) & labelled
         results = keypoints_to_results(keypoints, prediction.image_size, [label or "" for label in mapping.labels],
                                        placed, np.nan_to_num(scores, nan=0.0), mapping.config.keypoint_control,
                                        mapping.config.image_name)

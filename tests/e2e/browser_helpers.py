@@ -45,8 +45,13 @@ def chromium_context() -> Iterator[object]:
 
 def ls_login(page, live) -> None:
     """Log a Playwright page into the live Label Studio as its admin."""
-    page.goto(live.ls_url + "/user/login/")
-    page.fill("input[name=email]", live.config.secrets.ls_username)
-    page.fill("input[name=password]", live.config.secrets.ls_password)
+    login(page, live.ls_url, live.config.secrets.ls_username, live.config.secrets.ls_password)
+
+
+def login(page, ls_url: str, username: str, password: str) -> None:
+    """Log a Playwright page into a Label Studio as the given user."""
+    page.goto(ls_url + "/user/login/")
+    page.fill("input[name=email]", username)
+    page.fill("input[name=password]", password)
     page.click("button[type=submit]")
     page.wait_for_load_state("networkidle")

@@ -4,9 +4,16 @@ Playwright; no browser is downloaded). They save ``docs/screenshots/dashboard.pn
 
 from __future__ import annotations
 
+import json
+import tempfile
+import uuid
+from pathlib import Path
+
 import pytest
-from browser_helpers import SCREENSHOTS, SELECTED_ANNOTATION, ls_login
-from e2e_helpers import BUDGET, effort_cell, pct_cell
+import requests
+from browser_helpers import SCREENSHOTS, SELECTED_ANNOTATION, login, ls_login
+from e2e_helpers import BUDGET, REPO, effort_cell, pct_cell
+from waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -78,3 +85,148 @@ def test_the_label_stream_opens_the_lowest_likelihood_task_with_our_refined_pre_
     page.wait_for_timeout(1500)  # let the image and the points paint
     page.screenshot(path=str(SCREENSHOTS / "labelstudio-task.png"))
     page.close()
+
+
+# -- interactive correction in the real editor ----------------------------------------------------------------------
+
+INTERACTIVE_STORE = """() => {
+  const selected = window.Htx.annotationStore.selected;
+  return {auto: window.Htx.autoAnnotation, suggestions: selected.suggestions.size,
+          labelSelected: selected.names.get('kp').isSelected,
+          regions: selected.regions.map(r => ({id: r.cleanId, label: r.labels ? r.labels[0] : null,
+                                               x: r.x, y: r.y, dynamic: r.dynamic}))};
+}"""
+EDITOR_IMAGE = """() => {  // the editor's image (a blob: URL): the largest image on the page
+  const width = i => i.getBoundingClientRect().width;
+  const img = Array.from(document.images).sort((a, b) => width(b) - width(a))[0];
+  const r = img.getBoundingClientRect();
+  return {left: r.left, top: r.top, width: r.width, height: r.height};
+}"""
+
+
+@pytest.fixture(scope="module")
+def interactive_project(label_studio, model_registry, lspet_dir, tmp_path_factory):
+    """A Label Studio project with our lsp14 config (``smart="true"`` keypoints), one LSPET task, our ML backend
+    connected as an interactive backend, and the task's predictions retrieved through Label Studio (its own
+    project, so the live loop's annotation counts stay untouched)."""
+    from label_studio_sdk import LabelStudio
+
+    from stack.process import BackendProcess
+
+    tmp = tmp_path_factory.mktemp("ml_backend_browser")
+    settings = {"models_dir": model_registry.root, "image_cache_dir": tmp / "cache", "state_dir": tmp / "state",
+                "torch_threads": 1}
+    with BackendProcess(tmp / "ml.log", settings, server="dev") as backend:
+        ls = LabelStudio(base_url=label_studio.url, api_key=label_studio.token)
+        created = ls.projects.create(title=f"interactive-{uuid.uuid4().hex[:8]}",
+                                     label_config=(REPO / "annotation_configs" / "lsp14.xml").read_text())
+        ls.import_storage.local.create(project=created.id, path=str(lspet_dir / "images"), title="lspet")
+        imported = ls.projects.import_tasks(id=created.id, request=[
+            {"image": "/data/local-files/?d=lspet/images/im00001.jpg"}], return_task_ids=True)
+        model_registry.set_current("tiny-v1", created.id)  # what linking through the coordinator does
+        ls.ml.create(project=created.id, url=backend.url, title="vl4pose", is_interactive=True,
+                     auth_method="BASIC_AUTH", basic_auth_user=backend.auth[0], basic_auth_pass=backend.auth[1])
+        ls.actions.create(id="retrieve_tasks_predictions", project=created.id,
+                          selected_items={"all": True, "excluded": []})
+        response = requests.patch(f"{label_studio.url}/api/projects/{created.id}/", headers=label_studio.headers,
+                                  json={"model_version": "tiny-v1"}, timeout=30)
+        assert response.status_code == 200, response.text
+        yield {"id": created.id, "task": imported.task_ids[0]}
+
+
+def _points(results: list[dict]) -> dict[str, list[tuple[float, float]]]:
+    """Label -> every (x, y) percent of that label among the keypointlabels results."""
+    points: dict[str, list[tuple[float, float]]] = {}
+    for r in results:
+        if r.get("type") == "keypointlabels":
+            points.setdefault(r["value"]["keypointlabels"][0], []).append((r["value"]["x"], r["value"]["y"]))
+    return points
+
+
+def test_a_smart_click_and_accept_all_leave_one_keypoint_per_label(interactive_project, label_studio, browser):
+    """The annotator's interactive correction as Label Studio 1.23.2 really does it: the label stream opens the task
+    with our served pre-annotation as the draft; Auto-Annotation on, the smart keypoint tool ("Auto-Detect"), a
+    label, one click on the image -> Label Studio asks our backend (``/interactive-annotating``) and shows its
+    answer as suggestions -> accept all (the bottom bar's ✓) -> submit. The annotation read back through the API
+    holds exactly one keypoint per label: the clicked one where it was put, the others where our re-solve put them.
+
+    Diagnostics (screenshots, what was sent and answered) go to a temporary folder outside the repository."""
+    diag = Path(tempfile.mkdtemp(prefix="vl4pose-interactive-"))
+    notes: dict = {}
+    task_id = interactive_project["task"]
+    page = browser.new_page()
+    try:
+        login(page, label_studio.url, label_studio.username, label_studio.password)
+        page.goto(f"{label_studio.url}/projects/{interactive_project['id']}/data?labeling=1")
+        page.wait_for_function("() => window.Htx && window.Htx.annotationStore.selected "
+                               "&& window.Htx.annotationStore.selected.regions.length > 0")
+        page.wait_for_timeout(1500)  # let the image lay out
+        notes["opened"] = opened = page.evaluate(INTERACTIVE_STORE)
+        page.screenshot(path=str(diag / "1-opened.png"))
+        served = _points([{"type": "keypointlabels",
+                           "value": {"x": r["x"], "y": r["y"], "keypointlabels": [r["label"]]}}
+                          for r in opened["regions"]])
+        assert len(served) == len(opened["regions"]) > 1, "the draft starts from our prediction, one region per label"
+
+        page.get_by_text("Auto-Annotation", exact=True).click()
+        page.wait_for_function("() => window.Htx.autoAnnotation === true")
+        label = sorted(served)[0]
+        x, y = served[label][0]
+        target = (x + 12.0 if x < 60 else x - 12.0, y + 6.0 if y < 70 else y - 6.0)  # away from the served point
+        smart_tool = page.locator("button.lsf-tool_smart").first  # "Auto-Detect" (it has no aria-label)
+        smart_tool.click()
+        page.locator(".lsf-labels .lsf-label").filter(has_text=label).first.click()
+        page.wait_for_function("() => window.Htx.annotationStore.selected.names.get('kp').isSelected")
+        if "lsf-tool_active" not in (smart_tool.get_attribute("class") or ""):
+            smart_tool.click()
+        assert "lsf-tool_active" in (smart_tool.get_attribute("class") or "")
+        box = page.evaluate(EDITOR_IMAGE)
+        with page.expect_request(lambda r: "/interactive-annotating" in r.url, timeout=180_000) as sent, \
+                page.expect_response(lambda r: "/interactive-annotating" in r.url, timeout=180_000) as answer:
+            page.mouse.click(box["left"] + target[0] / 100 * box["width"],
+                             box["top"] + target[1] / 100 * box["height"])
+        notes["sent"], notes["answer"] = sent.value.post_data_json, answer.value.json()
+        assert not notes["answer"].get("errors"), notes["answer"]
+        suggested = _points(notes["answer"]["data"]["result"])
+        page.wait_for_function("() => window.Htx.annotationStore.selected.suggestions.size > 0")
+        notes["after_click"] = shown = page.evaluate(INTERACTIVE_STORE)
+        page.screenshot(path=str(diag / "2-suggestions.png"))
+        clicks = [r for r in shown["regions"] if r["dynamic"]]
+        assert len(clicks) == 1 and clicks[0]["label"] == label, shown["regions"]
+        clicked = (clicks[0]["x"], clicks[0]["y"])
+        assert clicked == pytest.approx(target, abs=1.0), "the click landed where the test put it"
+        assert shown["suggestions"] == len(notes["answer"]["data"]["result"]) == len(suggested) >= len(served)
+        # accepting applies a still-selected label to every accepted region: the click unselects it by default
+        assert not shown["labelSelected"], "the keypoint label is still selected after the click"
+
+        page.locator("[data-testid=bottombar-accept-suggestions-button]").click()
+        page.wait_for_function("() => window.Htx.annotationStore.selected.suggestions.size === 0")
+        page.wait_for_timeout(1000)
+        notes["after_accept"] = page.evaluate(INTERACTIVE_STORE)
+        page.screenshot(path=str(diag / "3-accepted.png"))
+
+        url = f"{label_studio.url}/api/tasks/{task_id}/"
+        before = {a["id"] for a in requests.get(url, headers=label_studio.headers, timeout=30).json()["annotations"]}
+        page.locator("[data-testid=bottombar-submit-button]").first.click()
+        new: list = []
+
+        def submitted() -> bool:
+            annotations = requests.get(url, headers=label_studio.headers, timeout=30).json()["annotations"]
+            new[:] = [a for a in annotations if a["id"] not in before]
+            return bool(new)
+
+        wait_for(submitted, 120, "the submitted annotation in Label Studio")
+        notes["submitted"] = new
+    finally:
+        (diag / "notes.json").write_text(json.dumps(notes, indent=1, default=str))
+        print(f"browser diagnostics in {diag}")
+        page.close()
+
+    assert len(new) == 1, "one annotation submitted"
+    stored = _points(new[0]["result"])
+    counts = {name: len(xy) for name, xy in stored.items()}
+    assert set(counts) == set(served) | set(suggested) and set(counts.values()) == {1}, \
+        f"exactly one keypoint per label; got {counts}"
+    assert stored[label][0] == pytest.approx(clicked, abs=1e-2), "the clicked keypoint stays where it was put"
+    for name, [xy] in stored.items():
+        assert xy == pytest.approx(suggested[name][0], abs=1e-2), f"{name} is not where the re-solve put it"

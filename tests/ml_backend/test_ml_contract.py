@@ -170,7 +170,9 @@ def test_interactive_capture_with_lsp_config(client, image_server, name, lspet_d
     assert set(suggestion) == {"result", "score", "model_version"} and suggestion["model_version"] == "tiny-v1"
     assert 0.0 < suggestion["score"] < 1.0
     labels = [r["value"]["keypointlabels"][0] for r in suggestion["result"]]
-    assert "Left Wrist" not in labels and len(labels) == len(set(labels))
+    assert len(labels) == len(set(labels))  # one suggestion per label, the clicked one at the click
+    [clicked] = [r["value"] for r in suggestion["result"] if r["value"]["keypointlabels"] == ["Left Wrist"]]
+    assert (clicked["x"], clicked["y"]) == (click["value"]["x"], click["value"]["y"])
     for item in suggestion["result"]:
         check_keypoint_result(item, size)  # the LSPET image's own size, not the capture's 200x100
 

@@ -28,8 +28,10 @@ def test_suggestions_are_the_dp_solution_with_the_click_clamped(connected, lspet
     expected = Predictor(model_registry.path("tiny-v1")).predict(path, clamped={"left_wrist": (0.4 * w, 0.6 * h)})
     assert suggestion["score"] == pytest.approx(expected.score, abs=1e-6)
     got = {label_name(item): item for item in suggestion["result"]}
-    placed = {n for n, p in zip(expected.keypoint_names, expected.placed) if p} - {"left_wrist"}
-    assert set(got) == placed and "left_wrist" not in got
+    placed = {n for n, p in zip(expected.keypoint_names, expected.placed) if p} | {"left_wrist"}
+    assert set(got) == placed and len(got) == len(suggestion["result"])  # every label once, the clicked one too
+    clicked = got.pop("left_wrist")  # exactly where the annotator put it (Label Studio's own percentages)
+    assert (clicked["value"]["x"], clicked["value"]["y"], clicked["score"]) == (40.0, 60.0, 1.0)
     for name, item in got.items():
         i = expected.keypoint_names.index(name)
         xy = (item["value"]["x"] * w / 100, item["value"]["y"] * h / 100)
@@ -77,8 +79,44 @@ def test_several_clicks_are_all_clamped_and_negative_clicks_ignored(connected, l
               keypoint_click("Left Knee", 30.0, 80.0, w, h, is_positive=False),
               {"type": "choices", "from_name": "other", "value": {"choices": ["a"]}}]
     result = connected.post("/predict", json=predict_body([lspet_task(1, 1)], {"result": clicks})).json
-    names = {label_name(r) for r in result["results"][0]["result"]}
-    assert not names & {"neck", "head_top"}
+    at = {label_name(r): (r["value"]["x"], r["value"]["y"]) for r in result["results"][0]["result"]}
+    assert at["neck"] == (50.0, 20.0) and at["head_top"] == (50.0, 5.0)  # both clamped, suggested at the click
+    assert "left_knee" not in at or at["left_knee"] != (30.0, 80.0)  # the negative click is not clamped
+
+
+def _served(number: int, labels_xy: dict[str, tuple[float, float]], w: int, h: int, version: str = "tiny-v1",
+            prefix: str = "srv") -> dict:
+    """A task's prediction as Label Studio sends it with the task (result ids ``<prefix>-<label>``)."""
+    return {"model_version": version, "result": [
+        {**keypoint_click(label, x, y, w, h), "id": f"{prefix}-{label}", "origin": "prediction"}
+        for label, (x, y) in labels_xy.items()]}
+
+
+def test_suggestions_take_the_ids_of_the_draft_the_context_names(connected, lspet_dir):
+    """Label Studio 1.23.2 sends the clicked label's existing region (the served keypoint, no ``is_positive``) with
+    the click; its id names the prediction the draft was copied from, and every suggestion takes the id of that
+    prediction's region of its label, so that accepting them replaces the draft's keypoints instead of adding
+    a second one per label (measured in Chromium: tests/e2e/test_browser.py)."""
+    w, h = image_size(lspet_dir / "images" / "im00001.jpg")
+    labels = {"Neck": (50.0, 20.0), "Head Top": (50.0, 5.0), "Left Knee": (30.0, 70.0)}
+    task = lspet_task(1, 1)
+    task["predictions"] = [_served(1, labels, w, h, "tiny-v1"), _served(1, labels, w, h, "tiny-v1-raw", "raw")]
+    existing = {**keypoint_click("Neck", 50.0, 20.0, w, h), "id": "raw-Neck", "origin": "prediction"}
+    del existing["is_positive"]
+    click = keypoint_click("Neck", 40.0, 30.0, w, h, id="dyn1")
+    answer = connected.post("/predict", json=predict_body([task], {"result": [existing, click]})).json
+    result = {r["value"]["keypointlabels"][0]: r for r in answer["results"][0]["result"]}
+    assert (result["Neck"]["value"]["x"], result["Neck"]["value"]["y"]) == (40.0, 30.0)  # the click, not the draft's
+    for label in labels:  # the draft came from the raw prediction (the context's id says so)
+        if label in result:
+            assert result[label]["id"] == f"raw-{label}", label
+    others = [r["id"] for name, r in result.items() if name not in labels]
+    assert len(set(others)) == len(others) and not any(i.startswith(("raw-", "srv-")) for i in others)
+
+    # no context region names a prediction: the served version's prediction is assumed
+    answer = connected.post("/predict", json=predict_body([task], {"result": [click]})).json
+    ids = {r["value"]["keypointlabels"][0]: r["id"] for r in answer["results"][0]["result"]}
+    assert ids["Neck"] == "srv-Neck" and all(ids[label] == f"srv-{label}" for label in labels if label in ids)
 
 
 def test_person_box_from_rectangle_labels_is_used(make_app, image_server, lspet_dir):

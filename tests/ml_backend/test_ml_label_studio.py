@@ -136,8 +136,8 @@ def test_interactive_annotating_returns_the_re_solved_skeleton(project, label_st
     expected = predictor.predict(path, clamped={"neck": (0.45 * w, 0.30 * h)})
     assert data["score"] == pytest.approx(expected.score, abs=1e-4)
     got = {r["value"]["keypointlabels"][0].lower().replace(" ", "_"): r for r in data["result"]}
-    assert "neck" not in got
-    assert set(got) == {expected.keypoint_names[i] for i in np.flatnonzero(expected.placed)} - {"neck"}
+    assert (got["neck"]["value"]["x"], got["neck"]["value"]["y"]) == (45.0, 30.0)  # the click, where it was put
+    assert set(got) == {expected.keypoint_names[i] for i in np.flatnonzero(expected.placed)} | {"neck"}
     for name, item in got.items():
         i = expected.keypoint_names.index(name)
         xy = (item["value"]["x"] * w / 100, item["value"]["y"] * h / 100)
