@@ -20,7 +20,7 @@ from backend.services import sources
 from backend.services.base import Services
 from backend.services.configs import config_for, parse_config
 from backend.services.importer import import_items
-from backend.services.labelstudio import LabelStudioError
+from backend.services.labelstudio_client import LabelStudioError
 from backend.services.reconcile import reconcile
 from backend.services.rounds import current_round, open_round, version_name
 from backend.services.training import record_version

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.services.labelstudio import LabelStudioError, LabelStudioUnavailable
+from backend.services.labelstudio_client import LabelStudioError, LabelStudioUnavailable
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED_DATA = Path(os.environ.get("VL4POSE_SHARED_DATA", REPO.parent / "shared" / "data"))

@@ -8,7 +8,7 @@ from coord_fakes import SHARED_DATA, FakeLabelStudio
 
 from backend.errors import CoordinatorError
 from backend.services.images import ImageStore
-from backend.services.labelstudio import LabelStudioUnavailable
+from backend.services.labelstudio_client import LabelStudioUnavailable
 
 URL = "/data/local-files/?d=lspet/images/im00001.jpg"
 
