@@ -2,11 +2,12 @@
 Label Studio webhooks and reconcile, and a dashboard. ``create_app`` builds the web process; the worker
 (``python -m backend worker``) runs the jobs. See docs/COORDINATOR.md and docs/ARCHITECTURE.md.
 
-Dependency order (each layer imports only those before it): ``config``, ``errors``, ``models``, ``db`` ->
-``services.labelstudio``, ``services.images`` -> ``services.base`` (the :class:`~backend.services.base.Services`
-record) -> ``jobs.context`` (what a job handler sees) -> the other ``services`` -> one handler per job kind in
-``jobs`` -> ``jobs.runner``, ``jobs.queue`` -> ``runtime`` (the composition root) -> ``web`` -> ``worker``,
-``huey_app``, ``cli``.
+Dependency order (each layer imports only those before it): ``config``, ``errors``, ``models`` (``base`` ->
+``projects``, ``records``), ``db`` -> ``services.labelstudio_client`` -> ``services.labelstudio``,
+``services.images`` -> ``services.base`` (the :class:`~backend.services.base.Services` record and the
+``JobQueue`` protocol) -> ``jobs.context`` (what a job handler sees) -> the other ``services`` (each function
+receives the parts it uses) -> one handler per job kind in ``jobs`` -> ``jobs.runner``, ``jobs.queue`` ->
+``runtime`` (the composition root) -> ``web`` -> ``worker``, ``huey_app``, ``cli``.
 """
 
 from __future__ import annotations

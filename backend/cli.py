@@ -194,10 +194,10 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "link":
         return _link(services, args)
     if args.command == "close-round":
-        print(f"round closed; job {close_round(services, args.project)} queued")
+        print(f"round closed; job {close_round(services.db, services.jobs, args.project)} queued")
         return 0
     if args.command == "reconcile":
-        processed = process_pending(services)
+        processed = process_pending(services.db, services.jobs)
         result = reconcile(services, args.project) if args.project else reconcile_all_projects(services)
         print(json.dumps({"events_processed": processed, "reconcile": result}, indent=2))
         return 0

@@ -15,8 +15,10 @@ class EvaluateHandler(Handler):
     def run(self, ctx: JobContext) -> None:
         version = ctx.payload["version"]
         ctx.progress(0.1, f"evaluating {version} on the held-out set", force=True)
-        metrics = evaluate_version(ctx.services, ctx.project_id, ctx.services.registry().path(version))
-        with ctx.services.db.session() as session:
+        services = ctx.services
+        checkpoint = services.registry().path(version)
+        metrics = evaluate_version(services.db, services.images, services.settings, ctx.project_id, checkpoint)
+        with services.db.session() as session:
             row = session.scalar(select(ModelVersion).where(ModelVersion.version == version))
             if row is not None:
                 row.metrics = clean({**(row.metrics or {}), **metrics})

@@ -15,7 +15,7 @@ class ExportHandler(Handler):
 
     def run(self, ctx: JobContext) -> None:
         payload = {**ctx.payload, "project_id": ctx.project_id}
-        out = export_path(ctx.services, ctx.job_id, payload)
+        out = export_path(ctx.services.job_dir(ctx.job_id), payload)
         ctx.dir  # noqa: B018 - creates the job folder
         if out.is_file():  # a re-run after the zip was already moved into place
             ctx.save_payload(file=out.name)

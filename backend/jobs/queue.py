@@ -60,14 +60,14 @@ def register_tasks(huey: Huey, services: Services) -> Tasks:
     @huey.task(name="vl4pose.process_events", priority=10)
     @_stable
     def process_events() -> None:
-        process_pending(services)
+        process_pending(services.db, services.jobs)
 
     @huey.periodic_task(crontab(minute=f"*/{services.settings.reconcile_minutes}"), name="vl4pose.reconcile_all")
     @_stable
     def reconcile_all() -> None:
-        process_pending(services)
+        process_pending(services.db, services.jobs)
         reconcile_all_projects(services)
-        prune_inbox(services)
+        prune_inbox(services.db, services.settings.inbox_keep_days)
 
     @huey.periodic_task(crontab(minute="*"), name="vl4pose.recover_jobs")
     @_stable

@@ -51,11 +51,11 @@ class RankHandler(Handler):
         if "started" not in ctx.payload:
             ctx.save_payload(started=time.time())
             if not ctx.payload.get("initial"):
-                set_round_state(services, ctx.round_id, RoundState.RANKING)
+                set_round_state(services.db, ctx.round_id, RoundState.RANKING)
         if not ctx.payload.get("listed"):
             self._list(ctx, project, version)
         self._help(ctx)
-        states = shard_states(services, ctx.job_id)
+        states = shard_states(services.db, ctx.job_id)
         total = sum(states.values())
         done = states.get(JobState.DONE, 0)
         if states.get(JobState.FAILED):
@@ -111,7 +111,7 @@ class RankHandler(Handler):
         size = services.settings.rank_shard_size
         while True:
             page = int(ctx.payload.get("pages", 0)) + 1
-            tasks, seen = unlabelled_page(services, project, page, size)
+            tasks, seen = unlabelled_page(services.db, services.ls(), project, page, size)
             created: int | None = None
             with services.db.session() as session:
                 if tasks:
@@ -160,7 +160,8 @@ class RankHandler(Handler):
             ctx.save_payload(previous=previous if previous != version else None)
             previous = ctx.payload["previous"]
         registry.set_current(version, project.ls_project_id)  # this project's model only
-        pruned = prune_predictions(services, project.id, project.ls_project_id, {version, previous or ""}, version)
+        keep = {version, previous or ""}
+        pruned = prune_predictions(services.db, ls, project.id, project.ls_project_id, keep, version)
         ctx.save_payload(pruned=pruned)
         rank_s = time.time() - float(ctx.payload.get("started", time.time()))
         self._finish_round(ctx, project, version, rank_s, ranked, failed, shards, pruned)
@@ -208,12 +209,12 @@ class RankHandler(Handler):
 
     def failed(self, ctx: JobContext, message: str) -> None:
         if not ctx.payload.get("initial"):
-            set_round_state(ctx.services, ctx.round_id, RoundState.FAILED, f"ranking failed: {message}")
+            set_round_state(ctx.services.db, ctx.round_id, RoundState.FAILED, f"ranking failed: {message}")
 
     def reset(self, services: Services, job_id: int) -> None:
         """Before a failed ranking is retried by hand: its round goes back to ranking, its failed shards are queued
         again (with no heartbeat, so the next check re-queues them at once); listed pages and done shards stay."""
-        reset_round(services, job_id, RoundState.RANKING)
+        reset_round(services.db, job_id, RoundState.RANKING)
         with services.db.session() as session:
             session.execute(
                 update(Job)

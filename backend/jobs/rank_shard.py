@@ -23,7 +23,7 @@ class RankShardHandler(Handler):
         tasks = [(int(t), str(u)) for t, u in ctx.payload.get("tasks", [])]
         failed = predict_tasks(ctx, project, version, tasks) if tasks else 0
         if is_joint(project.strategy):  # the rank job orders the whole round, then imports (queue_order)
-            ranked, imported = stored_count(services, project, version, [t for t, _ in tasks]), 0
+            ranked, imported = stored_count(services.db, project, version, [t for t, _ in tasks]), 0
         else:
             ranked = imported = import_predictions(ctx, project, version, [t for t, _ in tasks]) if tasks else 0
         ctx.payload.pop("tasks", None)

@@ -15,7 +15,7 @@ class ReconcileHandler(Handler):
 
     def run(self, ctx: JobContext) -> None:
         ctx.progress(0.05, "processing pending webhook events", force=True)
-        processed = process_pending(ctx.services)
+        processed = process_pending(ctx.services.db, ctx.services.jobs)
         ctx.progress(0.2, "reading annotations from Label Studio", force=True)
         result = reconcile(ctx.services, ctx.project_id, full=ctx.payload.get("full"))
         ctx.payload.update(events_processed=processed, result=result)

@@ -30,18 +30,18 @@ class TrainHandler(Handler):
         services, payload = ctx.services, ctx.payload
         version, parent = payload["version"], payload.get("parent")
         registry = services.registry()
-        set_round_state(services, ctx.round_id, RoundState.TRAINING)
+        set_round_state(services.db, ctx.round_id, RoundState.TRAINING)
         if not registry.exists(version):
             started = time.monotonic()
             ctx.progress(0.0, "reading annotations from Label Studio", force=True)
             reconcile(services, ctx.project_id, close_rounds=False)
             checkpoint, train_images = self._train(ctx, parent)
             train_s = time.monotonic() - started
-            set_round_state(services, ctx.round_id, RoundState.EVALUATING)
+            set_round_state(services.db, ctx.round_id, RoundState.EVALUATING)
             ctx.progress(0.9, "evaluating on the held-out set", force=True)
             started = time.monotonic()
-            metrics = evaluate_version(services, ctx.project_id, checkpoint)
-            add_timing(services, ctx.round_id, train_s=train_s, evaluate_s=time.monotonic() - started)
+            metrics = evaluate_version(services.db, services.images, services.settings, ctx.project_id, checkpoint)
+            add_timing(services.db, ctx.round_id, train_s=train_s, evaluate_s=time.monotonic() - started)
             ctx.progress(0.98, f"publishing {version}", force=True)
             registry.publish(
                 checkpoint, version, parent=parent, make_current=False, train_images=train_images, **metrics
@@ -50,7 +50,8 @@ class TrainHandler(Handler):
         metrics = {k: v for k, v in info.items() if k.startswith("holdout")}
         metrics.update(calibration_summary(ctx.dir / "run" / "best"))
         record_version(
-            services, ctx.project_id, ctx.round_id, version, parent, int(info.get("train_images", 0)), metrics
+            services.db, registry, ctx.project_id, ctx.round_id, version, parent, int(info.get("train_images", 0)),
+            metrics,
         )
         with services.db.session() as session:
             round_ = session.get(Round, ctx.round_id)
@@ -78,17 +79,17 @@ class TrainHandler(Handler):
             round_number = session.get(Round, ctx.round_id).number if ctx.round_id else 0
         snapshot = ctx.dir / "samples.json"
         if not snapshot.is_file():
-            records = labelled_records(services, ctx.project_id, holdout=False)
+            records = labelled_records(services.db, ctx.project_id, holdout=False)
             snapshot.write_text(json.dumps(records))
         records = json.loads(snapshot.read_text())
         ctx.progress(0.02, f"fetching {len(records)} labelled images", force=True)
-        samples, unreadable = records_to_samples(services, records, skeleton.num_keypoints)
+        samples, unreadable = records_to_samples(services.images, records, skeleton.num_keypoints)
         train, val = split_validation(samples, services.settings.train_val_fraction)
-        current = current_round_count(services, ctx.round_id, val)
+        current = current_round_count(services.db, ctx.round_id, val)
         init = load_checkpoint(services.registry().path(parent)) if parent else None
         model_config = init.model_config if init is not None else preset(services.settings.train_preset)
         if "train" not in ctx.payload:
-            ctx.save_payload(train=train_config(services, round_number, list(init.heads) if init else []))
+            ctx.save_payload(train=train_config(services.settings, round_number, list(init.heads) if init else []))
         fields = dict(ctx.payload["train"])
         fields["heads"] = tuple(fields.get("heads", ()))
         config = TrainConfig(**fields)
@@ -128,10 +129,10 @@ class TrainHandler(Handler):
         return ctx.dir / "run" / "best", len(train)
 
     def failed(self, ctx: JobContext, message: str) -> None:
-        set_round_state(ctx.services, ctx.round_id, RoundState.FAILED, f"training failed: {message}")
+        set_round_state(ctx.services.db, ctx.round_id, RoundState.FAILED, f"training failed: {message}")
 
     def reset(self, services: Services, job_id: int) -> None:
         folder = services.job_dir(job_id)
         (folder / "samples.json").unlink(missing_ok=True)
         shutil.rmtree(folder / "run", ignore_errors=True)
-        reset_round(services, job_id, RoundState.TRAINING)
+        reset_round(services.db, job_id, RoundState.TRAINING)

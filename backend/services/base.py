@@ -1,8 +1,9 @@
-"""What services and job handlers receive: the :class:`Services` record of the coordinator's built parts.
+"""The :class:`Services` record of the coordinator's built parts, and the :class:`JobQueue` protocol.
 
-:mod:`backend.runtime` (the composition root) builds one per process (web app or worker) and fills in the parts
-that need the record themselves (the job runner, the queue's tasks). This module only describes them: the job
-runner is seen through the :class:`JobQueue` protocol, so no service imports :mod:`backend.jobs`.
+:mod:`backend.runtime` (the composition root) builds one record per process (web app or worker) and fills in the
+parts that need the record themselves (the job runner, the queue's tasks). Job handlers and the web layer hold the
+record and hand each service function the parts it uses; services see the job runner through the
+:class:`JobQueue` protocol, so no service imports :mod:`backend.jobs`.
 """
 
 from __future__ import annotations

@@ -19,21 +19,20 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 from sqlalchemy import delete, select
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.orm import Session
 
+from backend.db import Database
 from backend.errors import TransientError
 from backend.models import EventState, Project, Round, WebhookEvent, utcnow
 from backend.services.annotations import check_db_int, mark_deleted, upsert_annotation
-from backend.services.base import Services
+from backend.services.base import JobQueue
 from backend.services.rounds import check_budget, refresh_stats
 from vl4pose.errors import DataError, VL4PoseError
-
-if TYPE_CHECKING:
-    from sqlalchemy.orm import Session
 
 log = logging.getLogger(__name__)
 
@@ -93,12 +92,12 @@ def validate_event(body: Any) -> tuple[str, int | None]:
     return action, project_id
 
 
-def store_event(services: Services, body: dict) -> int:
+def store_event(db: Database, body: dict) -> int:
     """Validate and store one event in the inbox; returns its id (raises :class:`EventError`)."""
     action, project_id = validate_event(body)
     if isinstance(body.get("project"), dict):
         body = {**body, "project": {k: v for k, v in body["project"].items() if k not in _DROP}}
-    with services.db.session() as session:
+    with db.session() as session:
         event = WebhookEvent(
             action=action, ls_project_id=project_id, body=body, received_at=utcnow(), state=EventState.PENDING
         )
@@ -136,7 +135,7 @@ def apply_event(session: Session, event: WebhookEvent) -> int | None:
     return None
 
 
-def process_event(services: Services, event_id: int) -> tuple[EventState | None, int | None]:
+def process_event(db: Database, event_id: int) -> tuple[EventState | None, int | None]:
     """Process one pending event in its own transaction; returns (its new state, project id touched), or
     (None, None) when it was no longer pending (another worker took it, or it was dismissed meanwhile).
 
@@ -144,7 +143,7 @@ def process_event(services: Services, event_id: int) -> tuple[EventState | None,
     is raised (the event stays pending) after noting the reason on the event when the database allows it.
     """
     try:
-        with services.db.session() as session:
+        with db.session() as session:
             event = session.get(WebhookEvent, event_id)
             if event is None or event.state != EventState.PENDING:
                 return None, None
@@ -168,15 +167,15 @@ def process_event(services: Services, event_id: int) -> tuple[EventState | None,
     except Exception as exc:
         if not is_infrastructure(exc):
             raise
-        _note_pending(services, event_id, exc)
+        _note_pending(db, event_id, exc)
         raise
 
 
-def _note_pending(services: Services, event_id: int, exc: BaseException) -> None:
+def _note_pending(db: Database, event_id: int, exc: BaseException) -> None:
     """Best effort: say on a still-pending event why its last attempt could not run."""
     log.warning("webhook event %d left pending (will retry): %s", event_id, describe(exc))
     try:
-        with services.db.session() as session:
+        with db.session() as session:
             event = session.get(WebhookEvent, event_id)
             if event is not None and event.state == EventState.PENDING:
                 event.attempts += 1
@@ -185,7 +184,7 @@ def _note_pending(services: Services, event_id: int, exc: BaseException) -> None
         log.warning("could not note the reason on webhook event %d: %s", event_id, describe(again))
 
 
-def process_pending(services: Services, limit: int | None = None) -> int:
+def process_pending(db: Database, jobs: JobQueue, limit: int | None = None) -> int:
     """Process pending events in arrival order, each on its own, then close rounds whose budget is reached.
 
     Returns the number of events that left the pending state (applied, ignored or failed). An
@@ -194,7 +193,7 @@ def process_pending(services: Services, limit: int | None = None) -> int:
     done, after, touched = 0, 0, set()
     try:
         while limit is None or done < limit:
-            with services.db.session() as session:
+            with db.session() as session:
                 ids = session.scalars(
                     select(WebhookEvent.id)
                     .where(WebhookEvent.state == EventState.PENDING, WebhookEvent.id > after)
@@ -205,7 +204,7 @@ def process_pending(services: Services, limit: int | None = None) -> int:
                 break
             for event_id in ids:
                 after = event_id
-                state, project_id = process_event(services, event_id)
+                state, project_id = process_event(db, event_id)
                 if project_id is not None:
                     touched.add(project_id)
                 if state is not None:
@@ -217,7 +216,7 @@ def process_pending(services: Services, limit: int | None = None) -> int:
                     done, describe(exc))
     for project_id in touched:
         try:
-            check_budget(services, project_id)
+            check_budget(db, jobs, project_id)
         except Exception as exc:
             if not is_infrastructure(exc):
                 raise
@@ -227,15 +226,14 @@ def process_pending(services: Services, limit: int | None = None) -> int:
     return done
 
 
-def prune_inbox(services: Services) -> int:
-    """Delete finished events older than ``VL4POSE_INBOX_KEEP_DAYS`` (0 keeps them forever); failed and
+def prune_inbox(db: Database, days: int) -> int:
+    """Delete finished events older than ``days`` (``VL4POSE_INBOX_KEEP_DAYS``; 0 keeps them forever); failed and
     pending ones stay until they are retried or dismissed."""
-    days = services.settings.inbox_keep_days
     if days <= 0:
         return 0
     cutoff = utcnow() - dt.timedelta(days=days)
     finished = (EventState.DONE, EventState.IGNORED, EventState.DISMISSED)
-    with services.db.session() as session:
+    with db.session() as session:
         result = session.execute(
             delete(WebhookEvent).where(WebhookEvent.state.in_(finished), WebhookEvent.received_at < cutoff)
         )

@@ -24,12 +24,14 @@ from typing import Any
 import numpy as np
 from sqlalchemy import select
 
+from backend.db import Database
 from backend.errors import Conflict, CoordinatorError, NotFound, TransientError
 from backend.models import AnnotationRecord, JobKind, Project, Round
 from backend.services.annotations import keypoints_from_json
-from backend.services.base import Services
+from backend.services.base import JobQueue, Services
 from backend.services.export_formats import FORMATS, ExportItem, ExportSet, check_format, write
 from backend.services.history import latest_per_task, versions_as_of
+from backend.services.images import ImageStore
 from backend.services.reconcile import reconcile
 from vl4pose.data.sample import image_size
 from vl4pose.errors import ImageError
@@ -42,9 +44,9 @@ Progress = Callable[[float, str], None]
 IMAGE_CHUNK = 64
 
 
-def check_request(services: Services, project_id: int, fmt: str, round_number: int | None) -> None:
+def check_request(db: Database, project_id: int, fmt: str, round_number: int | None) -> None:
     """Validate an export request cheaply (project, format vs skeleton, round, at least one annotation)."""
-    collect(services, project_id, fmt, round_number)
+    collect(db, project_id, fmt, round_number)
 
 
 def check_out(out: Path) -> None:
@@ -55,14 +57,14 @@ def check_out(out: Path) -> None:
         raise CoordinatorError(f"folder {out.parent} does not exist; create it or choose another --out path")
 
 
-def collect(services: Services, project_id: int, fmt: str, round_number: int | None) -> ExportSet:
+def collect(db: Database, project_id: int, fmt: str, round_number: int | None) -> ExportSet:
     """The annotations to export (images not yet fetched).
 
     Raises:
         NotFound: no such project. CoordinatorError: unknown format, a skeleton the format cannot hold, a round
         the project never had, or nothing to export.
     """
-    with services.db.session() as session:
+    with db.session() as session:
         project = session.get(Project, project_id)
         if project is None:
             raise NotFound(f"project {project_id} does not exist; `python -m backend status` lists the projects")
@@ -131,7 +133,7 @@ def _image_name(url: str) -> str:
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in name) or "image"
 
 
-def fetch_images(services: Services, export: ExportSet, progress: Progress) -> None:
+def fetch_images(images: ImageStore, export: ExportSet, progress: Progress) -> None:
     """Find (or download) every item's image, read its size and give it a unique file name.
 
     Raises:
@@ -142,7 +144,7 @@ def fetch_images(services: Services, export: ExportSet, progress: Progress) -> N
     missing: list[str] = []
     for start in range(0, len(items), IMAGE_CHUNK):
         chunk = items[start : start + IMAGE_CHUNK]
-        for item, found in zip(chunk, services.images.get_many([i.image_url for i in chunk])):
+        for item, found in zip(chunk, images.get_many([i.image_url for i in chunk])):
             if isinstance(found, TransientError):
                 raise found
             if isinstance(found, CoordinatorError) or not item.image_url:
@@ -190,13 +192,13 @@ def export_dataset(
     out = Path(out)
     report = progress or (lambda fraction, stage: None)
     check_out(out)
-    collect(services, project_id, fmt, round_number)  # fail fast, before talking to Label Studio
+    collect(services.db, project_id, fmt, round_number)  # fail fast, before talking to Label Studio
     if sync and round_number is None:
         report(0.01, "reading annotations from Label Studio")
         reconcile(services, project_id, close_rounds=False)
-    export = collect(services, project_id, fmt, round_number)
+    export = collect(services.db, project_id, fmt, round_number)
     report(0.05, f"{len(export.items)} annotations; reading images")
-    fetch_images(services, export, report)
+    fetch_images(services.images, export, report)
     report(0.8, "writing files")
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
@@ -246,17 +248,17 @@ def export_file_name(project_id: int, fmt: str, round_number: int | None) -> str
     return f"project-{project_id}-{fmt}{suffix}.zip"
 
 
-def submit_export(services: Services, project_id: int, fmt: Any, round_number: Any = None) -> int:
+def submit_export(db: Database, jobs: JobQueue, project_id: int, fmt: Any, round_number: Any = None) -> int:
     """Validate a request and queue an ``export`` job; returns its id (the zip is in its payload when done)."""
     if not isinstance(fmt, str):
         raise CoordinatorError(f"'format' must be one of {list(FORMATS)}")
     if round_number is not None and (isinstance(round_number, bool) or not isinstance(round_number, int)):
         raise CoordinatorError("'round' must be an integer round number or null")
-    check_request(services, project_id, fmt, round_number)
-    return services.jobs.submit(JobKind.EXPORT, project_id, None, {"format": fmt, "round": round_number})
+    check_request(db, project_id, fmt, round_number)
+    return jobs.submit(JobKind.EXPORT, project_id, None, {"format": fmt, "round": round_number})
 
 
-def export_path(services: Services, job_id: int, payload: dict) -> Path:
-    """Where an export job writes its zip (inside the job's folder)."""
+def export_path(job_dir: Path, payload: dict) -> Path:
+    """Where an export job writes its zip (inside the job's folder ``job_dir``)."""
     name = export_file_name(int(payload.get("project_id", 0)), payload["format"], payload.get("round"))
-    return services.job_dir(job_id) / name
+    return job_dir / name

@@ -12,7 +12,8 @@ import logging
 import urllib.parse
 from pathlib import Path
 
-from backend.services.base import Services
+from backend.config import Settings
+from backend.services.labelstudio import LabelStudio
 from backend.services.sources import Item, annotation_results, local_files_url
 
 
@@ -21,10 +22,10 @@ log = logging.getLogger(__name__)
 UPLOAD_CHUNK = 20
 
 
-def _existing(services: Services, ls_project_id: int, image_key: str) -> tuple[set[str], set[str]]:
+def _existing(ls: LabelStudio, ls_project_id: int, image_key: str) -> tuple[set[str], set[str]]:
     """URLs and uploaded file names already in the project."""
     urls, names = set(), set()
-    for task in services.ls().list_tasks(ls_project_id):
+    for task in ls.list_tasks(ls_project_id):
         url = (task.get("data") or {}).get(image_key)
         if isinstance(url, str):
             urls.add(url)
@@ -35,23 +36,36 @@ def _existing(services: Services, ls_project_id: int, image_key: str) -> tuple[s
 
 
 def import_items(
-    services: Services, ls_project_id: int, items: list[Item], config: dict, mode: str, with_annotations: bool
+    ls: LabelStudio,
+    settings: Settings,
+    ls_project_id: int,
+    items: list[Item],
+    config: dict,
+    mode: str,
+    with_annotations: bool,
 ) -> tuple[int, int]:
-    """Create the tasks; returns (tasks created, annotations created)."""
+    """Create the tasks; returns (tasks created, annotations created). ``settings``: the local-files root and how many
+    tasks one import request holds."""
     if not items:
         return 0, 0
     key = config["image_key"]
-    urls, names = _existing(services, ls_project_id, key)
+    urls, names = _existing(ls, ls_project_id, key)
     if mode == "local-files":
-        return _import_local(services, ls_project_id, items, config, urls, with_annotations)
+        return _import_local(ls, settings, ls_project_id, items, config, urls, with_annotations)
     todo = [i for i in items if i.path.name not in names]
-    return _upload(services, ls_project_id, todo, config, with_annotations)
+    return _upload(ls, ls_project_id, todo, config, with_annotations)
 
 
 def _import_local(
-    services: Services, ls_project_id: int, items: list[Item], config: dict, existing: set[str], with_annotations: bool
+    ls: LabelStudio,
+    settings: Settings,
+    ls_project_id: int,
+    items: list[Item],
+    config: dict,
+    existing: set[str],
+    with_annotations: bool,
 ) -> tuple[int, int]:
-    ls, root = services.ls(), Path(services.settings.label_studio_files_root)
+    root = Path(settings.label_studio_files_root)
     storages = {s.get("path", "").rstrip("/") for s in ls.local_storages(ls_project_id)}
     for folder in sorted({str(i.path.parent) for i in items}):
         if not any(folder == s or folder.startswith(s + "/") for s in storages if s):
@@ -67,7 +81,7 @@ def _import_local(
             task["annotations"] = [{"result": annotation_results(item, config)}]
             annotations += 1
         tasks.append(task)
-    chunk = services.settings.import_chunk
+    chunk = settings.import_chunk
     created = 0
     for start in range(0, len(tasks), chunk):
         created += len(ls.import_tasks(ls_project_id, tasks[start : start + chunk]))
@@ -78,9 +92,8 @@ def _import_local(
 
 
 def _upload(
-    services: Services, ls_project_id: int, items: list[Item], config: dict, with_annotations: bool
+    ls: LabelStudio, ls_project_id: int, items: list[Item], config: dict, with_annotations: bool
 ) -> tuple[int, int]:
-    ls = services.ls()
     created, annotations = 0, 0
     for start in range(0, len(items), UPLOAD_CHUNK):
         chunk = items[start : start + UPLOAD_CHUNK]

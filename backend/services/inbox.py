@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
+from backend.db import Database
 from backend.errors import Conflict, NotFound
 from backend.models import EventState, WebhookEvent, utcnow
-from backend.services.base import Services
-
-if TYPE_CHECKING:
-    from sqlalchemy.orm import Session
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +76,10 @@ def event_report(session: Session, ls_project_id: int, now: dt.datetime | None =
     }
 
 
-def retry_event(services: Services, event_id: int) -> dict[str, Any]:
-    """Put a failed or dismissed event back in the queue (and queue processing); 409 for other states."""
-    with services.db.session() as session:
+def retry_event(db: Database, process_events: Callable[[], Any], event_id: int) -> dict[str, Any]:
+    """Put a failed or dismissed event back in the queue and queue processing (``process_events``: the queue's
+    task); 409 for other states."""
+    with db.session() as session:
         event = _get(session, event_id)
         if event.state not in (EventState.FAILED, EventState.DISMISSED):
             raise Conflict(f"webhook event {event_id} is {event.state.value}; only failed or dismissed events retry")
@@ -87,17 +87,17 @@ def retry_event(services: Services, event_id: int) -> dict[str, Any]:
         summary = event_summary(event)
     log.info("webhook event %d queued again by hand", event_id)
     try:
-        services.tasks.process_events()
+        process_events()
     except Exception as exc:  # the event is pending: the next run takes it
         log.warning("could not queue processing after retrying event %d: %s", event_id, exc)
-    with services.db.session() as session:  # immediate queues have processed it by now
+    with db.session() as session:  # immediate queues have processed it by now
         event = session.get(WebhookEvent, event_id)
         return event_summary(event) if event is not None else summary
 
 
-def dismiss_event(services: Services, event_id: int) -> dict[str, Any]:
+def dismiss_event(db: Database, event_id: int) -> dict[str, Any]:
     """Drop a failed or pending (stuck) event: it is marked dismissed and never processed; 409 otherwise."""
-    with services.db.session() as session:
+    with db.session() as session:
         event = _get(session, event_id)
         if event.state not in (EventState.FAILED, EventState.PENDING):
             raise Conflict(f"webhook event {event_id} is {event.state.value}; only failed or pending events dismiss")

@@ -9,17 +9,19 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
-from backend.config import ACQUISITION_STRATEGIES
+from backend.config import ACQUISITION_STRATEGIES, Settings
+from backend.db import Database
 from backend.errors import CoordinatorError
 from backend.models import HoldoutSample, JobKind, Project
 from backend.services import sources
 from backend.services.base import Services
 from backend.services.configs import config_for, parse_config
 from backend.services.importer import import_items
+from backend.services.labelstudio import LabelStudio
 from backend.services.labelstudio_client import LabelStudioError
 from backend.services.reconcile import reconcile
 from backend.services.rounds import current_round, open_round, version_name
@@ -27,6 +29,8 @@ from backend.services.training import record_version
 from vl4pose.errors import CheckpointError
 from vl4pose.skeletons import SKELETONS, get_skeleton
 
+if TYPE_CHECKING:
+    from vl4pose.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
 
@@ -201,12 +205,13 @@ def link_project(services: Services, request: LinkRequest) -> LinkResult:
         holdout_count = added
     result = LinkResult(project_id, ls_project_id, holdout_samples=holdout_count, image_source=mode, warnings=warnings)
     result.tasks_imported, result.annotations_imported = import_items(
-        services, ls_project_id, items, label_config, mode, request.labels == "annotations"
+        ls, settings, ls_project_id, items, label_config, mode, request.labels == "annotations"
     )
+    registry = services.registry()
     if init is not None:
-        result.initial_version = _publish_initial(services, project_id, init)
-    services.registry().link_project(ls_project_id, skeleton=skeleton.name)  # the ML backend serves linked projects
-    _connect(services, project_id, ls_project_id, result)
+        result.initial_version = _publish_initial(services.db, registry, project_id, init)
+    registry.link_project(ls_project_id, skeleton=skeleton.name)  # the ML backend serves linked projects
+    _connect(services.db, ls, settings, project_id, ls_project_id, result)
     reconcile(services, project_id, close_rounds=False)  # imported annotations are recorded before round 1
     with services.db.session() as session:
         project = session.get(Project, project_id)
@@ -243,17 +248,18 @@ def _store_holdout(session, project: Project, items: list[sources.Item]) -> int:
     return len(rows)
 
 
-def _publish_initial(services: Services, project_id: int, folder: Path) -> str:
-    with services.db.session() as session:
+def _publish_initial(db: Database, registry: ModelRegistry, project_id: int, folder: Path) -> str:
+    with db.session() as session:
         version = version_name(session.get(Project, project_id), 0)
-    services.registry().publish(folder, version, parent=None, make_current=False, initial_checkpoint=str(folder))
-    record_version(services, project_id, None, version, None, 0, {})
+    registry.publish(folder, version, parent=None, make_current=False, initial_checkpoint=str(folder))
+    record_version(db, registry, project_id, None, version, None, 0, {})
     return version
 
 
-def _connect(services: Services, project_id: int, ls_project_id: int, result: LinkResult) -> None:
+def _connect(
+    db: Database, ls: LabelStudio, settings: Settings, project_id: int, ls_project_id: int, result: LinkResult
+) -> None:
     """Register the ML backend and the webhook (once each) and switch on uncertainty sampling."""
-    settings, ls = services.settings, services.ls()
     if settings.ml_backend_url:
         found = [
             b for b in ls.ml_backends(ls_project_id) if b["url"].rstrip("/") == settings.ml_backend_url.rstrip("/")
@@ -283,6 +289,6 @@ def _connect(services: Services, project_id: int, ls_project_id: int, result: Li
     ls.update_project(ls_project_id, sampling="Uncertainty sampling")
     views = [v["id"] for v in ls.views(ls_project_id) if v["title"] == QUEUE_VIEW]
     result.view_id = views[0] if views else ls.add_view(ls_project_id, QUEUE_VIEW, ["tasks:predictions_score"])
-    with services.db.session() as session:
+    with db.session() as session:
         project = session.get(Project, project_id)
         project.ml_backend_id, project.webhook_id = result.ml_backend_id, result.webhook_id

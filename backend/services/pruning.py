@@ -24,21 +24,22 @@ import logging
 from sqlalchemy import delete, select
 
 from backend.errors import CoordinatorError
+from backend.db import Database
 from backend.models import ModelVersion, TaskPrediction
-from backend.services.base import Services
+from backend.services.labelstudio import LabelStudio
 
 
 log = logging.getLogger(__name__)
 
 
 def prune_predictions(
-    services: Services, project_id: int, ls_project_id: int, keep: set[str], current: str | None
+    db: Database, ls: LabelStudio, project_id: int, ls_project_id: int, keep: set[str], current: str | None
 ) -> dict[str, int | str]:
     """Delete the predictions of every version of the project not in ``keep``; ``current``: the version the
     queue uses (restored on the project if Label Studio cleared it). Returns counts (``label_studio``,
     ``coordinator``, ``versions``) and ``error`` when Label Studio could not be pruned."""
     keep = {v for v in keep if v}
-    with services.db.session() as session:
+    with db.session() as session:
         ours = set(session.scalars(select(ModelVersion.version).where(ModelVersion.project_id == project_id)))
         deleted_rows = session.execute(
             delete(TaskPrediction).where(
@@ -47,7 +48,6 @@ def prune_predictions(
         ).rowcount
     result: dict[str, int | str] = {"coordinator": int(deleted_rows or 0), "label_studio": 0, "versions": 0}
     try:
-        ls = services.ls()
         stale = [v for v, count in ls.model_versions(ls_project_id).items() if v in ours and v not in keep and count]
         for version in stale:
             result["label_studio"] = int(result["label_studio"]) + ls.delete_predictions(ls_project_id, version)

@@ -26,11 +26,11 @@ from typing import Any
 import numpy as np
 from sqlalchemy import func, select
 
+from backend.db import Database
 from backend.errors import CoordinatorError
 from backend.jobs.context import JobContext
 from backend.models import Project, TaskPrediction
 from backend.services.annotations import keypoints_from_json, keypoints_to_json
-from backend.services.base import Services
 from vl4pose.data.labelstudio import keypoints_to_results
 from vl4pose.errors import ImageError
 
@@ -164,11 +164,11 @@ def import_predictions(ctx: JobContext, project: Project, version: str, task_ids
                      f"importing predictions into Label Studio: {imported}/{total}")
 
 
-def stored_count(services: Services, project: Project, version: str, task_ids: list[int]) -> int:
+def stored_count(db: Database, project: Project, version: str, task_ids: list[int]) -> int:
     """How many of these tasks have a stored prediction of ``version``."""
     if not task_ids:
         return 0
-    with services.db.session() as session:
+    with db.session() as session:
         return int(session.scalar(select(func.count()).select_from(TaskPrediction).where(
             TaskPrediction.project_id == project.id, TaskPrediction.model_version == version,
             TaskPrediction.task_id.in_(task_ids))) or 0)

@@ -7,21 +7,24 @@ import logging
 
 from sqlalchemy import func, select
 
+from backend.db import Database
 from backend.models import AnnotationRecord, AnnotationStatus, Job, JobState, Project
-from backend.services.base import Services
+from backend.services.labelstudio import LabelStudio
 
 log = logging.getLogger(__name__)
 
 UNCERTAINTY_SAMPLING = "Uncertainty sampling"
 
 
-def unlabelled_page(services: Services, project: Project, page: int, size: int) -> tuple[list[tuple[int, str]], int]:
+def unlabelled_page(
+    db: Database, ls: LabelStudio, project: Project, page: int, size: int
+) -> tuple[list[tuple[int, str]], int]:
     """(task id, image URL) of the unlabelled tasks on one page of the project's tasks (no submitted annotation in
     Label Studio or here), and how many tasks the page had (0: past the end)."""
-    tasks, _ = services.ls().task_page(project.ls_project_id, page, size)
+    tasks, _ = ls.task_page(project.ls_project_id, page, size)
     key = project.label_config.get("image_key", "image")
     ids = [int(t["id"]) for t in tasks]
-    with services.db.session() as session:
+    with db.session() as session:
         labelled = set(
             session.scalars(
                 select(AnnotationRecord.task_id).where(
@@ -40,8 +43,8 @@ def unlabelled_page(services: Services, project: Project, page: int, size: int) 
     return out, len(tasks)
 
 
-def shard_states(services: Services, parent_id: int) -> dict[JobState, int]:
-    with services.db.session() as session:
+def shard_states(db: Database, parent_id: int) -> dict[JobState, int]:
+    with db.session() as session:
         rows = session.execute(
             select(Job.state, func.count()).where(Job.parent_id == parent_id).group_by(Job.state)
         ).all()

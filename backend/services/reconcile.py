@@ -33,6 +33,8 @@ from typing import Any
 
 from sqlalchemy import or_, select, update
 
+from backend.config import Settings
+from backend.db import Database
 from backend.errors import TransientError
 from backend.jobs.context import owner_id
 from backend.models import AnnotationRecord, AnnotationStatus, Project, Round, utcnow
@@ -40,6 +42,7 @@ from backend.services.annotations import mark_deleted, parse_time, upsert_annota
 from backend.services.base import Services
 from backend.services.events import describe, is_infrastructure
 from backend.services.inbox import record_failed_item
+from backend.services.labelstudio import LabelStudio
 from backend.services.rounds import check_budget, refresh_stats
 from vl4pose.errors import DataError, VL4PoseError
 
@@ -62,10 +65,14 @@ def _lease_owner() -> str:
     return f"{owner_id()}:{threading.get_ident()}"
 
 
-def _take_lease(services: Services, project_id: int, owner: str) -> None:
-    seconds = max(120.0, 4 * services.settings.label_studio_timeout_s)
+def _lease_s(settings: Settings) -> float:
+    """How long a reconcile's lease lasts without renewal (seconds)."""
+    return max(120.0, 4 * settings.label_studio_timeout_s)
+
+
+def _take_lease(db: Database, project_id: int, owner: str, seconds: float) -> None:
     now = utcnow()
-    with services.db.session() as session:
+    with db.session() as session:
         taken = session.execute(
             update(Project)
             .where(
@@ -84,8 +91,8 @@ def _take_lease(services: Services, project_id: int, owner: str) -> None:
             )
 
 
-def _release_lease(services: Services, project_id: int, owner: str, **values: Any) -> None:
-    with services.db.session() as session:
+def _release_lease(db: Database, project_id: int, owner: str, **values: Any) -> None:
+    with db.session() as session:
         session.execute(
             update(Project)
             .where(Project.id == project_id, Project.reconcile_owner == owner)
@@ -100,7 +107,7 @@ def reconcile(
     ``deleted``, ``failed``, ``tasks`` read, ``pages``, ``mode``). Raises on Label Studio errors and
     :class:`ReconcileBusy` while another reconcile of the project runs. ``full``: None decides by itself."""
     owner = _lease_owner()
-    _take_lease(services, project_id, owner)
+    _take_lease(services.db, project_id, owner, _lease_s(services.settings))
     cursor_value: str | None = None
     full_at: dt.datetime | None = None
     try:
@@ -115,13 +122,13 @@ def reconcile(
                 or utcnow() - project.reconciled_full_at > every
             )
         started = utcnow()
-        pager = _Pager(services, project, started, full)
+        pager = _Pager(services.db, services.ls(), services.settings, project, started, full)
         counts = pager.run()
         cursor_value = pager.cursor or project.reconcile_cursor
         full_at = started if full else project.reconciled_full_at
     finally:
         _release_lease(
-            services,
+            services.db,
             project_id,
             owner,
             **({"reconcile_cursor": cursor_value, "reconciled_full_at": full_at} if cursor_value or full_at else {}),
@@ -129,15 +136,18 @@ def reconcile(
     if counts["changed"] or counts["deleted"]:
         log.info("project %d reconciled: %s", project_id, counts)
     if close_rounds:
-        check_budget(services, project_id)
+        check_budget(services.db, services.jobs, project_id)
     return counts
 
 
 class _Pager:
     """One reconcile's pass over Label Studio's tasks, page by page."""
 
-    def __init__(self, services: Services, project: Project, started: dt.datetime, full: bool) -> None:
-        self.services, self.project, self.started, self.full = services, project, started, full
+    def __init__(
+        self, db: Database, ls: LabelStudio, settings: Settings, project: Project, started: dt.datetime, full: bool
+    ) -> None:
+        self.db, self.ls, self.settings = db, ls, settings
+        self.project, self.started, self.full = project, started, full
         self.counts: Counter[str] = Counter()
         self.newest: dt.datetime | None = parse_time(project.reconcile_cursor)
 
@@ -146,9 +156,8 @@ class _Pager:
         return ls_time(self.newest) if self.newest is not None else None
 
     def run(self) -> dict[str, Any]:
-        settings = self.services.settings
+        settings, ls = self.settings, self.ls
         size = settings.reconcile_page_size
-        ls = self.services.ls()
         key = "id" if self.full else "updated_at"
         after: Any = None
         if not self.full and self.newest is not None:
@@ -169,18 +178,17 @@ class _Pager:
                 **{k: 0 for k in ("annotations", "changed", "deleted", "failed") if k not in self.counts}}
 
     def _renew(self) -> None:
-        seconds = max(120.0, 4 * self.services.settings.label_studio_timeout_s)
-        with self.services.db.session() as session:
+        with self.db.session() as session:
             session.execute(
                 update(Project)
                 .where(Project.id == self.project.id, Project.reconcile_owner == _lease_owner())
-                .values(reconcile_until=utcnow() + dt.timedelta(seconds=seconds))
+                .values(reconcile_until=utcnow() + dt.timedelta(seconds=_lease_s(self.settings)))
             )
 
     def _apply(self, page: list, tasks: list[dict], lower: int | None, upper: int | None) -> None:
         """Write one page: bad items recorded, new or newer annotations upserted, missing ones deleted.
         Full mode: ``(lower, upper]`` is the id range the page covers (``upper`` None: to the end)."""
-        services, project = self.services, self.project
+        project = self.project
         seen: dict[int, set[int]] = {}
         todo: list[tuple[dict, dict]] = []
         bad: list[tuple[object, object, str]] = []
@@ -205,7 +213,7 @@ class _Pager:
         self.counts["tasks"] += len(tasks)
         self.counts["annotations"] += sum(len(v) for v in seen.values())
         rounds: set[int] = set()
-        with services.db.session() as session:
+        with self.db.session() as session:
             current = session.get(Project, project.id)
             for annotation, task, reason in bad:
                 self.counts["failed"] += 1

@@ -14,6 +14,7 @@ import logging
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from backend.db import Database
 from backend.errors import Conflict, NotFound
 from backend.models import (
     AnnotationRecord,
@@ -26,7 +27,7 @@ from backend.models import (
     RoundState,
     utcnow,
 )
-from backend.services.base import Services
+from backend.services.base import JobQueue
 
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ def refresh_stats(session: Session, round_: Round) -> None:
     round_.metrics = metrics
 
 
-def _close(session: Session, services: Services, round_: Round, reason: str) -> int | None:
+def _close(session: Session, jobs: JobQueue, round_: Round, reason: str) -> int | None:
     """Close an open round and create its train job (inside the caller's transaction)."""
     changed = session.execute(
         update(Round)
@@ -116,29 +117,29 @@ def _close(session: Session, services: Services, round_: Round, reason: str) -> 
     session.refresh(round_)
     project = session.get(Project, round_.project_id)
     payload = {"version": version_name(project, round_.number), "parent": round_.model_version}
-    job = services.jobs.create(session, JobKind.TRAIN, project.id, round_.id, payload)
+    job = jobs.create(session, JobKind.TRAIN, project.id, round_.id, payload)
     log.info("project %d: round %d closed (%s), train job %d", project.id, round_.number, reason, job.id)
     return job.id
 
 
-def check_budget(services: Services, project_id: int) -> int | None:
+def check_budget(db: Database, jobs: JobQueue, project_id: int) -> int | None:
     """Close the current round when its budget is reached; returns the new train job's id."""
-    with services.db.session() as session:
+    with db.session() as session:
         round_ = current_round(session, project_id)
         if round_ is None or round_.state != RoundState.OPEN:
             return None
         refresh_stats(session, round_)
         if round_.labelled_count < round_.budget:
             return None
-        job_id = _close(session, services, round_, "budget")
+        job_id = _close(session, jobs, round_, "budget")
     if job_id is not None:
-        services.jobs.enqueue(job_id)
+        jobs.enqueue(job_id)
     return job_id
 
 
-def close_round(services: Services, project_id: int) -> int:
+def close_round(db: Database, jobs: JobQueue, project_id: int) -> int:
     """Close the current round by hand and start training; a failed round's last job is retried instead."""
-    with services.db.session() as session:
+    with db.session() as session:
         if session.get(Project, project_id) is None:
             raise NotFound(f"project {project_id} is not linked")
         round_ = current_round(session, project_id)
@@ -158,34 +159,34 @@ def close_round(services: Services, project_id: int) -> int:
         else:
             refresh_stats(session, round_)
             failed = None
-            job_id = _close(session, services, round_, "manual")
+            job_id = _close(session, jobs, round_, "manual")
     if failed is not None:
-        return services.jobs.retry(failed)
+        return jobs.retry(failed)
     if job_id is None:
         raise Conflict("the round was closed by someone else just now")
-    services.jobs.enqueue(job_id)
+    jobs.enqueue(job_id)
     return job_id
 
 
-def set_round_state(services: Services, round_id: int | None, state: RoundState, error: str | None = None) -> None:
+def set_round_state(db: Database, round_id: int | None, state: RoundState, error: str | None = None) -> None:
     if round_id is None:
         return
-    with services.db.session() as session:
+    with db.session() as session:
         session.execute(update(Round).where(Round.id == round_id).values(state=state, error=error))
 
 
-def add_timing(services: Services, round_id: int | None, **seconds: float) -> None:
+def add_timing(db: Database, round_id: int | None, **seconds: float) -> None:
     """Merge stage durations (seconds) into a round's ``timings``."""
     if round_id is None:
         return
-    with services.db.session() as session:
+    with db.session() as session:
         round_ = session.get(Round, round_id)
         round_.timings = {**(round_.timings or {}), **{k: round(v, 2) for k, v in seconds.items()}}
 
 
-def reset_round(services: Services, job_id: int, state: RoundState) -> None:
+def reset_round(db: Database, job_id: int, state: RoundState) -> None:
     """Before a failed job is retried by hand: its round, if it failed, goes back to ``state``."""
-    with services.db.session() as session:
+    with db.session() as session:
         job = session.get(Job, job_id)
         if job is not None and job.round_id is not None:
             round_ = session.get(Round, job.round_id)

@@ -11,10 +11,12 @@ from typing import Any
 import numpy as np
 from sqlalchemy import select
 
+from backend.config import Settings
+from backend.db import Database
 from backend.errors import CoordinatorError
 from backend.models import AnnotationRecord, AnnotationStatus, HoldoutSample, Project
 from backend.services.annotations import keypoints_from_json
-from backend.services.base import Services
+from backend.services.images import ImageStore
 from vl4pose.data.sample import Sample
 from vl4pose.skeletons import get_skeleton
 
@@ -35,12 +37,12 @@ def clean(value: Any) -> Any:
     return value
 
 
-def labelled_records(services: Services, project_id: int, holdout: bool) -> list[dict]:
+def labelled_records(db: Database, project_id: int, holdout: bool) -> list[dict]:
     """The latest submitted annotation of every labelled task (training set or share-policy held-out set).
 
     Returns dicts ``{task_id, annotation_id, image_url, keypoints}`` sorted by task id.
     """
-    with services.db.session() as session:
+    with db.session() as session:
         rows = session.scalars(
             select(AnnotationRecord)
             .where(
@@ -57,9 +59,9 @@ def labelled_records(services: Services, project_id: int, holdout: bool) -> list
         ]
 
 
-def records_to_samples(services: Services, records: list[dict], k: int) -> tuple[list[Sample], int]:
+def records_to_samples(images: ImageStore, records: list[dict], k: int) -> tuple[list[Sample], int]:
     """Samples (images fetched or cached) of annotation records; returns (samples, unreadable count)."""
-    files = services.images.get_many([r["image_url"] for r in records])
+    files = images.get_many([r["image_url"] for r in records])
     samples, unreadable = [], 0
     for record, file in zip(records, files):
         if isinstance(file, CoordinatorError) or not record["image_url"]:
@@ -92,9 +94,9 @@ def split_validation(samples: list[Sample], fraction: float) -> tuple[list[Sampl
     return ordered[count:], ordered[:count]
 
 
-def holdout_samples(services: Services, project_id: int) -> list[Sample]:
+def holdout_samples(db: Database, images: ImageStore, project_id: int) -> list[Sample]:
     """The fixed held-out set: imported ground truth, or the held-out share of labelled tasks."""
-    with services.db.session() as session:
+    with db.session() as session:
         project = session.get(Project, project_id)
         skeleton = get_skeleton(project.skeleton)
         policy = project.validation_policy
@@ -109,15 +111,15 @@ def holdout_samples(services: Services, project_id: int) -> list[Sample]:
     if policy != "ground_truth":
         records = [
             r
-            for r in labelled_records(services, project_id, holdout=True)
+            for r in labelled_records(db, project_id, holdout=True)
             if any(p is not None for p in r["keypoints"])
         ]
-        return records_to_samples(services, records, skeleton.num_keypoints)[0]
+        return records_to_samples(images, records, skeleton.num_keypoints)[0]
     samples = []
     for sample_id, image, keypoints, visibility, box in ground_truth:
         path: Path | str = image
         if not Path(image).is_file():
-            found = services.images.get_many([image])[0]
+            found = images.get_many([image])[0]
             if isinstance(found, CoordinatorError):
                 continue
             path = found
@@ -133,17 +135,19 @@ def holdout_samples(services: Services, project_id: int) -> list[Sample]:
     return samples
 
 
-def evaluate_version(services: Services, project_id: int, checkpoint: Path) -> dict[str, Any]:
+def evaluate_version(
+    db: Database, images: ImageStore, settings: Settings, project_id: int, checkpoint: Path
+) -> dict[str, Any]:
     """Held-out accuracy of a checkpoint through the Predictor (PCK@0.2, torso normaliser)."""
     # deferred on purpose: both load torch, which only a worker evaluating a version needs
     from vl4pose.evaluate import evaluate
     from vl4pose.predictor import Predictor, PredictorConfig
 
-    samples = holdout_samples(services, project_id)
+    samples = holdout_samples(db, images, project_id)
     if not samples:
         return {"holdout_images": 0, "holdout_pck": None}
-    predictor = Predictor(checkpoint, PredictorConfig(batch_size=services.settings.rank_batch_size))
-    report = evaluate(predictor, samples, box=services.settings.eval_box)
+    predictor = Predictor(checkpoint, PredictorConfig(batch_size=settings.rank_batch_size))
+    report = evaluate(predictor, samples, box=settings.eval_box)
     return clean(
         {
             "holdout_images": report["images"],

@@ -8,19 +8,24 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
+from backend.config import Settings
+from backend.db import Database
 from backend.models import AnnotationRecord, AnnotationStatus, ModelVersion
-from backend.services.base import Services
 from backend.services.samples import clean
+
+if TYPE_CHECKING:
+    from vl4pose.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
 
 
-def train_config(services: Services, round_number: int, heads: list[str]) -> dict:
+def train_config(settings: Settings, round_number: int, heads: list[str]) -> dict:
     """The TrainConfig fields of a round (stored in the job so that a resumed run uses the same ones)."""
-    s = services.settings
+    s = settings
     budget = s.train_time_budget_minutes * 60.0 or None
     return {
         "epochs": 1000 if budget else s.train_epochs,  # with a time budget the budget ends the run
@@ -37,7 +42,8 @@ def train_config(services: Services, round_number: int, heads: list[str]) -> dic
 
 
 def record_version(
-    services: Services,
+    db: Database,
+    registry: ModelRegistry,
     project_id: int,
     round_id: int | None,
     version: str,
@@ -46,8 +52,8 @@ def record_version(
     metrics: dict,
 ) -> None:
     """The database row of a published version (idempotent)."""
-    folder = str(services.registry().path(version))
-    with services.db.session() as session:
+    folder = str(registry.path(version))
+    with db.session() as session:
         row = session.scalar(select(ModelVersion).where(ModelVersion.version == version))
         if row is None:
             session.add(
@@ -65,9 +71,9 @@ def record_version(
             row.metrics = clean({**(row.metrics or {}), **metrics})
 
 
-def current_round_count(services: Services, round_id: int | None, val: list) -> int:
+def current_round_count(db: Database, round_id: int | None, val: list) -> int:
     """How many validation samples (ids ``task:<id>``) were labelled in this round; the rest are earlier rounds'."""
-    with services.db.session() as session:
+    with db.session() as session:
         tasks = set(
             session.scalars(
                 select(AnnotationRecord.task_id).where(

@@ -92,7 +92,8 @@ def queue(project_id: int):
 @bp.post("/projects/<id:project_id>/rounds/close")
 @require_auth
 def close(project_id: int):
-    return jsonify({"job_id": close_round(services(), project_id)}), 202
+    svc = services()
+    return jsonify({"job_id": close_round(svc.db, svc.jobs, project_id)}), 202
 
 
 @bp.post("/projects/<id:project_id>/reconcile")
@@ -144,14 +145,15 @@ def retry(job_id: int):
 @require_auth
 def retry_event(event_id: int):
     """Put a failed (or dismissed) webhook event back in the queue; 202 with the event as it is now."""
-    return jsonify({"event": inbox.retry_event(services(), event_id)}), 202
+    svc = services()
+    return jsonify({"event": inbox.retry_event(svc.db, svc.tasks.process_events, event_id)}), 202
 
 
 @bp.post("/events/<id:event_id>/dismiss")
 @require_auth
 def dismiss_event(event_id: int):
     """Drop a failed or stuck webhook event (kept as ``dismissed``, never processed)."""
-    return jsonify({"event": inbox.dismiss_event(services(), event_id)})
+    return jsonify({"event": inbox.dismiss_event(services().db, event_id)})
 
 
 @bp.get("/projects/<id:project_id>/tasks/<id:task_id>/pose.png")

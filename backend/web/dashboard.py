@@ -84,7 +84,8 @@ def project(project_id: int):
 @page
 def close(project_id: int):
     try:
-        job_id = close_round(services(), project_id)
+        svc = services()
+        job_id = close_round(svc.db, svc.jobs, project_id)
         flash(f"Round closed by hand; training job {job_id} queued.")
     except CoordinatorError as exc:
         flash(str(exc), "error")
@@ -112,7 +113,8 @@ def retry(job_id: int):
 @page
 def retry_event(event_id: int):
     try:
-        event = inbox.retry_event(services(), event_id)
+        svc = services()
+        event = inbox.retry_event(svc.db, svc.tasks.process_events, event_id)
         reason = f" ({event['error']})" if event["error"] else "."
         flash(f"Webhook event {event_id} retried: now {event['state']}{reason}")
     except CoordinatorError as exc:
@@ -124,7 +126,7 @@ def retry_event(event_id: int):
 @page
 def dismiss_event(event_id: int):
     try:
-        inbox.dismiss_event(services(), event_id)
+        inbox.dismiss_event(services().db, event_id)
         flash(f"Webhook event {event_id} dismissed; it will not be processed.")
     except CoordinatorError as exc:
         flash(str(exc), "error")

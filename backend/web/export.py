@@ -59,7 +59,8 @@ def start(project_id: int):
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         raise CoordinatorError('send a JSON object, e.g. {"format": "coco"} or {"format": "lsp", "round": 2}')
-    job_id = submit_export(services(), project_id, body.get("format"), body.get("round"))
+    svc = services()
+    job_id = submit_export(svc.db, svc.jobs, project_id, body.get("format"), body.get("round"))
     with services().db.session() as session:
         return jsonify(_summary(_export_job(session, project_id, job_id))), 202
 
@@ -88,7 +89,7 @@ def download(project_id: int, job_id: int):
         job = _export_job(session, project_id, job_id)
         if job.state != JobState.DONE:
             raise Conflict(f"export job {job_id} is {job.state.value} ({100 * job.progress:.0f}%); download it when done")
-        path = export_path(services(), job_id, {**job.payload, "project_id": project_id})
+        path = export_path(services().job_dir(job_id), {**job.payload, "project_id": project_id})
     if not path.is_file():
         raise NotFound(f"the file of export job {job_id} is gone ({path.name}); start a new export")
     return send_file(path, mimetype="application/zip", as_attachment=True, download_name=path.name)
@@ -102,7 +103,8 @@ def start_from_dashboard(project_id: int):
     try:
         if raw_round and not raw_round.isdigit():
             raise CoordinatorError(f"round must be a round number, got {raw_round!r}")
-        job_id = submit_export(services(), project_id, request.form.get("format"), int(raw_round) if raw_round else None)
+        svc, round_number = services(), int(raw_round) if raw_round else None
+        job_id = submit_export(svc.db, svc.jobs, project_id, request.form.get("format"), round_number)
         flash(f"Export job {job_id} queued; its download link appears under Export when it is done.")
     except CoordinatorError as exc:
         flash(str(exc), "error")

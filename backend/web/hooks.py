@@ -33,7 +33,7 @@ def label_studio_event():
     if body is None:
         raise CoordinatorError("the body is not JSON; Label Studio sends application/json webhooks")
     try:
-        event_id = store_event(services, body)
+        event_id = store_event(services.db, body)
     except EventError as exc:
         raise CoordinatorError(f"not a Label Studio event: {exc}") from None
     try:

@@ -206,7 +206,7 @@ def test_an_annotation_arriving_during_a_reconcile_is_not_taken_for_deleted(make
     def during_export(name, failing):
         if name == "tasks_after":  # created in Label Studio after the page was read
             app.test_client().post(HOOK, json=late, headers=hook_headers)
-            process_pending(services)
+            process_pending(services.db, services.jobs)
 
     fake_ls.on_call = during_export
     counts = reconcile(services, result.project_id)

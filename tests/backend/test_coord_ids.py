@@ -83,6 +83,6 @@ def test_webhooks_with_ids_beyond_64_bits_are_refused_or_failed_not_a_500(app, h
         headers=hook_headers,
     )
     assert stored.status_code == 200
-    assert process_pending(app.extensions["vl4pose"]) == 1
+    assert process_pending(app.extensions["vl4pose"].db, app.extensions["vl4pose"].jobs) == 1
     [failed] = client.get("/api/projects/1", headers=auth).json["events"]["failed_events"]
     assert "signed 64-bit" in failed["error"]

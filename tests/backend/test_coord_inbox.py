@@ -123,12 +123,12 @@ def test_malformed_annotations_fail_with_a_clear_reason_and_the_next_event_is_pr
     tasks = sorted(fake_ls.tasks)
     client.post(HOOK, json=_poison(fake_ls, tasks[0], **annotation), headers=hook_headers)
     client.post(HOOK, json=fake_ls.annotate(tasks[1], []), headers=hook_headers)
-    assert process_pending(services) == 2
+    assert process_pending(services.db, services.jobs) == 2
     bad, good = _events(services)
     assert bad.state == EventState.FAILED and fragment in bad.error and bad.processed
     assert "Traceback" not in bad.error and "AttributeError" not in bad.error
     assert good.state == EventState.DONE
-    assert process_pending(services) == 0  # the failed event is not retried by itself
+    assert process_pending(services.db, services.jobs) == 0  # the failed event is not retried by itself
 
 
 def test_an_event_with_a_task_that_is_not_an_object_fails_alone(linked, fake_ls, hook_headers):
@@ -138,7 +138,7 @@ def test_an_event_with_a_task_that_is_not_an_object_fails_alone(linked, fake_ls,
     body = fake_ls.annotate(sorted(fake_ls.tasks)[0], [])
     body["task"] = "task-7"
     app.test_client().post(HOOK, json=body, headers=hook_headers)
-    assert process_pending(app.extensions["vl4pose"]) == 1
+    assert process_pending(app.extensions["vl4pose"].db, app.extensions["vl4pose"].jobs) == 1
     [event] = _events(app.extensions["vl4pose"])
     assert event.state == EventState.FAILED and "'task' must be an object" in event.error
 
@@ -162,12 +162,12 @@ def test_an_infrastructure_error_leaves_events_pending_for_the_next_run(linked, 
         return real(session, event)
 
     monkeypatch.setattr(events, "apply_event", locked)
-    assert events.process_pending(services) == 1  # the run stops at the infrastructure error
+    assert events.process_pending(services.db, services.jobs) == 1  # the run stops at the infrastructure error
     first, second, third = _events(services)
     assert first.state == EventState.DONE
     assert second.state == third.state == EventState.PENDING and not second.processed
     assert second.attempts == 1 and "will retry" in second.error and "database is locked" in second.error
-    assert events.process_pending(services) == 2  # the next run takes both
+    assert events.process_pending(services.db, services.jobs) == 2  # the next run takes both
     assert {e.state for e in _events(services)} == {EventState.DONE}
     assert all(e.error is None for e in _events(services))
 
@@ -180,7 +180,7 @@ def test_failed_and_stuck_events_can_be_retried_or_dismissed(linked, fake_ls, ho
     client = app.test_client()
     tasks = sorted(fake_ls.tasks)
     client.post(HOOK, json=_poison(fake_ls, tasks[0], result="not-a-list"), headers=hook_headers)
-    process_pending(services)
+    process_pending(services.db, services.jobs)
     client.post(HOOK, json=fake_ls.annotate(tasks[1], []), headers=hook_headers)  # the worker is not running
     failed_id, pending_id = (e.id for e in _events(services))
     report = client.get(f"/api/projects/{result.project_id}", headers=auth).json["events"]
@@ -195,7 +195,7 @@ def test_failed_and_stuck_events_can_be_retried_or_dismissed(linked, fake_ls, ho
     assert client.post(f"/api/events/{failed_id}/retry").status_code == 401
     retried = client.post(f"/api/events/{failed_id}/retry", headers=auth)
     assert retried.status_code == 202 and retried.json["event"]["state"] == "pending"  # queued (memory queue)
-    assert process_pending(services) == 2
+    assert process_pending(services.db, services.jobs) == 2
     again = next(e for e in _events(services) if e.id == failed_id)
     assert again.state == EventState.FAILED and again.attempts == 2  # still bad data: failed again
     assert client.post(f"/api/events/{pending_id}/retry", headers=auth).json["error"] == "conflict"  # done now
@@ -214,7 +214,7 @@ def test_the_dashboard_retries_and_dismisses_with_its_forms(linked, fake_ls, hoo
     services = app.extensions["vl4pose"]
     client = app.test_client()
     client.post(HOOK, json=_poison(fake_ls, sorted(fake_ls.tasks)[0], result="not-a-list"), headers=hook_headers)
-    process_pending(services)
+    process_pending(services.db, services.jobs)
     [event] = _events(services)
     client.post("/login", data={"token": TOKEN})
     page = f"/projects/{result.project_id}"
@@ -224,7 +224,7 @@ def test_the_dashboard_retries_and_dismisses_with_its_forms(linked, fake_ls, hoo
     retried = client.post(f"/events/{event.id}/retry", data={"csrf_token": csrf, "back": page})
     assert retried.status_code == 302 and retried.headers["Location"].endswith(page)
     assert "retried: now pending" in client.get(page).get_data(as_text=True)
-    process_pending(services)
+    process_pending(services.db, services.jobs)
     client.post(f"/events/{event.id}/dismiss", data={"csrf_token": csrf, "back": page})
     html = client.get(page).get_data(as_text=True)
     assert "dismissed" in html and f"/events/{event.id}/retry" not in html

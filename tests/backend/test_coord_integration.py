@@ -174,7 +174,7 @@ def test_link_webhooks_reconcile_and_one_round_through_a_real_label_studio(
         assert event.action == "ANNOTATION_CREATED" and event.body["annotation"]["id"] == created.json()["id"]
         from backend.services.events import process_pending
 
-        assert process_pending(services) == 1
+        assert process_pending(services.db, services.jobs) == 1
         with services.db.session() as session:
             record = session.scalar(select(AnnotationRecord))
             assert record.source == "webhook" and record.accepted is True and record.served_model_version == v0

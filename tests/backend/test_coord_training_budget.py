@@ -11,10 +11,10 @@ from backend.services.training import train_config
 
 def test_a_time_budget_reaches_the_rounds_train_config(make_app):
     app = make_app(queue="memory", train_time_budget_minutes=12.0)
-    fields = train_config(app.extensions["vl4pose"], round_number=3, heads=["bones"])
+    fields = train_config(app.extensions["vl4pose"].settings, round_number=3, heads=["bones"])
     assert fields["time_budget_s"] == 720.0 and fields["epochs"] >= 100  # the budget, not the epochs, ends it
     services = make_app(queue="memory").extensions["vl4pose"]
-    plain = train_config(services, round_number=3, heads=["bones"])
+    plain = train_config(services.settings, round_number=3, heads=["bones"])
     assert plain["time_budget_s"] is None and plain["epochs"] == services.settings.train_epochs
 
 

@@ -33,7 +33,7 @@ def _records(app):
 def _process(app):
     from backend.services.events import process_pending
 
-    return process_pending(app.extensions["vl4pose"])
+    return process_pending(app.extensions["vl4pose"].db, app.extensions["vl4pose"].jobs)
 
 
 def _task(fake_ls, index=0):
@@ -218,7 +218,7 @@ def test_old_processed_events_are_pruned(linked, fake_ls, hook_headers):
     services = app.extensions["vl4pose"]
     with services.db.session() as session:
         session.execute(update(WebhookEvent).values(received_at=dt.datetime(2020, 1, 1)))
-    assert prune_inbox(services) == 3
+    assert prune_inbox(services.db, services.settings.inbox_keep_days) == 3
     [left] = _events(app)
     assert not left.processed
 
