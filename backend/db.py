@@ -81,7 +81,7 @@ class Database:
 
 
 def alembic_config(engine: Engine):
-    from alembic.config import Config
+    from alembic.config import Config  # deferred on purpose (here and below): Alembic only when migrating
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
@@ -106,21 +106,21 @@ def _migration_lock(engine: Engine) -> Iterator[None]:
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to ``revision`` with Alembic."""
-    from alembic import command
+    from alembic import command  # deferred on purpose: Alembic only when migrating
 
     with _migration_lock(engine):
         command.upgrade(alembic_config(engine), revision)
 
 
 def downgrade(engine: Engine, revision: str) -> None:
-    from alembic import command
+    from alembic import command  # deferred on purpose: Alembic only when migrating
 
     with _migration_lock(engine):
         command.downgrade(alembic_config(engine), revision)
 
 
 def current_revision(engine: Engine) -> str | None:
-    from alembic.runtime.migration import MigrationContext
+    from alembic.runtime.migration import MigrationContext  # deferred on purpose: Alembic only when migrating
 
     with engine.connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()
@@ -128,6 +128,6 @@ def current_revision(engine: Engine) -> str | None:
 
 def head_revision() -> str:
     """The newest migration's revision (what ``upgrade`` brings a database to)."""
-    from alembic.script import ScriptDirectory
+    from alembic.script import ScriptDirectory  # deferred on purpose: Alembic only when migrating
 
     return ScriptDirectory.from_config(alembic_config(make_engine("sqlite://"))).get_current_head()

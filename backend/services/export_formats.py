@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from backend.errors import CoordinatorError
 from backend.services.configs import label_text
@@ -104,8 +105,6 @@ def _copy_image(source: Path | None, target: Path, jpeg: bool) -> None:
     if not jpeg or source.suffix.lower() in _JPEG:
         shutil.copyfile(source, target)
         return
-    from PIL import Image
-
     with Image.open(source) as image:  # LSP image folders hold JPEGs only; pixels and size are unchanged
         image.convert("RGB").save(target, "JPEG", quality=95)
 
@@ -165,7 +164,7 @@ def _write_lsp(export: ExportSet, folder: Path) -> str:
     """``joints.mat``: variable ``joints`` of shape (14, 3, N) = (keypoint, [x, y, flag], image), LSPET layout:
     flag 1 = annotated, 0 = missing (position -1, -1). LSPET has no occluded flag: occluded keypoints are
     written as annotated (the provenance file keeps the visibility)."""
-    import scipy.io
+    import scipy.io  # deferred on purpose: scipy (~300 modules) only for LSP's joints.mat
 
     joints = np.zeros((export.skeleton.num_keypoints, 3, len(export.items)))
     for n, item in enumerate(export.items):
