@@ -49,8 +49,12 @@ def ls_login(page, live) -> None:
 
 
 def login(page, ls_url: str, username: str, password: str) -> None:
-    """Log a Playwright page into a Label Studio as the given user."""
+    """Log a Playwright page into a Label Studio as the given user (nothing to do when the browser context is
+    logged in already: Label Studio then redirects the login page away)."""
     page.goto(ls_url + "/user/login/")
+    page.wait_for_load_state("networkidle")
+    if "/user/login" not in page.url:
+        return
     page.fill("input[name=email]", username)
     page.fill("input[name=password]", password)
     page.click("button[type=submit]")
