@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     link.add_argument("--holdout-fraction", type=float, help="share of labelled tasks kept out of training")
     link.add_argument("--round-budget", type=int, help="labelled tasks per round")
     link.add_argument("--strategy", choices=ACQUISITION_STRATEGIES,
-                      help="queue order (default VL4POSE_ACQUISITION_STRATEGY, vl4pose)")
+                      help="queue order (default VL4POSE_ACQUISITION_STRATEGY, vl4pose_mix)")
     link.add_argument("--init-checkpoint", help="a checkpoint folder published as version 0 and ranked at once")
     link.add_argument("--image-import", choices=["auto", "local-files", "upload"])
     link.add_argument("--json", action="store_true", help="print the result as JSON")

@@ -145,8 +145,8 @@ def test_a_round_on_redis_and_postgresql_with_two_workers_and_one_killed_mid_sha
             headers={"Authorization": f"Bearer {TOKEN}"},
             timeout=180,
             json={"title": f"coord-dist-{uuid.uuid4().hex[:6]}", "dataset": "lspet", "data": str(lspet_dir),
-                  "split": "pool", "limit": 14, "labels": "ignore", "round_budget": 2,
-                  "init_checkpoint": str(tiny_checkpoint.path)},
+                  "split": "pool", "limit": 14, "labels": "ignore", "round_budget": 2, "strategy": "vl4pose",
+                  "init_checkpoint": str(tiny_checkpoint.path)},  # per-task: each shard imports its own predictions
         )
         assert response.status_code == 201, response.text
         linked = response.json()

@@ -14,7 +14,9 @@ HOOK = "/hooks/label-studio"
 
 @pytest.fixture
 def linked(make_app, fake_ls, link, tiny_checkpoint, lspet_dir):
-    app = make_app(round_budget=2)
+    # the per-task strategy: rank shards import their own predictions, the path whose faults these tests inject
+    # (under the default vl4pose_mix the rank job imports once every shard is in)
+    app = make_app(round_budget=2, acquisition_strategy="vl4pose")
     result = link(
         app,
         limit=6,
