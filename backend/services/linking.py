@@ -38,10 +38,13 @@ SECRET_HEADER = "X-VL4Pose-Secret"
 WEBHOOK_PATH = "/hooks/label-studio"
 LABEL_POLICIES = ("annotations", "ground-truth", "ignore")
 STRATEGIES = ACQUISITION_STRATEGIES
-QUEUE_VIEW = "Lowest likelihood first"
-"""The Data Manager tab linking adds: ordered by the current model version's score. Label Studio's "Label All
-Tasks" button sends the tab's selection, which makes it serve tasks in the tab's order instead of by uncertainty
-sampling; this ordering keeps that stream lowest likelihood first too."""
+QUEUE_VIEW = "VL4Pose queue"
+"""The Data Manager tab linking adds: ordered by the current model version's score (the strategy's queue order:
+the likelihood score under ``vl4pose``, the rank under ``vl4pose_mix``). Label Studio's "Label All Tasks" button
+sends the tab's selection, which makes it serve tasks in the tab's order instead of by uncertainty sampling; this
+ordering keeps that stream in the queue order too."""
+LEGACY_QUEUE_VIEWS = ("Lowest likelihood first",)
+"""Titles the tab had before; a re-link finds the tab under them instead of adding a second one."""
 
 
 @dataclass
@@ -287,7 +290,7 @@ def _connect(
     else:
         result.webhook_id = ls.add_webhook(ls_project_id, url, headers)
     ls.update_project(ls_project_id, sampling="Uncertainty sampling")
-    views = [v["id"] for v in ls.views(ls_project_id) if v["title"] == QUEUE_VIEW]
+    views = [v["id"] for v in ls.views(ls_project_id) if v["title"] in (QUEUE_VIEW, *LEGACY_QUEUE_VIEWS)]
     result.view_id = views[0] if views else ls.add_view(ls_project_id, QUEUE_VIEW, ["tasks:predictions_score"])
     with db.session() as session:
         project = session.get(Project, project_id)

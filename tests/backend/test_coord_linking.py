@@ -136,3 +136,14 @@ def test_linking_adds_a_data_manager_view_ordered_by_score_once(make_app, fake_l
     assert view["data"]["ordering"] == ["tasks:predictions_score"]  # "Label All Tasks" follows the tab's order
     again = link(app, project_id=first.ls_project_id)
     assert again.view_id == first.view_id and len(fake_ls.views(first.ls_project_id)) == 1
+
+
+def test_a_re_link_finds_the_tab_under_its_old_title(make_app, fake_ls, link):
+    from backend.services.linking import LEGACY_QUEUE_VIEWS
+
+    app = make_app()
+    first = link(app)
+    [view] = fake_ls.views(first.ls_project_id)
+    view["title"] = LEGACY_QUEUE_VIEWS[0]  # a project linked before the tab was renamed
+    again = link(app, project_id=first.ls_project_id)
+    assert again.view_id == first.view_id and len(fake_ls.views(first.ls_project_id)) == 1
