@@ -7,8 +7,9 @@ and only talks HTTP: our code never imports it. The stack calls its API through 
 the token), opened by :func:`connect`; the few calls the coordinator never makes (the label stream's next task,
 an annotation started from a prediction, the ML backend connection's credentials, the counts and listings the
 benchmarks and ``scripts/load_and_faults.py`` read) are the functions below. Their failures are the adapter's
-errors, both :class:`~backend.errors.CoordinatorError`: ``LabelStudioUnavailable`` (unreachable, timed out, 5xx; a
-``TransientError``) and ``LabelStudioError`` (refused, or an answer that is not JSON or not of the expected shape).
+errors (:mod:`backend.services.labelstudio_client`), both :class:`~backend.errors.CoordinatorError`:
+``LabelStudioUnavailable`` (unreachable, timed out, 5xx; a ``TransientError``) and ``LabelStudioError`` (refused,
+or an answer that is not JSON or not of the expected shape).
 """
 
 from __future__ import annotations
