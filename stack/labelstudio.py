@@ -155,16 +155,6 @@ def _not_found(exc: CoordinatorError) -> bool:
     return isinstance(exc, AdapterError) and exc.ls_status == 404
 
 
-def _body(client: LabelStudio, what: str, method: str, path: str, **kwargs: object) -> object:
-    """A request through the adapter and its JSON answer (an answer that is not JSON is a LabelStudioError)."""
-    response = client.request(what, method, path, **kwargs)
-    try:
-        return response.json()
-    except ValueError:
-        raise AdapterError(f"Label Studio answered the request to {what} with something that is not JSON "
-                           f"({response.status_code}): {response.text[:200]!r}") from None
-
-
 def _shape(what: str, expected: str, body: object) -> AdapterError:
     return AdapterError(f"Label Studio's answer to {what} is not {expected}: {str(body)[:200]!r}")
 
@@ -174,7 +164,7 @@ def next_task(client: LabelStudio, project_id: int) -> dict | None:
     labelled (Label Studio answers 404)."""
     what = "take the next task of the label stream"
     try:
-        task = _body(client, what, "GET", f"/api/projects/{project_id}/next/")
+        task = client.request_json(what, "GET", f"/api/projects/{project_id}/next/")
     except CoordinatorError as exc:
         if _not_found(exc):
             return None
@@ -192,7 +182,7 @@ def submit_annotation(client: LabelStudio, task_id: int, result: list[dict], lea
     if parent_prediction is not None:
         body["parent_prediction"] = parent_prediction
     what = f"annotate task {task_id}"
-    created = _body(client, what, "POST", f"/api/tasks/{task_id}/annotations/", json=body)
+    created = client.request_json(what, "POST", f"/api/tasks/{task_id}/annotations/", json=body)
     try:
         return int(created["id"])  # type: ignore[index]
     except (KeyError, TypeError, ValueError):
@@ -225,7 +215,7 @@ def ensure_ml_basic_auth(client: LabelStudio, ls_project_ids: list[int], ml_url:
 def label_config(client: LabelStudio, project_id: int) -> str:
     """The project's labelling config (XML)."""
     what = f"read project {project_id}"
-    project = _body(client, what, "GET", f"/api/projects/{project_id}/")
+    project = client.request_json(what, "GET", f"/api/projects/{project_id}/")
     if not isinstance(project, dict) or not isinstance(project.get("label_config"), str):
         raise _shape(what, "a project with a label_config", project)
     return project["label_config"]
@@ -237,7 +227,7 @@ def prediction_counts(client: LabelStudio, project_id: int, page_size: int = 100
     what, counts, page = "count the predictions per task", [], 1
     while True:
         try:
-            body = _body(client, what, "GET", "/api/tasks/", params={
+            body = client.request_json(what, "GET", "/api/tasks/", params={
                 "project": project_id, "fields": "task_only", "include": "id,total_predictions", "page": page,
                 "page_size": page_size})
         except CoordinatorError as exc:
@@ -258,7 +248,7 @@ def prediction_counts(client: LabelStudio, project_id: int, page_size: int = 100
 def predictions(client: LabelStudio, project_id: int) -> list[dict]:
     """Every prediction of the project (``GET /api/predictions/?project=<id>``: one request, unpaged)."""
     what = f"list the predictions of project {project_id}"
-    listed = _body(client, what, "GET", "/api/predictions/", params={"project": project_id})
+    listed = client.request_json(what, "GET", "/api/predictions/", params={"project": project_id})
     if not isinstance(listed, list) or not all(isinstance(p, dict) and "task" in p for p in listed):
         raise _shape(what, "a list of predictions", listed)
     return listed

@@ -78,6 +78,15 @@ class LabelStudioClient:
             raise self._status_error(what, response.status_code, response.text)
         return response
 
+    def request_json(self, what: str, method: str, path: str, **kwargs: Any) -> Any:
+        """:meth:`request` and its JSON answer; an answer that is not JSON is a :class:`LabelStudioError`."""
+        response = self.request(what, method, path, **kwargs)
+        try:
+            return response.json()
+        except ValueError:
+            raise LabelStudioError(f"Label Studio answered the request to {what} with something that is not JSON "
+                                   f"({response.status_code}): {response.text[:200]!r}") from None
+
     def _status_error(self, what: str, status: int, body: Any) -> CoordinatorError:
         text = str(body)[:300]
         if status >= 500 or status in (0, 429):
