@@ -19,6 +19,7 @@ __all__ = ["create_app"]
 
 def create_app(test_config: dict[str, Any] | None = None) -> "Flask":
     """Build the Flask app; ``test_config`` overrides settings (keys of :class:`MLBackendConfig`)."""
+    # deferred on purpose: ``import ml_backend.config`` (the stack, the tests) must not load Flask and torch
     from ml_backend.app import create_app as _create_app
 
     return _create_app(test_config)

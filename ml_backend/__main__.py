@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 
+from ml_backend import create_app
 from vl4pose.errors import VL4PoseError
 
 
@@ -21,7 +22,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from ml_backend import create_app
 
     try:
         app = create_app()

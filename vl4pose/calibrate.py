@@ -19,8 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from vl4pose.checkpoint import Calibration
+from vl4pose.checkpoint import Calibration, Checkpoint
 from vl4pose.data.crops import CropCache
+from vl4pose.device import prepare_module
 from vl4pose.heads import BoneHead
 from vl4pose.inference import NetworkOutput, analyse, run_network
 from vl4pose.likelihood import find_candidates
@@ -171,3 +172,15 @@ def calibrate(val: ValidationPass, skeleton: Skeleton, max_candidates: int, sigm
     report = {"fallback": fallback, "validation_images": images, "current_images": current_images,
               "min_images": min_images, "temperature": temperature, "fitted_temperature": fitted}
     return calibration, {**report, "temperature_nll": {str(k): v for k, v in nll.items()}, **scores}
+
+
+def calibrate_checkpoint(ckpt: Checkpoint, device: torch.device, val_cache: CropCache, max_candidates: int,
+                         history: list, **options) -> Checkpoint:
+    """Calibrate a trained checkpoint on the validation crops, on ``device``; returns it with its calibration
+    and ``metrics`` gaining ``calibration`` (the report) and ``history``. ``options``: see :func:`calibrate`."""
+    ckpt.pose, ckpt.heads = prepare_module(ckpt.pose, device), ckpt.heads.to(device)
+    val = validation_pass(ckpt.pose, ckpt.heads["bones"], val_cache, ckpt.skeleton, ckpt.model_config.sigma)
+    calibration, report = calibrate(val, ckpt.skeleton, max_candidates, ckpt.model_config.sigma, **options)
+    ckpt.calibration = calibration
+    ckpt.metrics = {**ckpt.metrics, "calibration": report, "history": history}
+    return ckpt

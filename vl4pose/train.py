@@ -22,18 +22,19 @@ from tqdm import tqdm
 
 from vl4pose.budget import (Progress, StepMeter, TimeBudget, budget_decision, budget_lr_factor, lr_factor,
                             progress_line)
-from vl4pose.calibrate import calibrate, score_pass, validation_pass
+from vl4pose.calibrate import calibrate_checkpoint, score_pass, validation_pass
 from vl4pose.checkpoint import Calibration, Checkpoint, load_checkpoint, save_checkpoint
 from vl4pose.data.crops import CropCache
 from vl4pose.data.sample import Sample
 from vl4pose.data.transforms import AugmentConfig
-from vl4pose.device import prepare_module, resolve_device, to_input, trunk_autocast
+from vl4pose.device import prepare_module, resolve_device
 from vl4pose.distributed import micro_batches, setup
 from vl4pose.errors import TrainingError
 from vl4pose.heads import build_heads
-from vl4pose.models import ModelConfig, PoseOutput, build_pose
+from vl4pose.models import ModelConfig, build_pose
+from vl4pose.objective import training_loss
 from vl4pose.skeletons import Skeleton
-from vl4pose.train_state import budget_state, load_state, save_state
+from vl4pose.train_state import budget_state, load_state, resumed_budget, save_state
 
 log = logging.getLogger(__name__)
 
@@ -164,11 +165,7 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         cfg, mc = self.config, self.model_config
         epoch, start_step, best, history = self._load_state()
-        resumed_budget = self._resumed.get("budget") or {}
-        budget = (TimeBudget(cfg.time_budget_s, spent=resumed_budget.get("spent", 0.0),
-                             step_seconds=resumed_budget.get("step_seconds", 0.0),
-                             validation_seconds=resumed_budget.get("validation_seconds", 0.0), clock=self.clock)
-                  if cfg.time_budget_s else None)
+        budget = resumed_budget(cfg.time_budget_s, self._resumed.get("budget"), self.clock)
         train_cache = CropCache(train, mc.input_size, whole_image=cfg.augment.whole_image_prob > 0, device=self.device)
         val_cache = CropCache(val, mc.input_size, device=self.device)
         if len(train_cache) == 0 or not train_cache.labelled.any():
@@ -258,30 +255,12 @@ class Trainer:
             last = i == len(parts) - 1
             sync = self._train_pose.no_sync() if world > 1 and not last else contextlib.nullcontext()
             with sync:
-                loss, pose_loss = self._loss(batch)
+                loss, pose_loss = training_loss(self._train_pose, self.heads, batch, self.device)
                 (loss / cfg.accumulate).backward()
             losses.append(pose_loss)
         self.dist.average_grads(self.heads)
         self.optimizer.step()
         return self.dist.mean(sum(losses) / len(losses))
-
-    def _loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, float]:
-        """(pose + auxiliary loss to differentiate, the pose loss) of one (micro-)batch."""
-        with trunk_autocast(self.device):
-            output = self._train_pose(to_input(batch["image"], self.device))
-        output = PoseOutput([h.float() for h in output.heatmaps], [f.float() for f in output.features])
-        weights = batch["weights"][..., None, None]
-        # squared error summed over pixels, averaged over keypoints: a per-pixel mean makes the gradients
-        # of sparse Gaussian targets so small that Adam's epsilon swamps them and training stalls
-        errors = [((h - batch["heatmaps"]) ** 2 * weights).sum(dim=(2, 3)) for h in output.heatmaps]  # (N, K) each
-        per_image = sum(e.mean(dim=1) for e in errors)
-        batch["keypoint_error"] = errors[-1].detach()
-        features = [f.detach() for f in output.features]
-        aux = sum(head.loss(features, batch, per_image.detach()) for head in self.heads.values())
-        loss = per_image.mean() + aux
-        if not torch.isfinite(loss):
-            raise TrainingError("training diverged (loss is not finite); lower --lr")
-        return loss, float(per_image.mean().detach())
 
     def _validate(self, epoch: int, val_cache: CropCache, loss: float, best: float, history: list,
                   partial: int | None = None) -> float:
@@ -299,13 +278,10 @@ class Trainer:
         value = scores["pck@0.2"] if np.isfinite(scores["pck@0.2"]) else 0.0
         if value > best or not (self.out / "best").is_dir():
             best = value
-            self._write_best(Calibration(max_candidates=self.config.max_candidates), {"best_epoch": record})
+            save_checkpoint(self.out / "best", Checkpoint(None, self.model_config, self.skeleton, self.pose, self.heads,
+                                                          Calibration(max_candidates=self.config.max_candidates),
+                                                          {"best_epoch": record}, self.config.to_dict()))
         return best
-
-    def _write_best(self, calibration: Calibration, metrics: dict) -> None:
-        ckpt = Checkpoint(None, self.model_config, self.skeleton, self.pose, self.heads, calibration, metrics,
-                          self.config.to_dict())
-        save_checkpoint(self.out / "best", ckpt)
 
     calibration_options: dict | None = None
     """Keyword arguments for :func:`vl4pose.calibrate.calibrate` (``previous``, ``current_images``)."""
@@ -314,13 +290,8 @@ class Trainer:
         if not self.dist.is_main:
             self.dist.barrier()  # rank 0 calibrates and writes best/
             return load_checkpoint(self.out / "best")
-        best = load_checkpoint(self.out / "best")  # loads on the CPU; calibrate where the run trained
-        best.pose, best.heads = prepare_module(best.pose, self.device), best.heads.to(self.device)
-        val = validation_pass(best.pose, best.heads["bones"], val_cache, self.skeleton, self.model_config.sigma)
-        calibration, report = calibrate(val, self.skeleton, self.config.max_candidates, self.model_config.sigma,
-                                        **(self.calibration_options or {}))
-        best.calibration = calibration
-        best.metrics = {**best.metrics, "calibration": report, "history": history}
+        best = calibrate_checkpoint(load_checkpoint(self.out / "best"), self.device, val_cache,  # loads on the CPU
+                                    self.config.max_candidates, history, **(self.calibration_options or {}))
         save_checkpoint(self.out / "best", best)
         self.dist.barrier()
         return best

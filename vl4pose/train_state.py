@@ -6,6 +6,7 @@ at, the best validation figure and the history (see :meth:`vl4pose.train.Trainer
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -23,6 +24,15 @@ def budget_state(budget: TimeBudget | None) -> dict | None:
         return None
     return {"spent": budget.elapsed(), "step_seconds": budget.step_seconds,
             "validation_seconds": budget.validation_seconds}
+
+
+def resumed_budget(seconds: float | None, saved: dict | None, clock: Callable[[], float]) -> TimeBudget | None:
+    """A run's time budget of ``seconds`` (None: none), continuing from :func:`budget_state`'s ``saved``."""
+    if not seconds:
+        return None
+    saved = saved or {}
+    return TimeBudget(seconds, spent=saved.get("spent", 0.0), step_seconds=saved.get("step_seconds", 0.0),
+                      validation_seconds=saved.get("validation_seconds", 0.0), clock=clock)
 
 
 def save_state(out: Path, state: dict) -> None:
