@@ -29,11 +29,17 @@ import time
 from pathlib import Path
 
 import requests
+from werkzeug.serving import make_server
+from werkzeug.wrappers import Request, Response
 
 logging.getLogger("werkzeug").setLevel(logging.ERROR)  # the image server's request lines
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from stack.process import BackendProcess  # noqa: E402
+from vl4pose.data.sample import image_size  # noqa: E402
+
 TOKEN = "bench-token-0123456789"
 
 
@@ -64,9 +70,6 @@ def summary(seconds: list[float]) -> dict:
 
 def serve_images(folder: Path) -> tuple[str, object]:
     """A Label Studio look-alike for local files, in a thread of this process."""
-    from werkzeug.serving import make_server
-    from werkzeug.wrappers import Request, Response
-
     @Request.application
     def app(request: Request) -> Response:
         if request.headers.get("Authorization") != f"Token {TOKEN}":
@@ -81,7 +84,7 @@ def serve_images(folder: Path) -> tuple[str, object]:
 
 def start_backend(args: argparse.Namespace, tmp: Path):
     """Publish the checkpoint as version ``bench`` in a temporary registry and serve it."""
-    from stack.process import BackendProcess
+    # deferred on purpose: both load torch (~1.5 s), like main's import, so that --help answers at once
     from vl4pose.checkpoint import load_checkpoint
     from vl4pose.registry import ModelRegistry
 
@@ -115,8 +118,6 @@ def click(label: str, x: float, y: float, size: tuple[int, int]) -> dict:
 
 def measure(args: argparse.Namespace, url: str, images: Path, label_config: str, auth: tuple[str, str] | None = None
             ) -> dict:
-    from vl4pose.data.sample import image_size
-
     session = requests.Session()
     session.auth = auth  # the backend requires HTTP Basic auth (BackendProcess generates the credentials)
     numbers = list(range(1, args.batch + 1))
@@ -154,6 +155,7 @@ def table(figures: dict, batch: int) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # deferred on purpose: torch (~1.5 s to import) after the arguments, so that --help and usage errors answer at once
     import torch
 
     images = Path(args.images)

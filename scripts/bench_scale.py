@@ -42,6 +42,7 @@ from stack.process import free_port  # noqa: E402
 from stack.project import Coordinator, LinkSpec, link, round_ready  # noqa: E402
 from stack.config import Secrets, StackConfig  # noqa: E402
 from stack.services import running_pid, start_service, stop_service  # noqa: E402
+from vl4pose.data import load_samples  # noqa: E402
 
 log = logging.getLogger("bench_scale")
 COMPARE = (("1 worker x 1 thread", 1, 1), ("2 workers x 1 thread", 2, 1), ("1 worker x 2 threads", 1, 2))
@@ -120,7 +121,8 @@ def checkpoint_for(spec: str, bench: Bench) -> Path:
         return Path(spec).resolve()
     out = bench.work / "tiny-starter"
     if not (out / "best" / "config.json").is_file():
-        from bench_round import tiny_starter  # the same tiny model bench_round.py trains
+        # deferred on purpose: it loads the coordinator's runtime (~1.5 s), needed only while the tiny model is untrained
+        from bench_round_measure import tiny_starter  # the same tiny model bench_round.py trains
 
         return tiny_starter(out)
     return out / "best"
@@ -245,8 +247,6 @@ def pool_phase(bench: Bench) -> dict:
 
 
 def run(args: argparse.Namespace, work: Path) -> dict:
-    from vl4pose.data import load_samples
-
     report: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                 "load_average": os.getloadavg()},
                     "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}

@@ -20,7 +20,11 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy import func, select
+
+from backend.db import Database
 from backend.errors import CoordinatorError
+from backend.models import Job, JobKind, TaskPrediction
 from stack import labelstudio
 from stack.annotator import GroundTruth
 from stack.config import StackConfig
@@ -83,6 +87,7 @@ def _peak_mb(pid: int) -> float | None:
     except OSError:
         pass
     try:
+        # deferred on purpose: psutil is optional (not in the project's venv), only where /proc has no VmHWM
         import psutil
 
         return psutil.Process(pid).memory_info().rss / MB
@@ -206,11 +211,6 @@ def _epoch(value: dt.datetime | None) -> float | None:
 def rank_jobs(db_url: str, project_id: int) -> list[dict]:
     """Every rank job of a project from the coordinator's database: version, seconds from its start to its end,
     tasks ranked and unreadable (added up over its shards), shards, and shards taken per worker process."""
-    from sqlalchemy import select
-
-    from backend.db import Database
-    from backend.models import Job, JobKind
-
     db = Database(db_url)
     try:
         with db.session() as session:
@@ -238,11 +238,6 @@ def rank_jobs(db_url: str, project_id: int) -> list[dict]:
 
 def coordinator_predictions(db_url: str, project_id: int) -> dict:
     """``task_prediction`` rows of a project: total, largest count for one task, versions kept."""
-    from sqlalchemy import func, select
-
-    from backend.db import Database
-    from backend.models import TaskPrediction
-
     db = Database(db_url)
     try:
         with db.session() as session:

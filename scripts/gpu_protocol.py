@@ -47,6 +47,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from vl4pose.simulate.report import format_table, write_reports  # noqa: E402
+
 STRATEGIES = ("random", "multipeak_entropy", "vl4pose")
 
 
@@ -139,9 +143,6 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     status = run_seeds(args, out)
-    sys.path.insert(0, str(REPO))
-    from vl4pose.simulate.report import format_table, write_reports
-
     records, analysis, machine = merge(out, args.seeds)
     write_reports(out, records, analysis)
     results = {"dry_run": args.dry_run, "device": "cpu" if args.dry_run else "cuda",
