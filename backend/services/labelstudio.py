@@ -34,23 +34,23 @@ class LabelStudio(LabelStudioClient):
 
     # -- projects -----------------------------------------------------------------------------------
     def whoami(self) -> dict:
-        return self.request("check the API token", "GET", "/api/current-user/whoami").json()
+        return self.request_json("check the API token", "GET", "/api/current-user/whoami")
 
     def create_project(self, title: str, label_config: str) -> int:
         project = self.call("create a project", self.sdk.projects.create, title=title[:50], label_config=label_config)
         return int(project.id)
 
     def project(self, project_id: int) -> dict:
-        return self.request(f"read project {project_id}", "GET", f"/api/projects/{project_id}/").json()
+        return self.request_json(f"read project {project_id}", "GET", f"/api/projects/{project_id}/")
 
     def update_project(self, project_id: int, **fields: Any) -> None:
         self.call(f"update project {project_id}", self.sdk.projects.update, id=project_id, **fields)
 
     # -- tasks and storage --------------------------------------------------------------------------
     def local_storages(self, project_id: int) -> list[dict]:
-        return self.request(
+        return self.request_json(
             "list local storages", "GET", "/api/storages/localfiles/", params={"project": project_id}
-        ).json()
+        )
 
     def add_local_storage(self, project_id: int, path: str, title: str) -> int:
         storage = self.call(
@@ -81,7 +81,7 @@ class LabelStudio(LabelStudioClient):
             files = {
                 f"file{i}": (p.name, h, "application/octet-stream") for i, (p, h) in enumerate(zip(paths, handles))
             }
-            response = self.request(
+            body = self.request_json(
                 "upload images",
                 "POST",
                 f"/api/projects/{project_id}/import",
@@ -91,7 +91,7 @@ class LabelStudio(LabelStudioClient):
         finally:
             for handle in handles:
                 handle.close()
-        return [int(t) for t in response.json().get("task_ids", [])]
+        return [int(t) for t in body.get("task_ids", [])]
 
     def list_tasks(self, project_id: int) -> Iterator[dict]:
         """Every task of a project (``id``, ``data``, ``total_annotations``, ``cancelled_annotations``...)."""
@@ -107,12 +107,12 @@ class LabelStudio(LabelStudioClient):
 
     def _http_tasks_page(self, project_id: int, page: int) -> dict | None:
         try:
-            return self.request(
+            return self.request_json(
                 "list tasks",
                 "GET",
                 "/api/tasks/",
                 params={"project": project_id, "fields": "task_only", "page": page, "page_size": PAGE_SIZE},
-            ).json()
+            )
         except LabelStudioError as exc:
             if exc.ls_status == 404:  # past the last page
                 return None
@@ -123,7 +123,7 @@ class LabelStudio(LabelStudioClient):
         ``cancelled_annotations`` (no predictions: pages stay small whatever the project); ``([], total)`` past the
         end."""
         try:
-            body = self.request(
+            body = self.request_json(
                 "list tasks",
                 "GET",
                 "/api/tasks/",
@@ -135,7 +135,7 @@ class LabelStudio(LabelStudioClient):
                     "page_size": page_size,
                     "query": json.dumps({"ordering": ["tasks:id"]}),
                 },
-            ).json()
+            )
         except LabelStudioError as exc:
             if exc.ls_status == 404:  # past the last page
                 return [], 0
@@ -152,7 +152,7 @@ class LabelStudio(LabelStudioClient):
         items = [] if after is None else [{"filter": f"filter:tasks:{key}", "operator": "greater", "type": kind,
                                             "value": after}]
         query = {"filters": {"conjunction": "and", "items": items}, "ordering": [f"tasks:{key}", "tasks:id"]}
-        body = self.request(
+        body = self.request_json(
             "list changed tasks",
             "GET",
             "/api/tasks/",
@@ -164,17 +164,17 @@ class LabelStudio(LabelStudioClient):
                 "page_size": page_size,
                 "query": json.dumps(query),
             },
-        ).json()
+        )
         return list(body.get("tasks") or [])
 
     def export_annotated(self, project_id: int) -> list[dict]:
         """All annotated tasks with their annotations (Label Studio's synchronous JSON export)."""
-        data = self.request(
+        data = self.request_json(
             "export annotations",
             "GET",
             f"/api/projects/{project_id}/export",
             params={"exportType": "JSON", "download_all_tasks": "false"},
-        ).json()
+        )
         if not isinstance(data, list):
             raise LabelStudioError(f"the export of project {project_id} is not a list of tasks")
         return data
@@ -184,41 +184,39 @@ class LabelStudio(LabelStudioClient):
         response = self.request(
             "import predictions", "POST", f"/api/projects/{project_id}/import/predictions", json=predictions
         )
-        body = response.json() if response.content else {}
+        body = self.decode_json("import predictions", response) if response.content else {}
         return int(body.get("created", len(predictions))) if isinstance(body, dict) else len(predictions)
 
     def model_versions(self, project_id: int) -> dict[str, int]:
         """The model versions of a project's predictions with their prediction counts."""
-        body = self.request(
-            "list model versions", "GET", f"/api/projects/{project_id}/model-versions/"
-        ).json()
+        body = self.request_json("list model versions", "GET", f"/api/projects/{project_id}/model-versions/")
         return {str(k): int(v or 0) for k, v in body.items()} if isinstance(body, dict) else {}
 
     def delete_predictions(self, project_id: int, model_version: str) -> int:
         """Delete every prediction of one model version in one request (``DELETE /api/projects/<id>/model-versions/``,
         Label Studio 1.23); returns how many were deleted. Label Studio clears the project's ``model_version`` when it
         is this version (or an ML backend's title): never call it for the version the queue uses."""
-        body = self.request(
+        body = self.request_json(
             f"delete the predictions of {model_version}",
             "DELETE",
             f"/api/projects/{project_id}/model-versions/",
             json={"model_version": model_version},
-        ).json()
+        )
         return int(body.get("deleted_predictions", 0)) if isinstance(body, dict) else 0
 
     # -- Data Manager views --------------------------------------------------------------------------
     def views(self, project_id: int) -> list[dict]:
-        found = self.request("list Data Manager views", "GET", "/api/dm/views/", params={"project": project_id}).json()
+        found = self.request_json("list Data Manager views", "GET", "/api/dm/views/", params={"project": project_id})
         return [{"id": v["id"], "title": (v.get("data") or {}).get("title"), "data": v.get("data") or {}} for v in found]
 
     def add_view(self, project_id: int, title: str, ordering: list[str]) -> int:
         """A Data Manager tab; its ordering is also the order of "Label All Tasks" (Label Studio's DM queue)."""
-        view = self.request(
+        view = self.request_json(
             "add a Data Manager view",
             "POST",
             "/api/dm/views/",
             json={"project": project_id, "data": {"title": title, "ordering": ordering}},
-        ).json()
+        )
         return int(view["id"])
 
     # -- ML backend and webhooks --------------------------------------------------------------------

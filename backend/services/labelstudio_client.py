@@ -80,12 +80,19 @@ class LabelStudioClient:
 
     def request_json(self, what: str, method: str, path: str, **kwargs: Any) -> Any:
         """:meth:`request` and its JSON answer; an answer that is not JSON is a :class:`LabelStudioError`."""
-        response = self.request(what, method, path, **kwargs)
+        return self.decode_json(what, self.request(what, method, path, **kwargs))
+
+    def decode_json(self, what: str, response: httpx.Response) -> Any:
+        """The JSON answer of ``response`` (:meth:`request`'s, to ``what``), for a caller that also needs the response
+        (e.g. to allow an empty body); an answer that is not JSON (a proxy's login page...) is a
+        :class:`LabelStudioError` naming ``what``."""
         try:
             return response.json()
-        except ValueError:
+        except ValueError:  # JSONDecodeError and UnicodeDecodeError both are
             raise LabelStudioError(f"Label Studio answered the request to {what} with something that is not JSON "
-                                   f"({response.status_code}): {response.text[:200]!r}") from None
+                                   f"({response.status_code}): {response.text[:200]!r}; is {self.url} Label Studio "
+                                   "itself (VL4POSE_LABEL_STUDIO_URL), not a proxy or login page in front of it?"
+                                   ) from None
 
     def _status_error(self, what: str, status: int, body: Any) -> CoordinatorError:
         text = str(body)[:300]
