@@ -29,6 +29,12 @@ log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_VENV = REPO / ".lsvenv"
+BATCHED_PREDICTION_IMPORT = "fflag_fix_back_4620_memory_efficient_predictions_import_08012025_short"
+"""Label Studio 1.23's feature flag (off by default) for its batched prediction import. Off, every
+``POST /api/projects/<id>/import/predictions`` recounts the predictions of *every* task of the project, so a call
+slows down as the project and its prediction table grow (docs/RESULTS.md, "Large projects"); on, it recounts only
+the tasks it touched. On, Label Studio also skips its per-prediction label-config check (off, a malformed prediction
+is dropped and logged): the coordinator builds its predictions from the project's own label config."""
 
 
 class LabelStudioError(RuntimeError):
@@ -44,6 +50,7 @@ class LabelStudioServer:
         port: the port on 127.0.0.1 (must be free: Label Studio silently moves to another one otherwise).
         username, password, token: admin account created on the first start of ``data_dir``.
         files_root: folder served as local files (``/data/local-files/?d=<path under it>``), or None.
+        batched_prediction_import: turn on :data:`BATCHED_PREDICTION_IMPORT` (off only to measure the difference).
     """
 
     data_dir: Path
@@ -53,6 +60,7 @@ class LabelStudioServer:
     token: str = "vl4pose-label-studio-token-0001"
     files_root: Path | None = None
     venv: Path = DEFAULT_VENV
+    batched_prediction_import: bool = True
     process: subprocess.Popen | None = None
 
     @property
@@ -79,6 +87,7 @@ class LabelStudioServer:
             "LABEL_STUDIO_LATEST_VERSION_CHECK": "false",
             "LABEL_STUDIO_COLLECT_ANALYTICS": "false",
             "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
+            BATCHED_PREDICTION_IMPORT: "true" if self.batched_prediction_import else "false",
         })
         if self.files_root is not None:
             env["LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED"] = "true"
