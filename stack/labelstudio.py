@@ -207,7 +207,7 @@ def ensure_ml_basic_auth(client: LabelStudio, ls_project_ids: list[int], ml_url:
     for project in ls_project_ids:
         try:
             # the adapter's ml_backends() leaves out auth_method, which this needs
-            backends = client.request("list ML backends", "GET", "/api/ml/", params={"project": project}).json()
+            backends = client.request_json("list ML backends", "GET", "/api/ml/", params={"project": project})
             unauthenticated = [int(b["id"]) for b in backends if str(b.get("url", "")).rstrip("/") == ml_url
                                and b.get("auth_method") != "BASIC_AUTH"]
         except (CoordinatorError, ValueError, TypeError, KeyError, AttributeError):

@@ -144,8 +144,8 @@ def probe_pixel_bomb(config: StackConfig, ls_project: int, xml: str, good_url: s
     origin), predicted next to a good task of the live project: the bomb's task gets ``[]``, the good one its
     predictions, and the ML backend's worker RSS must not grow by 50 MB."""
     ls = connect(config.url("labelstudio"), config.secrets.ls_token, timeout=120.0)
-    scratch = ls.request("create a scratch project", "POST", "/api/projects/",
-                         json={"title": f"bomb probe {uuid.uuid4().hex[:6]}"}).json()
+    scratch = ls.request_json("create a scratch project", "POST", "/api/projects/",
+                              json={"title": f"bomb probe {uuid.uuid4().hex[:6]}"})
     try:
         upload = ls.request("upload the bomb", "POST", f"/api/projects/{scratch['id']}/import",
                             files={"file": ("bomb.png", io.BytesIO(bomb_png(12000, 12000)), "image/png")})
