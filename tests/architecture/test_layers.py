@@ -1,11 +1,13 @@
-"""The coordinator's dependency order, checked on the source files: no import cycle among ``backend`` modules (every
-import counts: module level, ``TYPE_CHECKING`` blocks and function bodies), and services never reach up into the
-job runner, the queue, a job handler or the composition root."""
+"""The dependency order, checked on the source files: no import cycle among the modules of any package (every
+import counts: module level, ``TYPE_CHECKING`` blocks and function bodies), the coordinator's services never reach up
+into the job runner, the queue, a job handler or the composition root, and no module grows much over 300 lines."""
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -96,6 +98,24 @@ def cycles(graph: dict[str, set[str]]) -> list[set[str]]:
 def test_the_coordinator_has_no_import_cycle():
     found = cycles(import_graph(REPO, "backend"))
     assert not found, "import cycles: " + "; ".join(" <-> ".join(sorted(c)) for c in found)
+
+
+@pytest.mark.parametrize("package", ["vl4pose", "ml_backend", "stack", "common"])
+def test_the_other_packages_have_no_import_cycle(package):
+    """Every import counts here too (module level, ``TYPE_CHECKING``, function bodies); across packages the layer
+    rules of ``test_import_rules.py`` already forbid every import that could close a circle."""
+    found = cycles(import_graph(REPO, package))
+    assert not found, "import cycles: " + "; ".join(" <-> ".join(sorted(c)) for c in found)
+
+
+MAX_LINES = 310  # "modules around 300 lines" (docs/ARCHITECTURE.md); a little slack, no exceptions
+
+
+@pytest.mark.parametrize("folder", ["vl4pose", "ml_backend", "backend", "stack", "common", "scripts"])
+def test_no_module_is_much_over_300_lines(folder):
+    too_long = {str(p.relative_to(REPO)): n for p in sorted((REPO / folder).rglob("*.py"))
+                if "migrations" not in p.parts and (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert not too_long, f"split these modules (over {MAX_LINES} lines): {too_long}"
 
 
 def test_services_never_import_the_layers_above_them():
