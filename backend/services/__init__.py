@@ -10,5 +10,5 @@ process. Three use cases that need most of it still take the record: ``linking.l
 No service imports the job runner, the queue, a job handler or the composition root: jobs (:mod:`backend.jobs`)
 call services, never the other way round (the ``rank_shard`` steps take the job's
 :class:`~backend.jobs.context.JobContext`, the one exception, and reconcile uses its worker identity).
-Checked by ``tests/architecture/test_backend_layers.py``.
+Checked by ``tests/architecture/test_layers.py``.
 """
