@@ -14,6 +14,8 @@ import threading
 import time
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +23,9 @@ HOOK_PATH = "/hooks/label-studio"
 SECRET_HEADER = "X-VL4Pose-Secret"
 QUEUE_SIZE = 1000
 ATTEMPTS = 3
+RETRY = Retry(total=ATTEMPTS - 1, backoff_factor=0.5, status_forcelist=(500, 502, 503, 504),
+              allowed_methods=frozenset({"POST"}), raise_on_status=False, respect_retry_after_header=False)
+"""urllib3's retries: a refused connection, a timeout or a 5xx is tried again (after 0 s, then 1 s), 4xx never."""
 
 
 class WebhookForwarder:
@@ -70,6 +75,8 @@ class WebhookForwarder:
 
     def _run(self) -> None:
         session = requests.Session()
+        session.mount("http://", HTTPAdapter(max_retries=RETRY))
+        session.mount("https://", HTTPAdapter(max_retries=RETRY))
         while True:
             event = self._queue.get()
             try:
@@ -78,22 +85,20 @@ class WebhookForwarder:
                 self._queue.task_done()
 
     def _deliver(self, session: requests.Session, event: dict) -> None:
+        """Post one event (the session's adapter retries it, :data:`RETRY`); count it delivered or failed."""
         action = event.get("action")
-        for attempt in range(1, ATTEMPTS + 1):
-            try:
-                response = session.post(self.url, json=event, headers={SECRET_HEADER: self._secret},
-                                        timeout=self.timeout)
-                if response.status_code < 500:
-                    if response.status_code >= 400:
-                        log.warning("coordinator refused %s with HTTP %d", action, response.status_code)
-                        self.failed += 1
-                    else:
-                        self.delivered += 1
-                    return
-                reason = f"HTTP {response.status_code}"
-            except requests.RequestException as exc:
-                reason = type(exc).__name__
-            if attempt < ATTEMPTS:
-                time.sleep(0.5 * attempt)
+        try:
+            response = session.post(self.url, json=event, headers={SECRET_HEADER: self._secret}, timeout=self.timeout)
+        except requests.RequestException as exc:
+            reason = type(exc).__name__
+        else:
+            if response.status_code < 400:
+                self.delivered += 1
+                return
+            if response.status_code < 500:
+                log.warning("coordinator refused %s with HTTP %d", action, response.status_code)
+                self.failed += 1
+                return
+            reason = f"HTTP {response.status_code}"
         self.failed += 1
         log.warning("could not forward %s to %s after %d attempts (%s)", action, self.url, ATTEMPTS, reason)

@@ -103,3 +103,34 @@ def test_unreachable_coordinator_never_fails_the_webhook(make_app, caplog):
 def test_webhook_body_must_be_json(client):
     response = client.post("/webhook", data="nope", content_type="text/plain")
     assert response.status_code == 400 and response.json["error"] == "invalid_json"
+
+
+@pytest.mark.parametrize(("answers", "posts", "delivered"), [
+    ([503, 502, 200], 3, True),  # a coordinator restarting: the third attempt gets through
+    ([500, 500, 500, 200], 3, False),  # three attempts, then the event is counted failed (reconcile catches up)
+    ([400, 200], 1, False),  # a refusal is never retried
+])
+def test_the_forwarder_retries_server_errors_only(answers, posts, delivered, caplog):
+    """The session's urllib3 retries (``ml_backend.webhooks.RETRY``): 5xx tried again, 4xx not, 3 attempts at most."""
+    from ml_backend.webhooks import WebhookForwarder
+
+    seen: list[int] = []
+
+    def app(environ, start_response):
+        status = answers[min(len(seen), len(answers) - 1)]
+        seen.append(status)
+        return Response("{}", status, mimetype="application/json")(environ, start_response)
+
+    http = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=http.serve_forever, daemon=True)
+    thread.start()
+    try:
+        forwarder = WebhookForwarder(f"http://127.0.0.1:{http.port}", SECRET, timeout=5, actions=("*",))
+        assert forwarder.submit({"action": "ANNOTATION_CREATED"})
+        assert forwarder.join(30)
+    finally:
+        http.shutdown()
+        thread.join(5)
+    assert len(seen) == posts
+    assert (forwarder.delivered, forwarder.failed) == ((1, 0) if delivered else (0, 1))
+    assert SECRET not in caplog.text
