@@ -92,6 +92,9 @@ class Settings:
     rank_shard_size: int = 1000
     rank_poll_s: float = 2.0
     import_chunk: int = 500
+    prune_timeout_s: float = 1800.0
+    """Deadline of one Label Studio request that deletes a superseded version's predictions (pruning): Label
+    Studio deletes them in one transaction that takes minutes at 100,000 tasks, and goes on if we stop waiting."""
     reconcile_page_size: int = 200
     reconcile_full_hours: float = 24.0
     reconcile_overlap_s: float = 30.0
@@ -156,6 +159,8 @@ class Settings:
             raise SettingsError(
                 f"{PREFIX}QUEUE must be sqlite, immediate, memory or a redis:// URL, not {self.queue!r}"
             )
+        if not self.prune_timeout_s > 0:
+            raise SettingsError(f"{PREFIX}PRUNE_TIMEOUT_S must be a number of seconds > 0, not {self.prune_timeout_s}")
         if self.image_cache_mb < 0:
             raise SettingsError(f"{PREFIX}IMAGE_CACHE_MB must be 0 (no limit) or a size in MB, not {self.image_cache_mb}")
         if not 1 <= self.reconcile_minutes <= 59:

@@ -3,7 +3,8 @@
 Starts a throw-away Label Studio 1.23.2 the way the stack does (:class:`stack.labelstudio.LabelStudioServer`), with
 its batched prediction import (:data:`stack.labelstudio.BATCHED_PREDICTION_IMPORT`) on, then again off; each run
 imports ``--tasks`` tasks and then ``--versions`` model versions' predictions (one per task, the coordinator's
-format: 14 keypoints of ``lsp14``) in chunks of ``--chunk``, as a ranking does. Prints JSON and a table::
+format: 14 keypoints of ``lsp14``) in chunks of ``--chunk``, as a ranking does, then deletes version ``v0`` in one
+request, as pruning does. Prints JSON and a table::
 
     .venv/bin/python scripts/bench_ls_import.py --tasks 6000 --out docs/results/bench_ls_import.json
 """
@@ -39,7 +40,7 @@ def run(batched: bool, tasks: int, versions: int, chunk: int, work: Path) -> dic
     result = keypoints_to_results(np.full((len(labels), 2), 50.0), (200, 200), labels, np.ones(len(labels), bool),
                                   np.ones(len(labels)), parsed.keypoint_control, parsed.image_name)
     with LabelStudioServer(work / ("on" if batched else "off"), batched_prediction_import=batched) as server:
-        ls = LabelStudio(server.url, server.token, timeout=600)
+        ls = LabelStudio(server.url, server.token, timeout=1800)
         project = ls.create_project("import benchmark", config)
         for start in range(0, tasks, 1000):
             ls.import_tasks(project, [{"image": f"/data/local-files/?d=t{i}.jpg"}
@@ -54,7 +55,12 @@ def run(batched: bool, tasks: int, versions: int, chunk: int, work: Path) -> dic
                                                 for t in ids[start:start + chunk]])
                 seconds[f"v{v}"].append(round(time.perf_counter() - began, 3))
             log.info("batched %s: v%d imported in %.1f s", batched, v, sum(seconds[f"v{v}"]))
-        return {"batched_import": batched, "tasks": len(ids), "chunk": chunk, "seconds_per_call": seconds}
+        began = time.perf_counter()
+        deleted = ls.delete_predictions(project, "v0")  # what pruning sends: one request for a whole version
+        delete_s = round(time.perf_counter() - began, 2)
+        log.info("batched %s: deleting v0's %d predictions took %.1f s", batched, deleted, delete_s)
+        return {"batched_import": batched, "tasks": len(ids), "chunk": chunk, "seconds_per_call": seconds,
+                "delete_version": {"deleted": deleted, "seconds": delete_s}}
 
 
 def table(runs: list[dict]) -> str:
@@ -64,6 +70,9 @@ def table(runs: list[dict]) -> str:
         for v, (name, calls) in enumerate(r["seconds_per_call"].items()):
             rows.append(f"| {'on' if r['batched_import'] else 'off'} | {name} ({v * r['tasks']:,}) | {len(calls)} | "
                         f"{calls[0]:.2f} | {calls[-1]:.2f} | {sum(calls):.1f} |")
+    rows += ["", "| batched import | predictions of v0 deleted in one request | seconds |", "| --- | --- | --- |"]
+    rows += [f"| {'on' if r['batched_import'] else 'off'} | {r['delete_version']['deleted']:,} | "
+             f"{r['delete_version']['seconds']} |" for r in runs]
     return "\n".join(rows)
 
 
@@ -72,11 +81,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tasks", type=int, default=6000, help="tasks of the project (6000)")
     p.add_argument("--versions", type=int, default=2, help="model versions imported one after the other (2)")
     p.add_argument("--chunk", type=int, default=500, help="predictions per import call (the coordinator's 500)")
+    p.add_argument("--batched", choices=("both", "on", "off"), default="both",
+                   help="Label Studio's batched prediction import: both runs (on, then off), or one")
     p.add_argument("--out", type=Path, help="write the JSON here too")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with tempfile.TemporaryDirectory() as tmp:
-        runs = [run(batched, args.tasks, args.versions, args.chunk, Path(tmp)) for batched in (True, False)]
+        modes = {"both": (True, False), "on": (True,), "off": (False,)}[args.batched]
+        runs = [run(batched, args.tasks, args.versions, args.chunk, Path(tmp)) for batched in modes]
     text = json.dumps({"runs": runs}, indent=1)
     if args.out:
         args.out.write_text(text + "\n")

@@ -161,7 +161,8 @@ class RankHandler(Handler):
             previous = ctx.payload["previous"]
         registry.set_current(version, project.ls_project_id)  # this project's model only
         keep = {version, previous or ""}
-        pruned = prune_predictions(services.db, ls, project.id, project.ls_project_id, keep, version)
+        pruned = prune_predictions(services.db, ls, project.id, project.ls_project_id, keep, version,
+                                   services.settings.prune_timeout_s)
         ctx.save_payload(pruned=pruned)
         rank_s = time.time() - float(ctx.payload.get("started", time.time()))
         self._finish_round(ctx, project, version, rank_s, ranked, failed, shards, pruned)

@@ -192,15 +192,17 @@ class LabelStudio(LabelStudioClient):
         body = self.request_json("list model versions", "GET", f"/api/projects/{project_id}/model-versions/")
         return {str(k): int(v or 0) for k, v in body.items()} if isinstance(body, dict) else {}
 
-    def delete_predictions(self, project_id: int, model_version: str) -> int:
+    def delete_predictions(self, project_id: int, model_version: str, timeout: float | None = None) -> int:
         """Delete every prediction of one model version in one request (``DELETE /api/projects/<id>/model-versions/``,
         Label Studio 1.23); returns how many were deleted. Label Studio clears the project's ``model_version`` when it
-        is this version (or an ML backend's title): never call it for the version the queue uses."""
+        is this version (or an ML backend's title): never call it for the version the queue uses. ``timeout``: this
+        request's deadline in seconds (None: the adapter's)."""
         body = self.request_json(
             f"delete the predictions of {model_version}",
             "DELETE",
             f"/api/projects/{project_id}/model-versions/",
             json={"model_version": model_version},
+            **({"timeout": timeout} if timeout is not None else {}),
         )
         return int(body.get("deleted_predictions", 0)) if isinstance(body, dict) else 0
 

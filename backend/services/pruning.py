@@ -6,8 +6,10 @@ predictions a round in Label Studio (its Data Manager, exports and task pages sl
 project's models is deleted:
 
 - in Label Studio with one request per version, ``DELETE /api/projects/<id>/model-versions/`` (Label Studio 1.23:
-  deletes all predictions of that version in one query). Only versions the coordinator published for this project
-  are touched (predictions someone imported under another name stay). Label Studio resets the project's
+  deletes all predictions of that version in one transaction, which at 100,000 tasks takes minutes and, on
+  Label Studio's SQLite, holds its database's write lock meanwhile: ``VL4POSE_PRUNE_TIMEOUT_S`` is that request's
+  own deadline, see docs/RESULTS.md "Label Studio's prediction import"). Only versions the coordinator published
+  for this project are touched (predictions someone imported under another name stay). Label Studio resets the project's
   ``model_version`` when it deletes the version the project uses, or one named like an ML backend; the
   project's version is read back afterwards and set again if that happened.
 - in ``task_prediction`` with one ``DELETE`` statement.
@@ -33,11 +35,13 @@ log = logging.getLogger(__name__)
 
 
 def prune_predictions(
-    db: Database, ls: LabelStudio, project_id: int, ls_project_id: int, keep: set[str], current: str | None
+    db: Database, ls: LabelStudio, project_id: int, ls_project_id: int, keep: set[str], current: str | None,
+    timeout: float | None = None,
 ) -> dict[str, int | str]:
     """Delete the predictions of every version of the project not in ``keep``; ``current``: the version the
-    queue uses (restored on the project if Label Studio cleared it). Returns counts (``label_studio``,
-    ``coordinator``, ``versions``) and ``error`` when Label Studio could not be pruned."""
+    queue uses (restored on the project if Label Studio cleared it); ``timeout``: the deadline of each delete request
+    (``VL4POSE_PRUNE_TIMEOUT_S``; None: the adapter's). Returns counts (``label_studio``, ``coordinator``,
+    ``versions``) and ``error`` when Label Studio could not be pruned."""
     keep = {v for v in keep if v}
     with db.session() as session:
         ours = set(session.scalars(select(ModelVersion.version).where(ModelVersion.project_id == project_id)))
@@ -50,7 +54,8 @@ def prune_predictions(
     try:
         stale = [v for v, count in ls.model_versions(ls_project_id).items() if v in ours and v not in keep and count]
         for version in stale:
-            result["label_studio"] = int(result["label_studio"]) + ls.delete_predictions(ls_project_id, version)
+            deleted = ls.delete_predictions(ls_project_id, version, timeout)
+            result["label_studio"] = int(result["label_studio"]) + deleted
             result["versions"] = int(result["versions"]) + 1
         if stale and current:
             found = ls.project(ls_project_id).get("model_version")

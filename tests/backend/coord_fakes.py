@@ -283,7 +283,7 @@ class FakeLabelStudio:
                 counts[p["model_version"]] = counts.get(p["model_version"], 0) + 1
         return counts
 
-    def delete_predictions(self, project_id: int, model_version: str) -> int:
+    def delete_predictions(self, project_id: int, model_version: str, timeout: float | None = None) -> int:
         self._check("delete_predictions")
         keep = [
             p for p in self.predictions

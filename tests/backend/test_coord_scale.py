@@ -65,7 +65,7 @@ class BigFakeLabelStudio(FakeLabelStudio):
         self._check("model_versions")
         return {v: sum(1 for c in counts if c) for v, counts in self.per_version.items()}
 
-    def delete_predictions(self, project_id: int, model_version: str) -> int:
+    def delete_predictions(self, project_id: int, model_version: str, timeout: float | None = None) -> int:
         self._check("delete_predictions")
         counts = self.per_version.pop(model_version, bytearray())
         return sum(counts)
