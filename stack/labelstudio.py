@@ -32,7 +32,7 @@ DEFAULT_VENV = REPO / ".lsvenv"
 BATCHED_PREDICTION_IMPORT = "fflag_fix_back_4620_memory_efficient_predictions_import_08012025_short"
 """Label Studio 1.23's feature flag (off by default) for its batched prediction import. Off, every
 ``POST /api/projects/<id>/import/predictions`` recounts the predictions of *every* task of the project, so a call
-slows down as the project and its prediction table grow (docs/RESULTS.md, "Large projects"); on, it recounts only
+slows down as the project grows (docs/RESULTS.md, "Label Studio's prediction import"); on, it recounts only
 the tasks it touched. On, Label Studio also skips its per-prediction label-config check (off, a malformed prediction
 is dropped and logged): the coordinator builds its predictions from the project's own label config."""
 

@@ -9,8 +9,8 @@ project's models is deleted:
   deletes all predictions of that version in one transaction, which at 100,000 tasks takes minutes and, on
   Label Studio's SQLite, holds its database's write lock meanwhile: ``VL4POSE_PRUNE_TIMEOUT_S`` is that request's
   own deadline, see docs/RESULTS.md "Label Studio's prediction import"). Only versions the coordinator published
-  for this project are touched (predictions someone imported under another name stay). Label Studio resets the project's
-  ``model_version`` when it deletes the version the project uses, or one named like an ML backend; the
+  for this project are touched (predictions someone imported under another name stay). Label Studio resets the
+  project's ``model_version`` when it deletes the version the project uses, or one named like an ML backend; the
   project's version is read back afterwards and set again if that happened.
 - in ``task_prediction`` with one ``DELETE`` statement.
 
