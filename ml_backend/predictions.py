@@ -24,11 +24,15 @@ from ml_backend.suggestions import adopt_ids, draft_region_ids, place_clicks
 from vl4pose.data.labelstudio import keypoints_to_results
 from vl4pose.data.sample import image_size
 from vl4pose.errors import ImageError, VL4PoseError
+from vl4pose.interactive import ClickConfig, resolve_clicked
+from vl4pose.pipeline import Analysis
 from vl4pose.predictor import PosePrediction
 
 log = logging.getLogger(__name__)
 
 RAW_SUFFIX = "-raw"
+CLICKS = ClickConfig()
+"""What an interactive ``/predict`` does with the clicks (:mod:`vl4pose.interactive`; chosen on LSPET val)."""
 
 
 class RequestError(VL4PoseError):
@@ -185,13 +189,19 @@ class PredictionService:
             url = self._image_url(task, mapping)
             path = self.fetcher.fetch(url, access)
             clamped, box = clicks.in_pixels(mapping.skeleton, image_size(path, self.max_pixels))
-            box_key = tuple(np.round(box, 1)) if box is not None else None
-            key = (model.version, self.fetcher.absolute_url(url, access), box_key)
-            analysis, hit = self.analyses.get_or_compute(key, lambda: model.predictor.analyse(path, box))
+            source = (model.version, self.fetcher.absolute_url(url, access))
+
+            def analysis_in(person_box: np.ndarray | None) -> tuple[Analysis, bool]:
+                key = source + (tuple(np.round(person_box, 1)) if person_box is not None else None,)
+                return self.analyses.get_or_compute(key, lambda: model.predictor.analyse(path, person_box))
+
+            analysis, hit = analysis_in(box)
+            # the automatic box may be re-framed around the clicks; an annotator's own box never is
+            reanalyse = (lambda found: analysis_in(found)[0]) if box is None else None
+            prediction = resolve_clicked(model.predictor, analysis, clamped, CLICKS, reanalyse)
         except ImageError as exc:
             log.warning("task %s: no suggestion: %s", task.get("id"), exc)
             return {"result": [], "model_version": model.version}
-        prediction = model.predictor.resolve(analysis, clamped)
         # every placed keypoint, the clicked ones at the click, under the draft's region ids (ml_backend.suggestions)
         clicked = np.zeros(mapping.skeleton.num_keypoints, dtype=bool)
         clicked[list(clamped)] = True  # suggested even where the model would not place it

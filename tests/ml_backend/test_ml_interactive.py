@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 from ml_helpers import LSP_CONFIG, keypoint_click, lspet_task, predict_body
 
+from ml_backend.predictions import CLICKS
 from ml_backend.routes import EXTENSION
 from vl4pose.data.sample import image_size
+from vl4pose.interactive import resolve_clicked
 
 
 def label_name(item: dict) -> str:
@@ -25,7 +27,9 @@ def test_suggestions_are_the_dp_solution_with_the_click_clamped(connected, lspet
     suggestion = response.json["results"][0]
     assert suggestion["model_version"] == "tiny-v1"
 
-    expected = Predictor(model_registry.path("tiny-v1")).predict(path, clamped={"left_wrist": (0.4 * w, 0.6 * h)})
+    predictor = Predictor(model_registry.path("tiny-v1"))
+    expected = resolve_clicked(predictor, predictor.analyse(path), {"left_wrist": (0.4 * w, 0.6 * h)}, CLICKS,
+                               lambda box: predictor.analyse(path, box))
     assert suggestion["score"] == pytest.approx(expected.score, abs=1e-6)
     got = {label_name(item): item for item in suggestion["result"]}
     placed = {n for n, p in zip(expected.keypoint_names, expected.placed) if p} | {"left_wrist"}
@@ -58,19 +62,53 @@ def test_a_click_moves_the_rest_of_the_skeleton(connected, lspet_dir):
 
 
 def test_the_network_pass_runs_once_per_image_and_model_version(app, connected, lspet_dir, monkeypatch):
+    """The automatic analysis is computed once per image; a click outside its crop re-frames it once per window."""
     services = app.extensions[EXTENSION]
     model = services.models.get("7")
     calls = []
     original = model.predictor.analyse
     monkeypatch.setattr(model.predictor, "analyse", lambda *a, **k: calls.append(a) or original(*a, **k))
     w, h = image_size(lspet_dir / "images" / "im00002.jpg")
-    for x in (10.0, 30.0, 50.0, 70.0):
+    for x in (10.0, 30.0, 50.0, 70.0, 10.0, 30.0, 50.0, 70.0):
         body = predict_body([lspet_task(2, 2)], {"result": [keypoint_click("Right Knee", x, 50.0, w, h)]})
         assert connected.post("/predict", json=body).status_code == 200
-    assert len(calls) == 1
+    automatic = [a for a in calls if len(a) < 2 or a[1] is None]
+    reframed = [tuple(np.round(a[1], 1)) for a in calls if len(a) > 1 and a[1] is not None]
+    assert len(automatic) == 1
+    assert len(reframed) == len(set(reframed)) <= 4  # the repeated clicks hit the cache
+    before = len(calls)
     body = predict_body([lspet_task(3, 3)], {"result": [keypoint_click("Right Knee", 50.0, 50.0, w, h)]})
     connected.post("/predict", json=body)
-    assert len(calls) == 2
+    assert len([a for a in calls[before:] if len(a) < 2 or a[1] is None]) == 1
+
+
+def test_a_click_outside_the_automatic_crop_reframes_the_suggestion(app, connected, lspet_dir, monkeypatch):
+    """The suggestions around a click outside the analysed crop come from a new pass over a window holding it.
+    The test model's person-finding crops whole images, so its automatic box is narrowed to a corner here."""
+    services = app.extensions[EXTENSION]
+    model = services.models.get("7")
+    path = lspet_dir / "images" / "im00004.jpg"
+    w, h = image_size(path)
+    corner = np.array([0.1 * w, 0.1 * h, 0.3 * w, 0.3 * h])
+    boxes = []
+    original = model.predictor.analyse
+
+    def analyse(image, box=None):
+        boxes.append(box)
+        return original(image, corner if box is None else box)
+
+    monkeypatch.setattr(model.predictor, "analyse", analyse)
+    click = keypoint_click("Left Ankle", 90.0, 80.0, w, h)
+    suggestion = connected.post("/predict", json=predict_body([lspet_task(4, 4)], {"result": [click]})).json
+    assert boxes[0] is None and len(boxes) == 2
+    reframed = boxes[1]
+    assert reframed[0] < 0.9 * w - 1 and reframed[2] == pytest.approx(0.9 * w)  # the click is the new box's edge
+    assert reframed[1] < 0.8 * h <= reframed[3] + 1e-6
+    at = {label_name(r): (r["value"]["x"], r["value"]["y"]) for r in suggestion["results"][0]["result"]}
+    assert at["left_ankle"] == (90.0, 80.0)
+    inside = keypoint_click("Left Ankle", 20.0, 20.0, w, h)
+    connected.post("/predict", json=predict_body([lspet_task(4, 4)], {"result": [inside]}))
+    assert len(boxes) == 2  # a click inside the crop: the cached analysis only
 
 
 def test_several_clicks_are_all_clamped_and_negative_clicks_ignored(connected, lspet_dir):

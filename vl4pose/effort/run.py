@@ -23,13 +23,14 @@ import numpy as np
 
 from vl4pose.atomic import write_atomic
 from vl4pose.cli_options import add_data_options, add_predictor_options, load_from_args, predictor_from_args
-from vl4pose.data.sample import Sample, box_from_keypoints
+from vl4pose.data.sample import ImageSource, Sample, box_from_keypoints
 from vl4pose.crop import apply_affine
 from vl4pose.effort.annotator import EffortTally, Resolver, candidate_reach, format_effort, image_effort
 from vl4pose.errors import ImageError
 from vl4pose.metrics import torso_size
 from vl4pose.pipeline import Analysis, PosePipeline
 from vl4pose.postprocess import find_candidates
+from vl4pose.interactive import REFRAME_RULES, ClickConfig, resolve_clicked
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +46,18 @@ class EffortConfig:
     chunk: int = 16
     interactive: bool = True
     box: str = "auto"
+    clicks: ClickConfig = ClickConfig()
 
 
-def resolver_for(pipeline: PosePipeline, analysis: Analysis) -> Resolver:
+def resolver_for(pipeline: PosePipeline, analysis: Analysis, image: ImageSource | None,
+                 clicks: ClickConfig = ClickConfig()) -> Resolver:
     """The interactive re-solve of one analysed image: clamped {index: (x, y) image pixels} -> (refined (K, 2),
-    placed (K,)), exactly ``pipeline.resolve(analysis, clamped)`` as the ML backend calls it."""
+    placed (K,)), exactly :func:`vl4pose.interactive.resolve_clicked` as the ML backend calls it (``image``: None
+    never re-frames, as for an annotator's own person box)."""
+    reanalyse = (lambda box: pipeline.analyse(image, box)) if image is not None else None
+
     def resolve(clamped):
-        prediction = pipeline.resolve(analysis, dict(clamped))
+        prediction = resolve_clicked(pipeline, analysis, dict(clamped), clicks, reanalyse)
         return prediction.refined, prediction.placed
     return resolve
 
@@ -75,6 +81,7 @@ def measure_effort(pipeline: PosePipeline, samples: Sequence[Sample], config: Ef
     tallies = {str(t): EffortTally(names) for t in config.tolerances}
     report: dict = {"images": 0, "scored_images": 0, "skipped_no_torso": 0, "unreadable": 0, "box": config.box,
                     "predictor": {k: v for k, v in asdict(pipeline.config).items() if k != "device"},
+                    "clicks": asdict(config.clicks),
                     "calibration": {"max_candidates": pipeline.calibration.max_candidates,
                                     "temperature": pipeline.calibration.temperature,
                                     "min_peak": pipeline.calibration.min_peak},
@@ -101,7 +108,8 @@ def measure_effort(pipeline: PosePipeline, samples: Sequence[Sample], config: Ef
             labelled_total += int(labelled.sum())
             unserved_total += int((labelled & ~served.placed).sum())
             row: dict = {"id": sample.sample_id, "labelled": int(labelled.sum()), "torso": round(torso, 2)}
-            resolver = resolver_for(pipeline, analysis) if config.interactive else None
+            image = sample.image if config.box == "auto" else None  # an annotator's own box is not re-framed
+            resolver = resolver_for(pipeline, analysis, image, config.clicks) if config.interactive else None
             candidates, valid = candidates_in_image(pipeline, analysis)
             for tolerance, tally in tallies.items():
                 threshold = float(tolerance) * torso
@@ -167,6 +175,15 @@ def effort_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float,
                    help="diagnosis: candidate softmax temperature instead of the checkpoint's calibration")
     p.add_argument("--chunk", type=int, default=defaults.chunk, help="images analysed per batch")
+    p.add_argument("--reframe", choices=REFRAME_RULES, default=defaults.clicks.reframe,
+                   help="when the re-solve re-frames the final crop around the clicks (default: %(default)s, as the "
+                        "ML backend)")
+    p.add_argument("--reframe-margin", type=float, default=defaults.clicks.margin,
+                   help="with --reframe outside: a click this share of the crop's side from its border already "
+                        "re-frames (default: %(default)s)")
+    p.add_argument("--swap-radius", type=float, default=defaults.clicks.swap_radius,
+                   help="a click this share of the crop's side from the suggested left/right twin swaps the pair "
+                        "(0: never; default: %(default)s, as the ML backend)")
     p.add_argument("--no-interactive", dest="interactive", action="store_false",
                    help="skip mode (c), the interactive re-solve")
     p.add_argument("--out", type=Path, help="also write the report with every image's clicks to this JSON file")
@@ -175,7 +192,8 @@ def effort_options(p: argparse.ArgumentParser) -> None:
 
 
 def run_effort(args: argparse.Namespace) -> int:
-    config = EffortConfig(tuple(args.tolerances), args.chunk, args.interactive, args.box)
+    config = EffortConfig(tuple(args.tolerances), args.chunk, args.interactive, args.box,
+                          ClickConfig(args.reframe, args.reframe_margin, args.swap_radius))
     predictor = override_calibration(predictor_from_args(args), args.max_candidates, args.temperature)
     report = measure_effort(predictor, load_from_args(args, args.split), config, args.out)
     print(json.dumps(report, indent=2) if args.json else format_effort(report))
