@@ -221,7 +221,8 @@ def format_effort(report: dict) -> str:
                          f"{row['fixed_by_resolve']:6d} {row['broken_by_resolve']:6d}   {row['wrong_with_candidate']:6d}")
         if "wrong_with_candidate_share" in summary:
             lines.append(f"  wrong keypoints of (b) with a candidate within tolerance: "
-                         f"{100 * summary['wrong_with_candidate_share']:.1f}% (the most a re-solve could fix); "
+                         f"{100 * summary['wrong_with_candidate_share']:.1f}% (the most a re-solve on the served crop "
+                         f"could fix); "
                          f"per re-solve {summary['fixed_per_resolve']:.2f} fixed, {summary['broken_per_resolve']:.2f} "
                          f"broken")
     return "\n".join(lines)
