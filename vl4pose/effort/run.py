@@ -4,8 +4,8 @@ path.
 Each image goes through :meth:`PosePipeline.analyse` with no person box (the automatic box, as the ML backend
 serves a task) and :meth:`PosePipeline.resolve` without clicks (the served suggestion: refined pose, raw pose under
 ``-raw``, keypoints with ``placed``; ``--box gt`` instead crops around the annotated person, a diagnosis); the
-interactive mode calls ``resolve(analysis, clamped)`` after each click,
-as ``ml_backend/predictions.py`` does for an interactive ``/predict``. Tolerances are fractions of the torso size
+interactive mode calls :func:`vl4pose.interactive.resolve_clicked` after each click (clamps, swapped twins, the
+crop re-framed around a click outside it), as ``ml_backend/predictions.py`` does for an interactive ``/predict``. Tolerances are fractions of the torso size
 of :func:`vl4pose.metrics.torso_size` (the PCK@0.2 normaliser); images without it are skipped, as PCK skips them.
 """
 
@@ -27,10 +27,10 @@ from vl4pose.data.sample import ImageSource, Sample, box_from_keypoints
 from vl4pose.crop import apply_affine
 from vl4pose.effort.annotator import EffortTally, Resolver, candidate_reach, format_effort, image_effort
 from vl4pose.errors import ImageError
+from vl4pose.interactive import REFRAME_RULES, ClickConfig, resolve_clicked
 from vl4pose.metrics import torso_size
 from vl4pose.pipeline import Analysis, PosePipeline
 from vl4pose.postprocess import find_candidates
-from vl4pose.interactive import REFRAME_RULES, ClickConfig, resolve_clicked
 
 log = logging.getLogger(__name__)
 
