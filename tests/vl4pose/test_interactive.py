@@ -129,3 +129,20 @@ def test_a_click_outside_the_crop_reanalyses_the_image_around_it(lspet_dir):
     assert np.allclose(got.refined[LSP.index("left_ankle")], outside["left_ankle"], atol=1e-3)
     assert resolve_clicked(predictor, analysis, outside, ClickConfig(), None).box == pytest.approx(
         analysis.window.box())  # no re-framing without reanalyse (an annotator's own box)
+
+
+def test_both_crops_resolve_like_one_when_they_are_the_same_crop(lspet_dir):
+    """Candidates of two crops, mapped into one: with the same crop twice (every candidate doubled) the joint
+    choice is the plain clamped re-solve's."""
+    from vl4pose.interactive import resolve_both
+    from vl4pose.predictor import Predictor
+
+    predictor = Predictor(STARTER)
+    analysis = predictor.analyse(lspet_dir / "images" / "im00007.jpg")
+    x0, y0, x1, y1 = analysis.window.box()
+    clicks = {LSP.index("right_knee"): np.array([x0 + 0.3 * (x1 - x0), y0 + 0.7 * (y1 - y0)])}
+    plain = predictor.resolve(analysis, clicks)
+    both = resolve_both(predictor, analysis, analysis, clicks)
+    assert np.allclose(both.refined, plain.refined, atol=1e-6)
+    assert np.array_equal(both.placed, plain.placed)
+    assert both.score == plain.score
