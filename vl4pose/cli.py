@@ -22,6 +22,7 @@ from vl4pose.checkpoint import load_checkpoint
 from vl4pose.cli_options import (add_data_options, add_device_option, add_predictor_options, load_from_args,
                                  predictor_from_args)
 from vl4pose.data import dataset_skeleton
+from vl4pose.device import PRECISIONS
 from vl4pose.effort import run as effort_run
 from vl4pose.errors import VL4PoseError
 from vl4pose.evaluate import evaluate, format_report
@@ -55,6 +56,8 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps-per-epoch", type=int)
     p.add_argument("--accumulate", type=int, help="micro-batches per step, gradients summed (default 1); "
                    "under torchrun each process splits its share of the batch this way")
+    p.add_argument("--precision", choices=PRECISIONS, help="trunk precision in training: auto (default: bf16 on CUDA "
+                   "and on CPUs with native bf16), fp32, bf16")
     p.add_argument("--heads", nargs="*", default=[], help="extra auxiliary heads (acquisition baselines)")
     p.add_argument("--seed", type=int, default=0)
     add_device_option(p)
@@ -73,7 +76,8 @@ def run_train(args: argparse.Namespace) -> int:
     epochs = args.epochs if args.epochs is not None else (1000 if budget else None)
     overrides = {k: v for k, v in {"epochs": epochs, "batch_size": args.batch_size, "lr": args.lr,
                                    "aux_lr": args.aux_lr, "steps_per_epoch": args.steps_per_epoch,
-                                   "time_budget_s": budget, "accumulate": args.accumulate}.items()
+                                   "time_budget_s": budget, "accumulate": args.accumulate,
+                                   "precision": args.precision}.items()
                  if v is not None}
     config = replace(TrainConfig(), seed=args.seed, heads=tuple(args.heads), **overrides)
     init = load_checkpoint(args.init) if args.init else None

@@ -1,6 +1,9 @@
 """Where the networks run: ``--device auto|cpu|cuda``, what each device gets, and the machine it is.
 
-On CUDA the network trunk runs in bf16 autocast with channels-last memory; everything after the
+The networks keep channels-last memory on every device (on 2 CPU cores: 2.2x faster batched inference and
+1.3x faster fp32 training steps of the ``cpu`` preset than NCHW, the same maths). The trunk runs in bf16 autocast on
+CUDA, and for training on a CPU with native bf16 (AVX512-BF16 or AMX; ``--precision``); inference on a CPU stays
+fp32 (the likelihood is sensitive to the trunk's precision: docs/RESULTS.md, the fp16 starter). Everything after the
 network (candidates, likelihood, refinement) works on fp32 CPU tensors, whatever the device.
 """
 
@@ -18,6 +21,8 @@ from torch import nn
 from vl4pose.errors import ConfigError
 
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16")
+"""Training precision of the trunk: auto (bf16 on CUDA and on a CPU with native bf16, else fp32), fp32, bf16."""
 
 
 def resolve_device(name: str | torch.device | None = None) -> torch.device:
@@ -46,24 +51,42 @@ def resolve_device(name: str | torch.device | None = None) -> torch.device:
 
 
 def prepare_module(module: nn.Module, device: torch.device) -> nn.Module:
-    """Move a network to ``device``; channels-last memory on CUDA (faster convolutions under autocast)."""
-    module = module.to(device)
-    if device.type == "cuda":
-        module = module.to(memory_format=torch.channels_last)
-    return module
+    """Move a network to ``device`` in channels-last memory (faster convolutions on CPU and CUDA)."""
+    return module.to(device).to(memory_format=torch.channels_last)
 
 
 def to_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Move an (N, 3, S, S) input batch to ``device`` in the memory layout its network expects."""
-    images = images.to(device, non_blocking=True)
-    return images.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else images
+    """Move an (N, 3, S, S) input batch to ``device`` in the memory layout its network expects (channels-last)."""
+    return images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+
+
+def cpu_bf16_supported() -> bool:
+    """Whether this CPU does bf16 matrix maths natively (AVX512-BF16 or AMX through oneDNN)."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def training_bf16(device: torch.device, precision: str = "auto") -> bool:
+    """Whether training runs the trunk in bf16 autocast on ``device`` for a ``precision`` (:data:`PRECISIONS`).
+
+    ``bf16`` on a CPU without native bf16 is refused: autocast would emulate it, slower than fp32.
+    """
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    native = device.type == "cuda" or cpu_bf16_supported()
+    if precision == "bf16" and not native:
+        raise ConfigError("precision bf16 asked for, but this CPU has no native bf16 (AVX512-BF16 or AMX): "
+                          "use --precision fp32 (or auto, which picks fp32 here)")
+    return precision == "bf16" or (precision == "auto" and native)
 
 
 @contextlib.contextmanager
-def trunk_autocast(device: torch.device) -> Iterator[None]:
-    """bf16 autocast for the network trunk on CUDA; a no-op on the CPU (fp32 there)."""
-    if device.type == "cuda":
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+def trunk_autocast(device: torch.device, bf16: bool | None = None) -> Iterator[None]:
+    """bf16 autocast for the network trunk; ``bf16=None``: on CUDA only (inference on a CPU stays fp32)."""
+    if bf16 if bf16 is not None else device.type == "cuda":
+        with torch.autocast(device.type, dtype=torch.bfloat16):
             yield
     else:
         yield

@@ -11,14 +11,15 @@ from vl4pose.models import PoseOutput
 
 
 def training_loss(pose: nn.Module, heads: nn.ModuleDict, batch: dict[str, torch.Tensor],
-                  device: torch.device) -> tuple[torch.Tensor, float]:
+                  device: torch.device, bf16: bool | None = None) -> tuple[torch.Tensor, float]:
     """(pose + auxiliary loss to differentiate, the pose loss as a number) of one (micro-)batch.
 
     ``batch`` holds ``image`` (N, 3, S, S), ``heatmaps`` (N, K, H, W) and ``weights`` (N, K) (0 = unlabelled);
     it gains ``keypoint_error`` (N, K), the last stack's detached per-keypoint error the heads learn from.
-    The trunk runs under :func:`vl4pose.device.trunk_autocast` (bf16 on CUDA); the losses are computed in fp32.
+    The trunk runs under :func:`vl4pose.device.trunk_autocast` (``bf16``: None = on CUDA only); the losses are
+    computed in fp32.
     """
-    with trunk_autocast(device):
+    with trunk_autocast(device, bf16):
         output = pose(to_input(batch["image"], device))
     output = PoseOutput([h.float() for h in output.heatmaps], [f.float() for f in output.features])
     weights = batch["weights"][..., None, None]

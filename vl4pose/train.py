@@ -27,7 +27,7 @@ from vl4pose.checkpoint import Calibration, Checkpoint, load_checkpoint, save_ch
 from vl4pose.data.crops import CropCache
 from vl4pose.data.sample import Sample
 from vl4pose.data.transforms import AugmentConfig
-from vl4pose.device import prepare_module, resolve_device
+from vl4pose.device import prepare_module, resolve_device, training_bf16
 from vl4pose.distributed import micro_batches, setup
 from vl4pose.errors import TrainingError
 from vl4pose.heads import build_heads
@@ -64,6 +64,9 @@ class TrainConfig:
     """Log a progress line (step, images/s, time left) at least this often."""
     budget_check_steps: int = 10
     """Steps timed before a time budget is checked against one epoch."""
+    precision: str = "auto"
+    """The trunk's training precision (:data:`vl4pose.device.PRECISIONS`): auto = bf16 autocast on CUDA and on a CPU
+    with native bf16 (2.3x the fp32 step of the ``cpu`` preset on 2 cores), else fp32."""
     accumulate: int = 1
     """Micro-batches per step (per process): gradients of the parts are summed before one optimiser step."""
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -99,6 +102,8 @@ class Trainer:
         if config.batch_size < self.dist.world * config.accumulate:
             raise TrainingError(f"a batch of {config.batch_size} cannot feed {self.dist.world} processes x "
                                 f"{config.accumulate} micro-batches; raise --batch-size or use fewer")
+        self.bf16 = training_bf16(self.device, config.precision)
+        log.info("trunk precision in training: %s", "bf16 autocast" if self.bf16 else "fp32")
         self.clock = clock  # the time budget's and the progress log's clock (tests pass a fake one)
         self.lr_factor = 1.0  # the schedule's current multiplier of both learning rates
         self.pose = build_pose(model_config, skeleton.num_keypoints)
@@ -255,7 +260,7 @@ class Trainer:
             last = i == len(parts) - 1
             sync = self._train_pose.no_sync() if world > 1 and not last else contextlib.nullcontext()
             with sync:
-                loss, pose_loss = training_loss(self._train_pose, self.heads, batch, self.device)
+                loss, pose_loss = training_loss(self._train_pose, self.heads, batch, self.device, self.bf16)
                 (loss / cfg.accumulate).backward()
             losses.append(pose_loss)
         self.dist.average_grads(self.heads)
