@@ -11,6 +11,8 @@ Figures (milliseconds per image unless named otherwise; medians of repeated runs
   bench checks that it and the DP choose identical poses (``refine_identical``).
 - ``rank_images_per_s``: real LSPET files through ``Predictor.predict_batch`` (decoding, the product's
   automatic person box, network, likelihood, refinement).
+- ``train_step_ms``: forward + backward of a batch (heatmap loss), per image, with the trunk in fp32 and in bf16
+  autocast (``None`` where the device has no native bf16): what ``--precision`` buys in training.
 - ``egl_backward_ms``: one image forward + backward through the pose model, the per-image cost EGL++
   would add (why it is not among the strategies).
 - ``peak_rss_mb`` and the machine (cores, torch threads).
@@ -35,7 +37,7 @@ import torch
 
 from vl4pose.checkpoint import Calibration, Checkpoint, load_checkpoint
 from vl4pose.cli_options import add_device_option
-from vl4pose.device import machine_info, prepare_module, resolve_device, to_input, trunk_autocast
+from vl4pose.device import machine_info, prepare_module, resolve_device, to_input, training_bf16, trunk_autocast
 from vl4pose.errors import DataError
 from vl4pose.heads import build_heads
 from vl4pose.inference import run_network
@@ -220,6 +222,28 @@ def bench_egl(ckpt: Checkpoint, repeats: int, device: torch.device | None = None
     return ms
 
 
+def bench_train_step(ckpt: Checkpoint, batch_size: int, repeats: int, device: torch.device) -> dict:
+    """ms per image of a training forward + backward (no optimiser step), trunk in fp32 and in bf16 autocast."""
+    pose = prepare_module(ckpt.pose, device).train()
+    size = ckpt.model_config.input_size
+    images = torch.rand(batch_size, 3, size, size, generator=torch.Generator().manual_seed(2))
+    out: dict = {"batch_size": batch_size}
+    for name, bf16 in (("fp32", False), ("bf16", True)):
+        if bf16 and not training_bf16(device, "auto"):
+            out[name] = None
+            continue
+
+        def step() -> None:
+            pose.zero_grad(set_to_none=True)
+            with trunk_autocast(device, bf16):
+                output = pose(to_input(images, device))
+            sum((h.float() ** 2).sum() for h in output.heatmaps).backward()
+
+        out[name] = median_seconds(step, repeats) * 1000 / batch_size
+    pose.eval().zero_grad(set_to_none=True)
+    return out
+
+
 def run_bench(config: BenchConfig) -> dict:
     """Every figure, as one dict (see the module docstring)."""
     device = resolve_device(config.device)
@@ -229,6 +253,7 @@ def run_bench(config: BenchConfig) -> dict:
     report |= bench_network(ckpt, config.batch_size, config.repeats, device)
     report |= bench_refine(config.refine_images, config.repeats)
     report |= bench_rank(ckpt, config.data, config.rank_images, config.batch_size, str(device))
+    report["train_step_ms"] = bench_train_step(ckpt, config.batch_size, config.repeats, device)
     report["egl_backward_ms"] = bench_egl(ckpt, config.repeats, device)
     report["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     report["machine"] = machine_info()
@@ -237,7 +262,7 @@ def run_bench(config: BenchConfig) -> dict:
 
 def format_bench(report: dict) -> str:
     """A readable table of :func:`run_bench`'s figures."""
-    fwd, over = report["pose_forward_ms"], report["vl4pose_overhead_ms"]
+    fwd, over, step = report["pose_forward_ms"], report["vl4pose_overhead_ms"], report["train_step_ms"]
     rows = [("pose forward, single image (ms)", f"{fwd['single']:.2f}"),
             (f"pose forward, per image in a batch of {fwd['batch_size']} (ms)", f"{fwd['batch']:.2f}"),
             ("flip-test forward, single / per image in a batch (ms)",
@@ -252,6 +277,8 @@ def format_bench(report: dict) -> str:
              ("DP and brute force identical", str(report["refine_identical"])),
              ("ranking through Predictor.predict_batch (images/s)",
               f"{report['rank_images_per_s']:.1f} ({report['rank_passes']})"),
+             ("training forward+backward per image in a batch, fp32 / bf16 (ms)",
+              " / ".join("-" if v is None else f"{v:.2f}" for v in (step["fp32"], step["bf16"]))),
              ("EGL++ forward+backward per image (ms)", f"{report['egl_backward_ms']:.1f}"),
              ("peak RSS (MB)", f"{report['peak_rss_mb']:.0f}")]
     machine = report["machine"]

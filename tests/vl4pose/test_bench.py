@@ -60,6 +60,8 @@ def test_bench_json_has_every_figure(lspet_dir, capsys):
     for key in ("refine_dp_ms_k5", "refine_bruteforce_ms_k5", "rank_images_per_s", "peak_rss_mb", "egl_backward_ms"):
         assert isinstance(report[key], float) and report[key] > 0, key
     assert report["refine_identical"] is True and report["rank_images"] == 4 and report["rank_errors"] == 0
+    step = report["train_step_ms"]
+    assert step["fp32"] > 0 and (step["bf16"] is None or step["bf16"] > 0)
     assert report["machine"]["cores"] >= 1 and report["machine"]["torch_threads"] == 1
 
 

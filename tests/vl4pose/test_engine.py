@@ -14,7 +14,8 @@ from vl4pose.codec import encode
 from vl4pose.data import load_samples
 from vl4pose.data.crops import CropCache
 from vl4pose.data.transforms import AugmentConfig
-from vl4pose.device import resolve_device
+from vl4pose import device as device_module
+from vl4pose.device import prepare_module, resolve_device, training_bf16
 from vl4pose.errors import ConfigError, TrainingError
 from vl4pose.inference import run_network
 from vl4pose.models import preset
@@ -80,6 +81,51 @@ def test_the_batched_data_path_on_a_device_matches_the_cpu_path(few):
         torch.testing.assert_close(a[key], b[key])
     heatmaps, _ = encode(a["keypoints"], a["labelled"], 16, 1.0)
     torch.testing.assert_close(heatmaps, a["heatmaps"])
+
+
+def test_training_precision_resolves_and_refuses_emulated_bf16(monkeypatch):
+    """auto = bf16 where the hardware does it natively; bf16 on a CPU without it is a message, not a slow run."""
+    cpu = torch.device("cpu")
+    assert training_bf16(cpu, "fp32") is False
+    monkeypatch.setattr(device_module, "cpu_bf16_supported", lambda: True)
+    assert training_bf16(cpu, "auto") is True and training_bf16(cpu, "bf16") is True
+    monkeypatch.setattr(device_module, "cpu_bf16_supported", lambda: False)
+    assert training_bf16(cpu, "auto") is False
+    with pytest.raises(ConfigError, match="--precision fp32"):
+        training_bf16(cpu, "bf16")
+    with pytest.raises(ConfigError, match="choose one of"):
+        training_bf16(cpu, "fp8")
+
+
+def test_channels_last_inference_matches_the_plain_layout(tiny_checkpoint, few):
+    """Channels-last memory is a speed setting: the network's outputs stay those of the NCHW layout."""
+    pose = tiny_checkpoint.pose.eval()
+    crops = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        plain = pose(crops).heatmaps[-1].clone()
+        fast = prepare_module(pose, torch.device("cpu"))
+        assert next(p for p in fast.parameters() if p.dim() == 4).is_contiguous(memory_format=torch.channels_last)
+        out = run_network(fast, tiny_checkpoint.heads["bones"], crops).heatmaps
+    torch.testing.assert_close(out, plain, rtol=1e-4, atol=1e-5)
+
+
+def test_bf16_training_on_the_cpu_keeps_fp32_weights(tmp_path, few):
+    """With bf16 autocast of the trunk in training, the weights, the checkpoint and inference stay fp32."""
+    from vl4pose.checkpoint import load_checkpoint
+
+    config = TrainConfig(epochs=1, batch_size=4, steps_per_epoch=3, warmup_steps=1, precision="bf16")
+    device_module_supported = device_module.cpu_bf16_supported()
+    if not device_module_supported:
+        with pytest.raises(ConfigError, match="no native bf16"):
+            Trainer(preset("tiny"), LSP14, config, tmp_path)
+        return
+    trainer = Trainer(preset("tiny"), LSP14, config, tmp_path)
+    assert trainer.bf16
+    trainer.fit(*few)
+    loaded = load_checkpoint(tmp_path / "best")
+    assert all(p.dtype == torch.float32 for p in loaded.pose.parameters())
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert np.isfinite(history[-1]["train_loss"])
 
 
 @cuda
