@@ -85,7 +85,9 @@ def training_bf16(device: torch.device, precision: str = "auto") -> bool:
 @contextlib.contextmanager
 def trunk_autocast(device: torch.device, bf16: bool | None = None) -> Iterator[None]:
     """bf16 autocast for the network trunk; ``bf16=None``: on CUDA only (inference on a CPU stays fp32)."""
-    if bf16 if bf16 is not None else device.type == "cuda":
+    if bf16 is None:
+        bf16 = device.type == "cuda"
+    if bf16:
         with torch.autocast(device.type, dtype=torch.bfloat16):
             yield
     else:

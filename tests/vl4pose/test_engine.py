@@ -97,7 +97,7 @@ def test_training_precision_resolves_and_refuses_emulated_bf16(monkeypatch):
         training_bf16(cpu, "fp8")
 
 
-def test_channels_last_inference_matches_the_plain_layout(tiny_checkpoint, few):
+def test_channels_last_inference_matches_the_plain_layout(tiny_checkpoint):
     """Channels-last memory is a speed setting: the network's outputs stay those of the NCHW layout."""
     pose = tiny_checkpoint.pose.eval()
     crops = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(0))
@@ -114,8 +114,7 @@ def test_bf16_training_on_the_cpu_keeps_fp32_weights(tmp_path, few):
     from vl4pose.checkpoint import load_checkpoint
 
     config = TrainConfig(epochs=1, batch_size=4, steps_per_epoch=3, warmup_steps=1, precision="bf16")
-    device_module_supported = device_module.cpu_bf16_supported()
-    if not device_module_supported:
+    if not device_module.cpu_bf16_supported():
         with pytest.raises(ConfigError, match="no native bf16"):
             Trainer(preset("tiny"), LSP14, config, tmp_path)
         return
