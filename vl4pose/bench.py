@@ -207,40 +207,38 @@ def bench_rank(ckpt: Checkpoint, data: str, images: int, batch_size: int, device
                            f"{'flipped' if config.flip else 'unflipped'}"}
 
 
-def bench_egl(ckpt: Checkpoint, repeats: int, device: torch.device | None = None) -> float:
-    """ms for one image forward + backward through the pose model (heatmap loss)."""
-    size = ckpt.model_config.input_size
-    image = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(1)).to(device or "cpu")
-
+def backward_ms(pose: torch.nn.Module, images: torch.Tensor, repeats: int, device: torch.device,
+                bf16: bool = False) -> float:
+    """ms per image of a forward + backward of (N, 3, S, S) ``images`` through ``pose`` (squared heatmaps as the
+    loss, no optimiser step), the trunk in bf16 autocast with ``bf16``."""
     def step() -> None:
-        ckpt.pose.zero_grad(set_to_none=True)
-        output = ckpt.pose(image)
-        sum((h ** 2).sum() for h in output.heatmaps).backward()
+        pose.zero_grad(set_to_none=True)
+        with trunk_autocast(device, bf16):
+            output = pose(to_input(images, device))
+        sum((h.float() ** 2).sum() for h in output.heatmaps).backward()
 
-    ms = median_seconds(step, repeats) * 1000
-    ckpt.pose.zero_grad(set_to_none=True)
+    ms = median_seconds(step, repeats) * 1000 / images.shape[0]
+    pose.zero_grad(set_to_none=True)
     return ms
 
 
+def bench_egl(ckpt: Checkpoint, repeats: int, device: torch.device | None = None) -> float:
+    """ms for one image forward + backward through the pose model (heatmap loss, fp32)."""
+    size = ckpt.model_config.input_size
+    image = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(1))
+    return backward_ms(ckpt.pose, image, repeats, device or torch.device("cpu"))
+
+
 def bench_train_step(ckpt: Checkpoint, batch_size: int, repeats: int, device: torch.device) -> dict:
-    """ms per image of a training forward + backward (no optimiser step), trunk in fp32 and in bf16 autocast."""
+    """ms per image of a training forward + backward (no optimiser step), trunk in fp32 and in bf16 autocast
+    (None where the device has no native bf16)."""
     pose = prepare_module(ckpt.pose, device).train()
     size = ckpt.model_config.input_size
     images = torch.rand(batch_size, 3, size, size, generator=torch.Generator().manual_seed(2))
-    out: dict = {"batch_size": batch_size}
-    for name, bf16 in (("fp32", False), ("bf16", True)):
-        if bf16 and not training_bf16(device, "auto"):
-            out[name] = None
-            continue
-
-        def step() -> None:
-            pose.zero_grad(set_to_none=True)
-            with trunk_autocast(device, bf16):
-                output = pose(to_input(images, device))
-            sum((h.float() ** 2).sum() for h in output.heatmaps).backward()
-
-        out[name] = median_seconds(step, repeats) * 1000 / batch_size
-    pose.eval().zero_grad(set_to_none=True)
+    native = training_bf16(device, "auto")
+    out: dict = {"batch_size": batch_size, "fp32": backward_ms(pose, images, repeats, device),
+                 "bf16": backward_ms(pose, images, repeats, device, bf16=True) if native else None}
+    pose.eval()
     return out
 
 

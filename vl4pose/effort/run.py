@@ -5,8 +5,9 @@ Each image goes through :meth:`PosePipeline.analyse` with no person box (the aut
 serves a task) and :meth:`PosePipeline.resolve` without clicks (the served suggestion: refined pose, raw pose under
 ``-raw``, keypoints with ``placed``; ``--box gt`` instead crops around the annotated person, a diagnosis); the
 interactive mode calls :func:`vl4pose.interactive.resolve_clicked` after each click (clamps, swapped twins, the
-crop re-framed around a click outside it), as ``ml_backend/predictions.py`` does for an interactive ``/predict``. Tolerances are fractions of the torso size
-of :func:`vl4pose.metrics.torso_size` (the PCK@0.2 normaliser); images without it are skipped, as PCK skips them.
+crop re-framed around a click outside it), as ``ml_backend/predictions.py`` does for an interactive ``/predict``.
+Tolerances are fractions of the torso size of :func:`vl4pose.metrics.torso_size` (the PCK@0.2 normaliser); images
+without it are skipped, as PCK skips them.
 """
 
 from __future__ import annotations
