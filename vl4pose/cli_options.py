@@ -50,11 +50,21 @@ def add_predictor_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--find-padding", type=float, default=default.find_padding,
                    help=f"automatic box: window of the person-finding passes after the first = padding x the found "
                         f"pose's box (default {default.find_padding})")
+    p.add_argument("--scales", type=_scales, default=default.scales,
+                   help="multi-scale test: the final crop's window side times each scale, heatmaps averaged; the "
+                        f"first must be 1 (default {','.join(map(str, default.scales))}; 1 = single scale)")
     add_device_option(p)
+
+
+def _scales(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers, e.g. 1,0.87")
 
 
 def predictor_from_args(args: argparse.Namespace) -> Predictor:
     """The Predictor of ``--checkpoint`` with the options of :func:`add_predictor_options`."""
     config = PredictorConfig(flip=args.flip, box_passes=args.box_passes, box_padding=args.box_padding,
-                             find_padding=args.find_padding, device=args.device)
+                             find_padding=args.find_padding, scales=args.scales, device=args.device)
     return Predictor(args.checkpoint, config)

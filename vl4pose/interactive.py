@@ -27,7 +27,8 @@ import numpy as np
 from vl4pose.crop import apply_affine
 from vl4pose.data.sample import box_from_keypoints
 from vl4pose.errors import ConfigError
-from vl4pose.pipeline import Analysis, Clamps, NetworkArrays, PosePipeline, PosePrediction
+from vl4pose.pipeline import Analysis, Clamps, NetworkArrays, PosePipeline
+from vl4pose.prediction import PosePrediction
 from vl4pose.postprocess import Candidates, find_candidates
 from vl4pose.refine import refine
 
@@ -88,10 +89,17 @@ def swap_heatmaps(analysis: Analysis, pairs: Sequence[tuple[int, int]]) -> Analy
     """A copy of ``analysis`` whose heatmap channels of each pair are exchanged (bone parameters unchanged)."""
     if not pairs:
         return analysis
-    heatmaps = analysis.output.heatmaps.copy()
-    for a, b in pairs:
-        heatmaps[:, [a, b]] = heatmaps[:, [b, a]]
-    return replace(analysis, output=NetworkArrays(heatmaps, analysis.output.mean, analysis.output.logvar))
+
+    def swapped(heatmaps: np.ndarray | None) -> np.ndarray | None:
+        if heatmaps is None:
+            return None
+        heatmaps = heatmaps.copy()
+        for a, b in pairs:
+            heatmaps[:, [a, b]] = heatmaps[:, [b, a]]
+        return heatmaps
+
+    output = analysis.output
+    return replace(analysis, output=replace(output, heatmaps=swapped(output.heatmaps), single=swapped(output.single)))
 
 
 def reframe_box(analysis: Analysis, prediction: PosePrediction, clicked: Sequence[int],

@@ -10,7 +10,8 @@ import pytest
 from vl4pose.crop import CropWindow
 from vl4pose.errors import ConfigError
 from vl4pose.interactive import ClickConfig, reframe_box, resolve_clicked, swap_heatmaps, swapped_pairs
-from vl4pose.pipeline import Analysis, NetworkArrays, PosePrediction
+from vl4pose.pipeline import Analysis, NetworkArrays
+from vl4pose.prediction import PosePrediction
 from vl4pose.skeletons import get_skeleton
 
 STARTER = Path(__file__).resolve().parents[2] / "models" / "lsp14-starter"

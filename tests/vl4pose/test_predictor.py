@@ -160,3 +160,52 @@ def test_the_placement_threshold_follows_how_sure_the_model_is():
     assert threshold < 0.03 and (peaks >= threshold).mean() >= 0.95
     assert fit_min_peak(val_pass(2.0)) == 0.1
     assert fit_min_peak(ValidationPass(flat.output, flat.keypoints, np.zeros((20, 14), bool))) == 0.1
+
+
+def test_rescaled_heatmaps_put_a_peak_where_the_other_window_saw_it():
+    """A peak in the heatmap of a window 0.8x the side maps into the scale-1 frame at the same image point."""
+    from vl4pose.crop import CropWindow, heatmap_matrix
+    from vl4pose.postprocess import rescale_heatmaps
+
+    to_heat = heatmap_matrix(128, 32)
+    window, smaller = CropWindow((100.0, 80.0), 200.0), CropWindow((100.0, 80.0), 160.0)
+    image_point = np.array([130.0, 60.0, 1.0])
+    peak = (to_heat @ smaller.matrix(128) @ image_point)[:2]  # where the smaller crop's heatmap peaks
+    grid = np.arange(32.0)
+    source = np.exp(-((grid[None, :] - peak[0]) ** 2 + (grid[:, None] - peak[1]) ** 2) / 2.0)[None]
+    matrix = to_heat @ smaller.matrix(128) @ np.linalg.inv(to_heat @ window.matrix(128))
+    out = rescale_heatmaps(source.astype(np.float32), matrix)
+    expected = (to_heat @ window.matrix(128) @ image_point)[:2]
+    y, x = np.unravel_index(out[0].argmax(), out[0].shape)
+    assert abs(x - expected[0]) <= 0.5 and abs(y - expected[1]) <= 0.5
+    assert np.allclose(rescale_heatmaps(source, np.eye(3)), source)  # identity: unchanged
+    shifted = np.eye(3)
+    shifted[0, 2] = 40.0  # every output pixel reads beyond the source: zeros, not edge values
+    assert not rescale_heatmaps(source, shifted).any()
+    with pytest.raises(ValueError, match="axis-aligned"):
+        rescale_heatmaps(source, np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]))
+
+
+def test_multi_scale_test_moves_poses_not_the_likelihood(tiny_checkpoint, image_path):
+    """The average over scales places the pose; the likelihood (and the calibrated score) stays that of the
+    scale-1 crop, which the calibration's reference was computed on."""
+    from vl4pose.errors import ConfigError
+    from vl4pose.predictor import PredictorConfig
+
+    single = Predictor(tiny_checkpoint, PredictorConfig(scales=(1.0,))).predict(image_path)
+    same = Predictor(tiny_checkpoint, PredictorConfig(scales=(1.0, 1.0))).predict(image_path)
+    assert np.allclose(same.raw, single.raw, atol=1e-4) and same.score == pytest.approx(single.score, abs=1e-6)
+    multi = Predictor(tiny_checkpoint, PredictorConfig(scales=(1.0, 0.8, 1.3))).predict(image_path)
+    assert multi.log_likelihood == pytest.approx(single.log_likelihood, abs=1e-5)
+    assert np.abs(multi.raw - single.raw).max() > 1e-3  # the other crops did move the pose
+    for bad in [(0.9, 1.0), (), (1.0, -1.0)]:
+        with pytest.raises(ConfigError, match="start with 1.0"):
+            PredictorConfig(scales=bad)
+
+
+def test_cli_scales_option(tiny_checkpoint, image_path, capsys):
+    assert main(["predict", str(image_path), "--checkpoint", str(tiny_checkpoint.path), "--scales", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["image"] == str(image_path)
+    with pytest.raises(SystemExit):
+        main(["predict", str(image_path), "--checkpoint", str(tiny_checkpoint.path), "--scales", "1,big"])
+    assert "comma-separated list of numbers" in capsys.readouterr().err

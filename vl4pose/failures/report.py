@@ -89,15 +89,19 @@ def bootstrap_aurocs(scores: dict[str, np.ndarray], positives: np.ndarray, resam
 
 
 class FeaturePredictor(Predictor):
-    """The product's :class:`Predictor`, unchanged, that also keeps the multi-scale features of its last
-    forward pass (the final, flip-tested pass of :meth:`analyse_batch`), for the strategies that read them.
+    """The product's :class:`Predictor`, unchanged, that also keeps the multi-scale features of the final crops
+    of its last :meth:`analyse_batch` (the flip-tested scale-1 crops), for the strategies that read them.
     Not thread-safe (one caller at a time)."""
 
-    _kept: list[list[torch.Tensor]]
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._kept: list[list[torch.Tensor]] = []
+        self._final_batches = 0
 
-    def _forward(self, arrays, windows, flip):  # type: ignore[override]
-        self._kept = []
-        return super()._forward(arrays, windows, flip)
+    def _final_pass(self, arrays, windows):  # type: ignore[override]
+        self._kept = []  # from here on: the scale-1 crops' batches, then those of the other scales
+        self._final_batches = -(-len(arrays) // self.config.batch_size)
+        return super()._final_pass(arrays, windows)
 
     def network(self, crops: np.ndarray, bones_for: int) -> NetworkArrays:
         """As :meth:`Predictor.network`, keeping the (B', C, h, w) features of the ``bones_for`` plain crops."""
@@ -107,7 +111,7 @@ class FeaturePredictor(Predictor):
 
     def final_features(self) -> list[torch.Tensor]:
         """Per scale, the (M, C, h, w) features of the M images of the last :meth:`analyse_batch` call."""
-        kept = getattr(self, "_kept", [])
+        kept = self._kept[:self._final_batches]
         return [torch.cat([part[s] for part in kept]) for s in range(len(kept[0]))] if kept else []
 
 
@@ -133,8 +137,12 @@ def product_path_values(predictor: FeaturePredictor, samples: Sequence[Sample], 
         predictions += [None if isinstance(a, ImageError) else predictor.resolve(a) for a in analyses]
         if not ok:
             continue
-        output = NetworkOutput(*(torch.from_numpy(np.concatenate([getattr(a.output, f) for a in ok]))
-                                 for f in ("heatmaps", "mean", "logvar")), predictor.final_features())
+        # every score reads the scale-1 final crop (the served score's heatmaps; the multi-scale average places the pose)
+        rows = [a.output for a in ok]
+        heatmaps = np.concatenate([o.heatmaps if o.single is None else o.single for o in rows])
+        mean, logvar = (np.concatenate([getattr(o, f) for o in rows]) for f in ("mean", "logvar"))
+        output = NetworkOutput(torch.from_numpy(heatmaps), torch.from_numpy(mean), torch.from_numpy(logvar),
+                               predictor.final_features())
         batch = PoolBatch(output, predictor.checkpoint.heads, predictor.skeleton, predictor.calibration)
         for strategy in strategies:
             parts[strategy.name].append(strategy.values(batch) if strategy.uses_network else np.zeros(len(ok)))
