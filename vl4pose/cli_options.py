@@ -11,6 +11,7 @@ import argparse
 
 from vl4pose.data import DATASETS, load_samples
 from vl4pose.data.sample import Sample
+from vl4pose.pipeline import parse_scales
 from vl4pose.predictor import Predictor, PredictorConfig
 
 
@@ -50,17 +51,10 @@ def add_predictor_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--find-padding", type=float, default=default.find_padding,
                    help=f"automatic box: window of the person-finding passes after the first = padding x the found "
                         f"pose's box (default {default.find_padding})")
-    p.add_argument("--scales", type=_scales, default=default.scales,
+    p.add_argument("--scales", type=parse_scales, default=default.scales,
                    help="multi-scale test: the final crop's window side times each scale, heatmaps averaged; the "
                         f"first must be 1 (default {','.join(map(str, default.scales))}; 1 = single scale)")
     add_device_option(p)
-
-
-def _scales(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers, e.g. 1,0.87")
 
 
 def predictor_from_args(args: argparse.Namespace) -> Predictor:

@@ -10,6 +10,7 @@ Shapes: N images, K keypoints, E edges, S input side, H heatmap side.
 
 from __future__ import annotations
 
+import argparse
 import logging
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -63,6 +64,14 @@ class PredictorConfig:
     def __post_init__(self) -> None:
         if not self.scales or self.scales[0] != 1.0 or min(self.scales) <= 0:
             raise ConfigError(f"scales {self.scales} must start with 1.0 and be positive, e.g. (1.0, 0.87)")
+
+
+def parse_scales(text: str) -> tuple[float, ...]:
+    """``--scales 1,0.87`` -> (1.0, 0.87) (an argparse type: a bad value is a usage message, not a traceback)."""
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers, e.g. 1,0.87") from None
 
 
 @dataclass

@@ -167,6 +167,10 @@ def test_the_scorer_runs_from_image_files_without_torch(starter, starter_onnx, t
     assert below.returncode == 0, below.stderr
     sent = [line.split("\t")[0] for line in below.stdout.splitlines()]
     assert sent == [line["image"] for line in lines if line["score"] < threshold] and 0 < len(sent) < len(images)
+    single = subprocess.run([sys.executable, "-c", blocker, "--model", str(starter_onnx), "--scales", "1", "--json",
+                             *images[:2]], capture_output=True, text=True, env=env, timeout=300)
+    assert single.returncode == 0, single.stderr  # one scale: a faster pass, the same score
+    assert [json.loads(line)["score"] for line in single.stdout.splitlines()] == [line["score"] for line in lines[:2]]
 
 
 def test_int8_variant_is_calibrated_on_val_crops_and_refuses_to_overwrite(exported, lspet_dir, test_images):

@@ -89,7 +89,8 @@ def format_report(report: dict) -> str:
     p, c = report["predictor"], report["config"]
     lines = [f"checkpoint {report.get('checkpoint', '?')}: {report['images']} images ({report['unreadable']} unreadable), "
              f"{report['evaluated']} with a torso; automatic box (Predictor defaults: box_passes {p['box_passes']}, "
-             f"find_padding {p.get('find_padding', 1.25)}, box_padding {p['box_padding']}, flip {p['flip']})",
+             f"find_padding {p.get('find_padding', 1.25)}, box_padding {p['box_padding']}, flip {p['flip']}, "
+             f"scales {tuple(p.get('scales', (1.0,)))})",
              f"failed (per-image PCK@{c['alpha']} < {c['fail_below']}): raw pose {report['failures']['raw']}, served "
              f"refined pose {report['failures']['refined']}; PCK@0.2 raw {report['pck@0.2']:.4f}, refined "
              f"{report['pck@0.2_refined']:.4f}",
