@@ -27,9 +27,9 @@ import numpy as np
 from vl4pose.crop import apply_affine
 from vl4pose.data.sample import box_from_keypoints
 from vl4pose.errors import ConfigError
-from vl4pose.pipeline import Analysis, Clamps, NetworkArrays, PosePipeline
-from vl4pose.prediction import PosePrediction
+from vl4pose.pipeline import Analysis, Clamps, PosePipeline
 from vl4pose.postprocess import Candidates, find_candidates
+from vl4pose.prediction import PosePrediction
 from vl4pose.refine import refine
 
 REFRAME_RULES = ("never", "outside", "always")

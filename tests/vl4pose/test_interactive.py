@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -99,6 +100,10 @@ def test_swapping_exchanges_heatmap_channels_of_a_copy():
     assert channel[LEFT_WRIST] == RIGHT_WRIST and channel[RIGHT_WRIST] == LEFT_WRIST and channel[NECK] == NECK
     assert analysis.output.heatmaps[0, LEFT_WRIST, 0, 0] == LEFT_WRIST  # the cached analysis is untouched
     assert swap_heatmaps(analysis, []) is analysis
+    assert swapped.output.single is None
+    multi = replace(analysis, output=replace(analysis.output, single=analysis.output.heatmaps + 100.0))
+    single = swap_heatmaps(multi, [(LEFT_WRIST, RIGHT_WRIST)]).output.single[0, :, 0, 0]  # the likelihood's too
+    assert single[LEFT_WRIST] == RIGHT_WRIST + 100.0 and single[NECK] == NECK + 100.0
 
 
 def test_a_click_outside_the_crop_reanalyses_the_image_around_it(lspet_dir):
