@@ -6,8 +6,9 @@ Starts the backend (gunicorn by default, or the development server) on a tempora
 ``/data/local-files/?d=...``), warms the image cache, then measures:
 
 - ``/predict`` with 1 task and with 32 tasks whose images are already cached (p50, p95, mean),
-- the interactive re-solve: ``/predict`` with a clicked keypoint on an image already analysed
-  (the network output is cached; only the tree DP runs), and the first click on a new image;
+- the interactive re-solve: ``/predict`` with a clicked keypoint on an image already analysed (its network
+  output is cached; the default re-framing runs one more final pass on the window the click spans, cached per
+  window), and the first click on a new image;
 - a re-framing first click: on an image not clicked before, a click outside the automatic person crop (an image
   corner the crop leaves out, found with an in-process Predictor): the analysis (person-finding and final passes)
   and the final pass again on the window the click re-frames.
@@ -168,7 +169,7 @@ def outside_corners(checkpoint: str, images: Path, numbers: list[int]) -> list[t
 def table(figures: dict, batch: int) -> str:
     rows = [("/predict, 1 cached image", "predict_1_cached"),
             (f"/predict, {batch} cached images", f"predict_{batch}_cached"),
-            ("interactive re-solve (analysis cached)", "interactive_resolve_cached_analysis"),
+            ("a click on an analysed image", "interactive_resolve_cached_analysis"),
             ("interactive, first click on an image", "interactive_first_click_new_image"),
             ("interactive, first click outside the crop", "interactive_reframing_click")]
     lines = [f"{'measurement':42} {'n':>4} {'p50 ms':>9} {'p95 ms':>9} {'mean ms':>9}", "-" * 77]

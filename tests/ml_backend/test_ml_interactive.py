@@ -108,7 +108,8 @@ def test_a_click_outside_the_automatic_crop_reframes_the_suggestion(app, connect
     assert at["left_ankle"] == (90.0, 80.0)
     inside = keypoint_click("Left Ankle", 20.0, 20.0, w, h)
     connected.post("/predict", json=predict_body([lspet_task(4, 4)], {"result": [inside]}))
-    assert len(boxes) == 2  # a click inside the crop: the cached analysis only
+    assert len(boxes) == 3 and boxes[2] is not None  # the cached analysis, and every click re-frames (the default)
+    assert boxes[2][0] <= 0.2 * w <= boxes[2][2]
 
 
 def test_several_clicks_are_all_clamped_and_negative_clicks_ignored(connected, lspet_dir):

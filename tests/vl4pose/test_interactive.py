@@ -46,21 +46,23 @@ def test_bad_click_settings_say_what_is_allowed(config):
         ClickConfig(**config)
 
 
-def test_the_crop_is_reframed_only_when_a_click_leaves_it():
+def test_the_crop_is_reframed_on_every_click_or_when_a_click_leaves_it():
     analysis = analysis_of()
     pose = pose_in_crop()
+    outside_rule = ClickConfig(reframe="outside")
     assert reframe_box(analysis, prediction_of(pose), []) is None  # no click
-    assert reframe_box(analysis, prediction_of(pose), [NECK]) is None  # a click inside the crop
+    assert reframe_box(analysis, prediction_of(pose), [NECK]) == pytest.approx(  # the default: every click
+        [pose[:, 0].min(), pose[:, 1].min(), pose[:, 0].max(), pose[:, 1].max()])
+    assert reframe_box(analysis, prediction_of(pose), [NECK], outside_rule) is None  # a click inside the crop
     outside = pose.copy()
     outside[NECK] = (150.0, 40.0)  # resolve() puts a clicked keypoint at its click
-    box = reframe_box(analysis, prediction_of(outside), [NECK])
+    box = reframe_box(analysis, prediction_of(outside), [NECK], outside_rule)
     assert box == pytest.approx([20.0, 30.0, 150.0, outside[:, 1].max()])  # the click and the re-solved pose
     assert reframe_box(analysis, prediction_of(outside), [NECK], ClickConfig(reframe="never")) is None
     near = pose.copy()
     near[NECK] = (95.0, 40.0)
-    assert reframe_box(analysis, prediction_of(near), [NECK]) is None
-    assert reframe_box(analysis, prediction_of(near), [NECK], ClickConfig(margin=0.1)) is not None
-    assert reframe_box(analysis, prediction_of(pose), [NECK], ClickConfig(reframe="always")) is not None
+    assert reframe_box(analysis, prediction_of(near), [NECK], outside_rule) is None
+    assert reframe_box(analysis, prediction_of(near), [NECK], ClickConfig(reframe="outside", margin=0.1)) is not None
 
 
 def test_keypoints_the_model_does_not_place_do_not_stretch_the_new_window():
@@ -69,7 +71,7 @@ def test_keypoints_the_model_does_not_place_do_not_stretch_the_new_window():
     outside[0] = (-500.0, -500.0)
     placed = np.ones(14, dtype=bool)
     placed[0] = False
-    box = reframe_box(analysis_of(), prediction_of(outside, placed), [NECK])
+    box = reframe_box(analysis_of(), prediction_of(outside, placed), [NECK], ClickConfig(reframe="outside"))
     assert box[0] > 0 and box[1] > 0
 
 
@@ -107,8 +109,9 @@ def test_swapping_exchanges_heatmap_channels_of_a_copy():
 
 
 def test_a_click_outside_the_crop_reanalyses_the_image_around_it(lspet_dir):
-    """On a real image with the shipped starter: a click inside the automatic crop is a plain clamped re-solve;
-    one outside it runs the final pass again on a window that holds the click, which stays where it was put."""
+    """On a real image with the shipped starter, under the ``outside`` rule: a click inside the automatic crop is a
+    plain clamped re-solve; one outside it runs the final pass again on a window that holds the click, which stays
+    where it was put. The default rule re-frames the inside click too."""
     from vl4pose.predictor import Predictor
 
     predictor = Predictor(STARTER)
@@ -122,13 +125,17 @@ def test_a_click_outside_the_crop_reanalyses_the_image_around_it(lspet_dir):
 
     x0, y0, x1, y1 = analysis.window.box()
     inside = {"neck": ((x0 + x1) / 2, (y0 + y1) / 2)}
-    got = resolve_clicked(predictor, analysis, inside, ClickConfig(), reanalyse)
+    outside_rule = ClickConfig(reframe="outside")
+    got = resolve_clicked(predictor, analysis, inside, outside_rule, reanalyse)
     assert calls == [] and np.allclose(got.refined, predictor.resolve(analysis, inside).refined)
+    got = resolve_clicked(predictor, analysis, inside, ClickConfig(), reanalyse)
+    assert len(calls) == 1 and np.allclose(got.refined[NECK], inside["neck"], atol=1e-3)  # re-framed, still clamped
+    calls.clear()
 
     width, height = analysis.image_size
     assert x1 < width - 2 or x0 > 2, "the automatic crop spans the image's width: pick another image"
     outside = {"left_ankle": (x1 + 1.0 if x1 < width - 2 else x0 - 1.0, (y0 + y1) / 2)}
-    got = resolve_clicked(predictor, analysis, outside, ClickConfig(), reanalyse)
+    got = resolve_clicked(predictor, analysis, outside, outside_rule, reanalyse)
     assert len(calls) == 1
     box = calls[0]
     assert box[0] - 1e-6 <= outside["left_ankle"][0] <= box[2] + 1e-6  # the click spans the box (to rounding)
