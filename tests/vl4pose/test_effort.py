@@ -143,7 +143,7 @@ def test_cli_on_lspet_test_images_with_the_starter(lspet_dir, tmp_path, capsys):
     assert saved["complete"] and printed["tolerances"] == saved["tolerances"]
     assert saved["images"] == 5 and saved["scored_images"] + saved["skipped_no_torso"] == 5
     assert saved["scored_images"] == len(saved["per_image"]) >= 1
-    assert saved["clicks"] == {"reframe": "outside", "margin": 0.0, "swap_radius": 0.1}  # the ML backend's
+    assert saved["clicks"] == {"reframe": "always", "margin": 0.0, "swap_radius": 0.1}  # the ML backend's
 
     samples = load_samples("lspet", lspet_dir, "test")[:5]
     predictor = Predictor(STARTER)
