@@ -64,7 +64,7 @@ class HeatmapPoses:
     """Everything scored for a batch, in heatmap pixels (float32 tensors; see :class:`vl4pose.pipeline.HeatmapPoses`).
 
     Attributes:
-        raw: (N, K, 2) arg-max pose; peak: (N, K) its heatmap values.
+        raw: (N, K, 2) arg-max pose; peak: (N, K) each keypoint's heatmap maximum.
         refined: (N, K, 2) tree-DP pose; confidence: (N, K) max-marginal share; moved: (N, K) bool.
         log_likelihood: (N,) expected log-likelihood; edge_log_likelihood: (N, E).
     """

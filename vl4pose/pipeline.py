@@ -96,7 +96,8 @@ class HeatmapPoses:
     """Everything scored for a batch, in heatmap pixels (NumPy).
 
     Attributes:
-        raw: (N, K, 2) arg-max pose; peak: (N, K) its heatmap values.
+        raw: (N, K, 2) arg-max pose; peak: (N, K) each keypoint's heatmap maximum (of the scale-1 crop after a
+            multi-scale test: ``calibration.min_peak`` was fitted on those).
         refined: (N, K, 2) tree-DP pose; confidence: (N, K) max-marginal share; moved: (N, K) bool.
         log_likelihood: (N,) expected log-likelihood; edge_log_likelihood: (N, E).
     """
@@ -140,7 +141,7 @@ def analyse_heatmaps(out: NetworkArrays, skeleton: Skeleton, calibration: Calibr
                 solved.moved[image, keypoint] = False
     else:
         solved = refine(candidates, log_probs, out.mean, out.logvar, skeleton, size)
-    return HeatmapPoses(candidates.xy[:, :, 0], candidates.value[:, :, 0], solved.xy, solved.confidence,
+    return HeatmapPoses(candidates.xy[:, :, 0], scored.value[:, :, 0], solved.xy, solved.confidence,
                         solved.moved, total, per_edge)
 
 

@@ -16,7 +16,8 @@ class PosePrediction:
         image_size: (width, height).
         box: (4,) the square crop window the network saw, (x0, y0, x1, y1) image pixels.
         raw: (K, 2) arg-max pose of the network; refined: (K, 2) tree-DP pose.
-        peak: (K,) heatmap value at the raw keypoints; confidence: (K,) refined keypoint confidence in [0, 1].
+        peak: (K,) each keypoint's heatmap maximum (the scale-1 crop's after a multi-scale test); confidence: (K,)
+            refined keypoint confidence in [0, 1].
         placed: (K,) bool, the keypoint is confidently visible (peak >= calibration.min_peak).
         moved: (K,) bool, the refinement chose another peak than the global maximum.
         log_likelihood: expected log-likelihood of the pose (low = unusual = label first).

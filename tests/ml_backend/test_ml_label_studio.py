@@ -12,6 +12,7 @@ from ml_helpers import CONFIGS, LSP_CONFIG
 
 from stack.process import BackendProcess
 from vl4pose.data.sample import image_size
+from vl4pose.interactive import resolve_clicked
 
 pytestmark = pytest.mark.integration
 
@@ -133,7 +134,9 @@ def test_interactive_annotating_returns_the_re_solved_skeleton(project, label_st
     assert response.status_code == 200, response.text
     data = response.json()["data"]
     assert data["model_version"] == "tiny-v1"
-    expected = predictor.predict(path, clamped={"neck": (0.45 * w, 0.30 * h)})
+    # the ML backend's re-solve: the click clamped, the automatic crop re-framed around it (the default rule)
+    expected = resolve_clicked(predictor, predictor.analyse(path), {"neck": (0.45 * w, 0.30 * h)},
+                               reanalyse=lambda box: predictor.analyse(path, box))
     assert data["score"] == pytest.approx(expected.score, abs=1e-4)
     got = {r["value"]["keypointlabels"][0].lower().replace(" ", "_"): r for r in data["result"]}
     assert (got["neck"]["value"]["x"], got["neck"]["value"]["y"]) == (45.0, 30.0)  # the click, where it was put

@@ -187,8 +187,8 @@ def test_rescaled_heatmaps_put_a_peak_where_the_other_window_saw_it():
 
 
 def test_multi_scale_test_moves_poses_not_the_likelihood(tiny_checkpoint, image_path):
-    """The average over scales places the pose; the likelihood (and the calibrated score) stays that of the
-    scale-1 crop, which the calibration's reference was computed on."""
+    """The average over scales places the pose; the likelihood (and the calibrated score) and which keypoints are
+    placed stay those of the scale-1 crop, which the calibration's reference and ``min_peak`` were fitted on."""
     from vl4pose.errors import ConfigError
     from vl4pose.predictor import PredictorConfig
 
@@ -197,6 +197,7 @@ def test_multi_scale_test_moves_poses_not_the_likelihood(tiny_checkpoint, image_
     assert np.allclose(same.raw, single.raw, atol=1e-4) and same.score == pytest.approx(single.score, abs=1e-6)
     multi = Predictor(tiny_checkpoint, PredictorConfig(scales=(1.0, 0.8, 1.3))).predict(image_path)
     assert multi.log_likelihood == pytest.approx(single.log_likelihood, abs=1e-5)
+    assert np.array_equal(multi.peak, single.peak) and np.array_equal(multi.placed, single.placed)
     assert np.abs(multi.raw - single.raw).max() > 1e-3  # the other crops did move the pose
     for bad in [(0.9, 1.0), (), (1.0, -1.0)]:
         with pytest.raises(ConfigError, match="start with 1.0"):
