@@ -205,8 +205,12 @@ def test_multi_scale_test_moves_poses_not_the_likelihood(tiny_checkpoint, image_
 
 
 def test_cli_scales_option(tiny_checkpoint, image_path, capsys):
-    assert main(["predict", str(image_path), "--checkpoint", str(tiny_checkpoint.path), "--scales", "1", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)[0]["image"] == str(image_path)
+    outputs = []
+    for scales in ("1", "1,0.8,1.3"):
+        assert main(["predict", str(image_path), "--checkpoint", str(tiny_checkpoint.path), "--scales", scales,
+                     "--json"]) == 0
+        outputs.append(json.loads(capsys.readouterr().out)[0])
+    assert outputs[0]["raw"] != outputs[1]["raw"] and outputs[0]["score"] == outputs[1]["score"]  # wired through
     with pytest.raises(SystemExit):
         main(["predict", str(image_path), "--checkpoint", str(tiny_checkpoint.path), "--scales", "1,big"])
     assert "comma-separated list of numbers" in capsys.readouterr().err
