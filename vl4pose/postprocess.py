@@ -178,8 +178,9 @@ def find_candidates(heatmaps: np.ndarray, max_candidates: int, decoder: str = DE
         for dx in range(3):
             np.maximum(pooled, padded[:, :, dy:dy + h, dx:dx + w], out=pooled)
     peaks = np.where(heatmaps >= pooled, heatmaps, -np.inf).reshape(n, k, h * w)
-    # top m by value (a partial selection, then those m sorted: 5x faster than sorting all H*W), equal values by index
-    index = np.argpartition(-peaks, m - 1, axis=2)[..., :m] if m < h * w else np.broadcast_to(np.arange(m), peaks.shape)
+    # top m by value, equal values to the lower index (as a stable sort of all H*W would choose, e.g. on a plateau
+    # of zeros), found by a partial selection of the m-th value instead of a full sort (5x faster)
+    index = _top_indices(peaks, m)
     value = np.take_along_axis(peaks, index, axis=2)
     order = np.lexsort((index, -value))
     index, value = np.take_along_axis(index, order, axis=2), np.take_along_axis(value, order, axis=2).astype(np.float64)
@@ -189,6 +190,24 @@ def find_candidates(heatmaps: np.ndarray, max_candidates: int, decoder: str = DE
     fx, fy = DECODERS[decoder](heatmaps, xs, ys, sigma)
     xy = np.stack([fx, fy], axis=-1) * valid[..., None]
     return Candidates(xy, np.where(valid, value, -np.inf), valid)
+
+
+def _top_indices(values: np.ndarray, m: int) -> np.ndarray:
+    """(N, K, P) values -> (N, K, m) indices of the m largest (in no particular order); among values equal to the
+    m-th largest, the lowest indices (deterministic whatever the other values, as a stable sort would choose)."""
+    n, k, p = values.shape
+    if m >= p:
+        return np.broadcast_to(np.arange(p), (n, k, p))
+    index = np.argpartition(-values, m - 1, axis=2)[..., :m]
+    kth = np.take_along_axis(values, index, axis=2).min(axis=2, keepdims=True)  # (N, K, 1) the m-th largest
+    tied = (values >= kth).sum(axis=2) > m  # (N, K) rows where equal values compete for the last slots
+    if tied.any():
+        rows, row_kth = values[tied], kth[tied]  # (R, P), (R, 1)
+        above, equal = rows > row_kth, rows == row_kth
+        chosen = above | (equal & (np.cumsum(equal, axis=1) <= m - above.sum(axis=1, keepdims=True)))
+        index = index.copy()
+        index[tied] = np.nonzero(chosen)[1].reshape(-1, m)
+    return index
 
 
 # -- the skeleton likelihood ---------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import itertools
 import math
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -125,6 +126,24 @@ def test_candidates_keep_border_peaks_and_never_empty():
     assert candidates.valid[0, 1, 0]  # a flat map still has its global maximum
     assert torch.isfinite(candidates.value[0, 0, :3]).all()
     assert list(candidates.value[0, 0, :3]) == sorted(candidates.value[0, 0, :3].tolist(), reverse=True)
+
+
+def test_tied_candidates_go_to_the_lowest_index_whatever_the_rest_of_the_map():
+    """A plateau of equal values (a flat young model's zeros) fills the last candidate slots with its lowest-index
+    pixels, as a stable sort of the whole map would; a change elsewhere on the map does not move them (a batch of
+    another size changes far-away heatmap values in their last digits)."""
+    from vl4pose.postprocess import find_candidates as find
+
+    rng = np.random.default_rng(3)
+    heat = np.zeros((1, 1, 16, 16), np.float32)
+    heat[0, 0, 12, 12], heat[0, 0, 3, 9] = 0.9, 0.4  # two peaks, then the zero plateau ties for the rest
+    expected = [(12, 12), (9, 3), (0, 0), (1, 0), (2, 0)]  # (x, y): the plateau's first pixels in index order
+    for _ in range(20):
+        noisy = heat.copy()
+        noisy[0, 0, 12:, :4] = -rng.random((4, 4), dtype=np.float32)  # below the plateau, far from its first pixels
+        found = find(noisy, 5)
+        assert [tuple(int(round(v)) for v in xy) for xy in found.xy[0, 0]] == expected
+        assert found.valid[0, 0].all() and found.value[0, 0].tolist() == pytest.approx([0.9, 0.4, 0.0, 0.0, 0.0])
 
 
 def test_clamp_is_honoured():
