@@ -166,8 +166,8 @@ def resolve_both(pipeline: PosePipeline, first: Analysis, second: Analysis, clic
         the first crop counts as ``moved``, and as ``placed`` when its peak there reaches ``min_peak``.
     """
     calibration = pipeline.calibration
-    to_second = pipeline.to_heat @ second.window.matrix(pipeline.input_size)
-    first_to_second = to_second @ np.linalg.inv(pipeline.to_heat @ first.window.matrix(pipeline.input_size))
+    to_second = pipeline.image_to_heat(second.window)
+    first_to_second = to_second @ np.linalg.inv(pipeline.image_to_heat(first.window))
     own, other = (find_candidates(a.output.heatmaps, calibration.max_candidates, pipeline.decoder, pipeline.sigma)
                   for a in (second, first))
     union = Candidates(np.concatenate([own.xy, apply_affine(first_to_second, other.xy)], axis=2),

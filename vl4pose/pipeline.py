@@ -173,6 +173,10 @@ class PosePipeline:
         """Run (B, 3, S, S) float32 crops in [0, 1]: heatmaps of all B, bone parameters of the first ``bones_for``."""
         raise NotImplementedError
 
+    def image_to_heat(self, window: CropWindow) -> np.ndarray:
+        """(3, 3) affine from image pixels to the heatmap pixels of ``window``'s crop."""
+        return self.to_heat @ window.matrix(self.input_size)
+
     # -- public API ---------------------------------------------------------------------------------
     def predict(self, image: ImageSource, box: np.ndarray | None = None, clamped: Clamps | None = None) -> PosePrediction:
         """Predict one image; ``clamped`` maps keypoint names or indices to fixed (x, y) image pixels."""
@@ -225,16 +229,16 @@ class PosePipeline:
 
     def resolve(self, analysis: Analysis, clamped: Clamps | None = None) -> PosePrediction:
         """Likelihood and refinement of an analysed image, with optional clamped keypoints (cheap)."""
-        to_image = np.linalg.inv(self.to_heat @ analysis.window.matrix(self.input_size))
+        to_heat = self.image_to_heat(analysis.window)
         clamps = {}
         for key, xy in (clamped or {}).items():
             index = key if isinstance(key, int) else self.skeleton.index(key)
             if not 0 <= index < self.skeleton.num_keypoints or not np.isfinite(xy).all():
                 raise ConfigError(f"clamped keypoint {key!r} at {xy} is not a keypoint with a finite position")
-            clamps[index] = tuple(apply_affine(np.linalg.inv(to_image), np.asarray(xy, dtype=float)))
+            clamps[index] = tuple(apply_affine(to_heat, np.asarray(xy, dtype=float)))
         poses = analyse_heatmaps(analysis.output, self.skeleton, self.calibration, [clamps] if clamps else None,
                                  self.decoder, self.sigma)
-        prediction = self._to_prediction(poses, 0, analysis, to_image)
+        prediction = self._to_prediction(poses, 0, analysis, np.linalg.inv(to_heat))
         for index in clamps:
             prediction.placed[index] = True
         return prediction
@@ -270,17 +274,15 @@ class PosePipeline:
         for scale in self.config.scales[1:]:
             scaled = [CropWindow(w.centre, w.side * scale, w.rotation, w.flip) for w in windows]
             heatmaps = self._forward(arrays, scaled, flip=self.config.flip).heatmaps
-            for j, (window, other) in enumerate(zip(windows, scaled)):
-                to_heat = self.to_heat @ window.matrix(self.input_size)  # image pixel -> output heatmap pixel
-                matrix = self.to_heat @ other.matrix(self.input_size) @ np.linalg.inv(to_heat)
+            for j, (window, other) in enumerate(zip(windows, scaled)):  # output heatmap pixel -> scaled heatmap pixel
+                matrix = self.image_to_heat(other) @ np.linalg.inv(self.image_to_heat(window))
                 output.heatmaps[j] += rescale_heatmaps(heatmaps[j], matrix)
         output.heatmaps /= np.float32(len(self.config.scales))
         return output
 
     def _person_window(self, poses: HeatmapPoses, j: int, window: CropWindow, array: np.ndarray,
                        padding: float) -> CropWindow:
-        to_image = np.linalg.inv(self.to_heat @ window.matrix(self.input_size))
-        points = apply_affine(to_image, poses.refined[j].astype(np.float64))
+        points = apply_affine(np.linalg.inv(self.image_to_heat(window)), poses.refined[j].astype(np.float64))
         placed = poses.peak[j] >= self.calibration.min_peak
         if placed.sum() < 2:
             return window

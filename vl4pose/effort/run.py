@@ -67,8 +67,7 @@ def candidates_in_image(pipeline: PosePipeline, analysis: Analysis) -> tuple[np.
     """The refinement's candidates of one analysed image: positions (K, M, 2) in image pixels, valid (K, M)."""
     calibration = pipeline.calibration
     found = find_candidates(analysis.output.heatmaps, calibration.max_candidates, pipeline.decoder, pipeline.sigma)
-    to_image = np.linalg.inv(pipeline.to_heat @ analysis.window.matrix(pipeline.input_size))
-    return apply_affine(to_image, found.xy[0]), found.valid[0]
+    return apply_affine(np.linalg.inv(pipeline.image_to_heat(analysis.window)), found.xy[0]), found.valid[0]
 
 
 def measure_effort(pipeline: PosePipeline, samples: Sequence[Sample], config: EffortConfig = EffortConfig(),
