@@ -9,8 +9,8 @@ Figures (milliseconds per image unless named otherwise; medians of repeated runs
   per keypoint. The brute force is the research code's: recursion over the tree without memoisation
   (each parent candidate re-solves its children's subtrees, K^depth work, log q recomputed inline). The
   bench checks that it and the DP choose identical poses (``refine_identical``).
-- ``rank_images_per_s``: real LSPET files through ``Predictor.predict_batch`` (decoding, the product's
-  automatic person box, network, likelihood, refinement).
+- ``rank_images_per_s`` (:mod:`vl4pose.bench_rank`): real LSPET files through ``Predictor.predict_batch``
+  (decoding, the product's automatic person box, network, likelihood, refinement).
 - ``train_step_ms``: forward + backward of a batch (heatmap loss), per image, with the trunk in fp32 and in bf16
   autocast (``None`` where the device has no native bf16): what ``--precision`` buys in training.
 - ``egl_backward_ms``: one image forward + backward through the pose model, the per-image cost EGL++
@@ -30,7 +30,6 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -38,12 +37,11 @@ import torch
 from vl4pose.checkpoint import Calibration, Checkpoint, load_checkpoint
 from vl4pose.cli_options import add_device_option
 from vl4pose.device import machine_info, prepare_module, resolve_device, to_input, training_bf16, trunk_autocast
-from vl4pose.errors import DataError
 from vl4pose.heads import build_heads
+from vl4pose.bench_rank import bench_rank
 from vl4pose.inference import run_network
 from vl4pose.likelihood import Candidates, expected_log_likelihood, find_candidates
 from vl4pose.models import build_pose, preset
-from vl4pose.predictor import Predictor, PredictorConfig
 from vl4pose.refine import refine
 from vl4pose.skeletons import LSP14, Skeleton
 
@@ -187,24 +185,6 @@ def bench_refine(images: int, repeats: int, candidates: int = 5) -> dict:
             "refine_speedup_k5": brute_ms / batch_ms, "refine_speedup_single_k5": brute_ms / single_ms,
             "refine_identical": identical, "refine_images": images,
             "refine_bruteforce": "research-code recursion over the LSP-14 tree without memoisation (K^depth)"}
-
-
-def bench_rank(ckpt: Checkpoint, data: str, images: int, batch_size: int, device: str | None = None) -> dict:
-    """Images per second through ``Predictor.predict_batch`` on real files (automatic person box)."""
-    folder = Path(data) / "images"
-    files = sorted(folder.glob("*.jpg"))[:images]
-    if not files:
-        raise DataError(f"no images in {folder}; pass --data with the LSPET folder")
-    config = PredictorConfig(batch_size=batch_size, device=device)
-    predictor = Predictor(ckpt, config)
-    predictor.predict_batch(files[:2])
-    start = time.perf_counter()
-    results = predictor.predict_batch(files)
-    seconds = time.perf_counter() - start
-    return {"rank_images_per_s": len(files) / seconds, "rank_images": len(files),
-            "rank_errors": sum(isinstance(r, Exception) for r in results), "rank_box": "auto",
-            "rank_passes": f"{config.box_passes} person-finding pass(es) unflipped, the final crop "
-                           f"{'flipped' if config.flip else 'unflipped'}"}
 
 
 def backward_ms(pose: torch.nn.Module, images: torch.Tensor, repeats: int, device: torch.device,

@@ -11,7 +11,7 @@ import argparse
 
 from vl4pose.data import DATASETS, load_samples
 from vl4pose.data.sample import Sample
-from vl4pose.pipeline import parse_scales
+from vl4pose.pipeline_config import parse_scales
 from vl4pose.predictor import Predictor, PredictorConfig
 
 
@@ -45,7 +45,11 @@ def add_predictor_options(p: argparse.ArgumentParser) -> None:
     default = PredictorConfig()
     p.add_argument("--no-flip", dest="flip", action="store_false", help="no flip test on the final pass")
     p.add_argument("--box-passes", type=int, default=default.box_passes,
-                   help=f"person-finding passes before the final one (automatic box; default {default.box_passes})")
+                   help=f"automatic box: at most this many person-finding passes before the final one (default "
+                        f"{default.box_passes})")
+    p.add_argument("--box-tolerance", type=float, default=default.box_tolerance,
+                   help="automatic box: an image's person-finding stops once its window moves by at most this share "
+                        f"of the window's side (default {default.box_tolerance}; 0 = always every pass)")
     p.add_argument("--box-padding", type=float, default=default.box_padding,
                    help=f"automatic box: final crop = padding x the found pose's box (default {default.box_padding})")
     p.add_argument("--find-padding", type=float, default=default.find_padding,
@@ -59,6 +63,7 @@ def add_predictor_options(p: argparse.ArgumentParser) -> None:
 
 def predictor_from_args(args: argparse.Namespace) -> Predictor:
     """The Predictor of ``--checkpoint`` with the options of :func:`add_predictor_options`."""
-    config = PredictorConfig(flip=args.flip, box_passes=args.box_passes, box_padding=args.box_padding,
-                             find_padding=args.find_padding, scales=args.scales, device=args.device)
+    config = PredictorConfig(flip=args.flip, box_passes=args.box_passes, box_tolerance=args.box_tolerance,
+                             box_padding=args.box_padding, find_padding=args.find_padding, scales=args.scales,
+                             device=args.device)
     return Predictor(args.checkpoint, config)

@@ -10,7 +10,6 @@ Shapes: N images, K keypoints, E edges, S input side, H heatmap side.
 
 from __future__ import annotations
 
-import argparse
 import logging
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +20,7 @@ import numpy as np
 from vl4pose.crop import CropWindow, apply_affine, crop_batch, heatmap_matrix, image_window, person_window
 from vl4pose.data.sample import DEFAULT_MAX_PIXELS, ImageSource, box_from_keypoints, load_image
 from vl4pose.errors import ConfigError, ImageError
+from vl4pose.pipeline_config import PredictorConfig
 from vl4pose.postprocess import (DEFAULT_DECODER, Calibration, expected_log_likelihood, find_candidates, flip_average,
                                  rescale_heatmaps)
 from vl4pose.prediction import PosePrediction
@@ -30,48 +30,6 @@ from vl4pose.skeletons import Skeleton
 log = logging.getLogger(__name__)
 
 Clamps = Mapping[str | int, tuple[float, float]]
-
-
-@dataclass(frozen=True)
-class PredictorConfig:
-    """How images become poses.
-
-    auto_box: without a person box, find the person first (a pass on the whole image, then ``box_passes - 1``
-    passes around the previous estimate, on windows of ``find_padding`` x the found pose's box: wider than the
-    final crop, so a pass that missed a limb sees it), then crop ``box_padding`` x that box for the final pass.
-    flip: flip test on the final pass (mirrored crop averaged in; the person-finding passes are not flipped).
-    scales: multi-scale test: the final crop's window side times each scale (the first, 1.0, is the frame of the
-    result), every crop's heatmaps resampled into that frame and averaged; bone parameters of the first.
-    batch_size: crops per forward pass. workers: image-decoding threads. max_pixels: largest image.
-    device: ``auto``, ``cpu`` or ``cuda`` (None: ``VL4POSE_DEVICE``, default auto); the torch Predictor only.
-    """
-
-    auto_box: bool = True
-    box_passes: int = 2
-    """Chosen on LSPET val (docs/RESULTS.md): 2 passes beat 1 by 1.3 points of PCK@0.2 on the automatic box."""
-    box_padding: float = 1.25
-    find_padding: float = 1.6
-    """Chosen on LSPET val (docs/RESULTS.md): 1.6 instead of 1.25 for the second pass's window, +2.15 points."""
-    flip: bool = True
-    scales: tuple[float, ...] = (1.0, 0.87)
-    """Chosen on LSPET val (docs/RESULTS.md): +0.85 points of PCK@0.2 (GT box), +0.7 (automatic box) for a second
-    flipped final pass; a third scale (1.15) adds 0.35 / 0.25 more but takes ranking below 25 images/s on 2 cores."""
-    batch_size: int = 16
-    workers: int = 2
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    device: str | None = None
-
-    def __post_init__(self) -> None:
-        if not self.scales or self.scales[0] != 1.0 or min(self.scales) <= 0:
-            raise ConfigError(f"scales {self.scales} must start with 1.0 and be positive, e.g. (1.0, 0.87)")
-
-
-def parse_scales(text: str) -> tuple[float, ...]:
-    """``--scales 1,0.87`` -> (1.0, 0.87) (an argparse type: a bad value is a usage message, not a traceback)."""
-    try:
-        return tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers, e.g. 1,0.87") from None
 
 
 @dataclass
@@ -208,23 +166,16 @@ class PosePipeline:
         windows: dict[int, CropWindow] = {}
         first_pass = []
         for i in ok:
-            size = (arrays[i].shape[1], arrays[i].shape[0])
             if boxes[i] is not None:
-                windows[i] = person_window(np.asarray(boxes[i], dtype=float), size)
+                windows[i] = person_window(np.asarray(boxes[i], dtype=float), _size(arrays[i]))
             else:
-                windows[i] = image_window(size)
+                windows[i] = image_window(_size(arrays[i]))
                 if self.config.auto_box:
                     first_pass.append(i)
-        passes = self.config.box_passes if first_pass else 0
-        for k in range(passes):
-            coarse = self._forward([arrays[i] for i in first_pass], [windows[i] for i in first_pass], flip=False)
-            poses = analyse_heatmaps(coarse, self.skeleton, self.calibration, decoder=self.decoder, sigma=self.sigma)
-            padding = self.config.box_padding if k == passes - 1 else self.config.find_padding
-            for j, i in enumerate(first_pass):
-                windows[i] = self._person_window(poses, j, windows[i], arrays[i], padding)
+        windows.update(self._find_people({i: arrays[i] for i in first_pass}))
         output = self._final_pass([arrays[i] for i in ok], [windows[i] for i in ok])
         for j, i in enumerate(ok):
-            results[i] = Analysis((arrays[i].shape[1], arrays[i].shape[0]), windows[i], output.rows(j, j + 1))
+            results[i] = Analysis(_size(arrays[i]), windows[i], output.rows(j, j + 1))
         return results
 
     def resolve(self, analysis: Analysis, clamped: Clamps | None = None) -> PosePrediction:
@@ -280,14 +231,31 @@ class PosePipeline:
         output.heatmaps /= np.float32(len(self.config.scales))
         return output
 
-    def _person_window(self, poses: HeatmapPoses, j: int, window: CropWindow, array: np.ndarray,
-                       padding: float) -> CropWindow:
-        points = apply_affine(np.linalg.inv(self.image_to_heat(window)), poses.refined[j].astype(np.float64))
-        placed = poses.peak[j] >= self.calibration.min_peak
-        if placed.sum() < 2:
-            return window
-        box = box_from_keypoints(points, placed)
-        return person_window(box, (array.shape[1], array.shape[0]), padding)
+    def _find_people(self, arrays: dict[int, np.ndarray]) -> dict[int, CropWindow]:
+        """The person-finding passes (unflipped, each batched over the images still moving; see
+        :class:`PredictorConfig`), from the whole image: image index -> the final crop's window."""
+        windows = {i: image_window(_size(a)) for i, a in arrays.items()}
+        boxes: dict[int, np.ndarray] = {}
+        active = list(arrays)
+        for _ in range(self.config.box_passes):
+            if not active:
+                break
+            coarse = self._forward([arrays[i] for i in active], [windows[i] for i in active], flip=False)
+            poses = analyse_heatmaps(coarse, self.skeleton, self.calibration, decoder=self.decoder, sigma=self.sigma)
+            moving = []
+            for j, i in enumerate(active):
+                points = apply_affine(np.linalg.inv(self.image_to_heat(windows[i])), poses.refined[j].astype(np.float64))
+                placed = poses.peak[j] >= self.calibration.min_peak
+                if placed.sum() < 2:  # nothing found: the last window stands (another pass would see the same)
+                    continue
+                boxes[i] = box_from_keypoints(points, placed)
+                old, windows[i] = windows[i], person_window(boxes[i], _size(arrays[i]), self.config.find_padding)
+                shift = np.hypot(*np.subtract(windows[i].centre, old.centre)) / windows[i].side
+                if max(shift, abs(np.log(windows[i].side / old.side))) > self.config.box_tolerance:
+                    moving.append(i)
+            active = moving
+        return {i: person_window(boxes[i], _size(arrays[i]), self.config.box_padding) if i in boxes else windows[i]
+                for i in arrays}
 
     def _to_prediction(self, poses: HeatmapPoses, j: int, analysis: Analysis, to_image: np.ndarray) -> PosePrediction:
         peak = poses.peak[j].astype(np.float64)
@@ -305,3 +273,8 @@ class PosePipeline:
             score=float(self.calibration.score(np.array([ll]))[0]),
             keypoint_names=self.skeleton.keypoints,
         )
+
+
+def _size(array: np.ndarray) -> tuple[int, int]:
+    """(width, height) of an (H, W, 3) image."""
+    return array.shape[1], array.shape[0]

@@ -17,8 +17,8 @@ import torch
 from vl4pose.checkpoint import Checkpoint, load_checkpoint
 from vl4pose.device import prepare_module, resolve_device
 from vl4pose.inference import run_network
-from vl4pose.pipeline import (Analysis, Clamps, NetworkArrays, PosePipeline, PosePrediction,  # noqa: F401
-                              PredictorConfig)
+from vl4pose.pipeline import Analysis, Clamps, NetworkArrays, PosePipeline, PosePrediction  # noqa: F401
+from vl4pose.pipeline_config import PredictorConfig  # noqa: F401
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from vl4pose.errors import ConfigError, VL4PoseError
-from vl4pose.pipeline import NetworkArrays, PosePipeline, PredictorConfig, parse_scales
+from vl4pose.pipeline import NetworkArrays, PosePipeline
+from vl4pose.pipeline_config import PredictorConfig, parse_scales
 from vl4pose.postprocess import Calibration
 from vl4pose.skeletons import Skeleton
 
@@ -91,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--scales", type=parse_scales, default=PredictorConfig().scales,
                         help="multi-scale test of the final crop (default: the server's); `--scales 1` is faster and "
                              "gives the same score (the likelihood reads the scale-1 crop), a slightly worse pose")
+    parser.add_argument("--box-passes", type=int, default=PredictorConfig().box_passes,
+                        help="at most this many person-finding passes (default: the server's; 2 is faster and finds "
+                             "the person less well)")
     return parser
 
 
@@ -98,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     try:
-        config = PredictorConfig(flip=args.flip, scales=args.scales, batch_size=args.batch_size, workers=1)
+        config = PredictorConfig(flip=args.flip, scales=args.scales, box_passes=args.box_passes,
+                                 batch_size=args.batch_size, workers=1)
         scorer = OnnxScorer(args.model, config, threads=args.threads)
     except VL4PoseError as exc:
         log.error("%s", exc)

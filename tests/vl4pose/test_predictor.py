@@ -108,13 +108,43 @@ def test_person_finding_passes_use_the_wider_window_and_the_final_crop_the_box_p
 
     person_window = pipeline.person_window
     monkeypatch.setattr(pipeline, "person_window", recording_window)
-    predictor = Predictor(tiny_checkpoint, PredictorConfig(box_passes=3, find_padding=1.7, box_padding=1.2))
+    config = PredictorConfig(box_passes=3, box_tolerance=0.0, find_padding=1.7, box_padding=1.2)
+    predictor = Predictor(tiny_checkpoint, config)
     predictor.calibration = dataclasses.replace(predictor.calibration, min_peak=0.0)  # every keypoint placed
     result = predictor.predict(image_path)
-    assert paddings == [1.7, 1.7, 1.2]  # passes 1-2 build the next finding window, pass 3 the final crop
+    assert paddings == [1.7, 1.7, 1.7, 1.2]  # each pass builds the next finding window, the last box the final crop
     paddings.clear()
     boxed = predictor.predict(image_path, box=result.box)
     assert len(paddings) == 1 and np.isfinite(boxed.refined).all()  # a given box: its one window, no finding pass
+
+
+def test_person_finding_stops_for_each_image_whose_window_settles(tiny_checkpoint, lspet_dir, monkeypatch):
+    import dataclasses
+
+    from vl4pose.predictor import PredictorConfig
+
+    images = [lspet_dir / "images" / f"im0000{i}.jpg" for i in (1, 2, 3)]
+    batches: list[int] = []
+
+    def counting(self, arrays, windows, flip):
+        if not flip:
+            batches.append(len(arrays))
+        return forward(self, arrays, windows, flip)
+
+    forward = Predictor._forward
+    monkeypatch.setattr(Predictor, "_forward", counting)
+    runs = {}
+    for tolerance in (0.0, 0.05, 100.0):
+        predictor = Predictor(tiny_checkpoint, PredictorConfig(box_passes=4, box_tolerance=tolerance, scales=(1.0,)))
+        predictor.calibration = dataclasses.replace(predictor.calibration, min_peak=0.0)  # every keypoint placed
+        batches.clear()
+        runs[tolerance] = (predictor.predict_batch(images), list(batches))
+        singles = [predictor.predict(image) for image in images]  # leaving the batch does not change an image's pose
+        for single, batched in zip(singles, runs[tolerance][0]):
+            np.testing.assert_allclose(single.refined, batched.refined, atol=0.5)  # pixels
+    assert runs[0.0][1] == [3, 3, 3, 3]  # never settled: every pass, every image
+    assert runs[100.0][1] == [3]  # every window settles after the whole-image pass: the final crop is its box
+    assert runs[0.05][1][0] == 3 and len(runs[0.05][1]) <= 4 and runs[0.05][1] == sorted(runs[0.05][1], reverse=True)
 
 
 def test_calibrated_score_preserves_order():

@@ -1,0 +1,58 @@
+"""How images become poses: :class:`PredictorConfig`, shared by the torch Predictor and the ONNX scorer."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+from vl4pose.data.sample import DEFAULT_MAX_PIXELS
+from vl4pose.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class PredictorConfig:
+    """How images become poses.
+
+    auto_box: without a person box, find the person first: a pass on the whole image, then up to ``box_passes - 1``
+    passes around the previous estimate, on windows of ``find_padding`` x the found pose's box (wider than the
+    final crop, so a pass that missed a limb sees it); an image stops once its window moves by at most
+    ``box_tolerance`` window sides (centre shift, and log of the side's change). The final pass crops
+    ``box_padding`` x the last pose box.
+    flip: flip test on the final pass (mirrored crop averaged in; the person-finding passes are not flipped).
+    scales: multi-scale test: the final crop's window side times each scale (the first, 1.0, is the frame of the
+    result), every crop's heatmaps resampled into that frame and averaged; bone parameters of the first.
+    batch_size: crops per forward pass. workers: image-decoding threads. max_pixels: largest image.
+    device: ``auto``, ``cpu`` or ``cuda`` (None: ``VL4POSE_DEVICE``, default auto); the torch Predictor only.
+    """
+
+    auto_box: bool = True
+    box_passes: int = 6
+    box_tolerance: float = 0.05
+    """Chosen on LSPET val (docs/RESULTS.md): up to 6 passes until the window settles, +1.5 points of PCK@0.2 on
+    the automatic box over 2 fixed passes for 1.06 more passes per image (2 passes beat 1 by 1.3 points)."""
+    box_padding: float = 1.25
+    find_padding: float = 1.6
+    """Chosen on LSPET val (docs/RESULTS.md): 1.6 instead of 1.25 for the second pass's window, +2.15 points."""
+    flip: bool = True
+    scales: tuple[float, ...] = (1.0, 0.87)
+    """Chosen on LSPET val (docs/RESULTS.md): +0.85 points of PCK@0.2 (GT box), +0.7 (automatic box) for a second
+    flipped final pass; a third scale (1.15) adds 0.35 / 0.25 more but takes ranking below 25 images/s on 2 cores."""
+    batch_size: int = 16
+    workers: int = 2
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    device: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.box_passes < 1 or self.box_tolerance < 0:
+            raise ConfigError(f"box_passes {self.box_passes} must be at least 1 and box_tolerance {self.box_tolerance} "
+                              "at least 0, e.g. 4 and 0.05")
+        if not self.scales or self.scales[0] != 1.0 or min(self.scales) <= 0:
+            raise ConfigError(f"scales {self.scales} must start with 1.0 and be positive, e.g. (1.0, 0.87)")
+
+
+def parse_scales(text: str) -> tuple[float, ...]:
+    """``--scales 1,0.87`` -> (1.0, 0.87) (an argparse type: a bad value is a usage message, not a traceback)."""
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers, e.g. 1,0.87") from None
