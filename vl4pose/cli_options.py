@@ -49,7 +49,8 @@ def add_predictor_options(p: argparse.ArgumentParser) -> None:
                         f"{default.box_passes})")
     p.add_argument("--box-tolerance", type=float, default=default.box_tolerance,
                    help="automatic box: an image's person-finding stops once its window moves by at most this share "
-                        f"of the window's side (default {default.box_tolerance}; 0 = always every pass)")
+                        f"of the window's side (default {default.box_tolerance}: every pass; `--box-passes 6 "
+                        "--box-tolerance 0.05` finds people better, docs/RESULTS.md)")
     p.add_argument("--box-padding", type=float, default=default.box_padding,
                    help=f"automatic box: final crop = padding x the found pose's box (default {default.box_padding})")
     p.add_argument("--find-padding", type=float, default=default.find_padding,

@@ -244,7 +244,8 @@ class PosePipeline:
             poses = analyse_heatmaps(coarse, self.skeleton, self.calibration, decoder=self.decoder, sigma=self.sigma)
             moving = []
             for j, i in enumerate(active):
-                points = apply_affine(np.linalg.inv(self.image_to_heat(windows[i])), poses.refined[j].astype(np.float64))
+                to_image = np.linalg.inv(self.image_to_heat(windows[i]))
+                points = apply_affine(to_image, poses.refined[j].astype(np.float64))
                 placed = poses.peak[j] >= self.calibration.min_peak
                 if placed.sum() < 2:  # nothing found: the last window stands (another pass would see the same)
                     continue

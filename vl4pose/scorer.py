@@ -93,8 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="multi-scale test of the final crop (default: the server's); `--scales 1` is faster and "
                              "gives the same score (the likelihood reads the scale-1 crop), a slightly worse pose")
     parser.add_argument("--box-passes", type=int, default=PredictorConfig().box_passes,
-                        help="at most this many person-finding passes (default: the server's; 2 is faster and finds "
-                             "the person less well)")
+                        help=f"at most this many person-finding passes (default: the server's, "
+                             f"{PredictorConfig().box_passes})")
+    parser.add_argument("--box-tolerance", type=float, default=PredictorConfig().box_tolerance,
+                        help="an image's person finding stops once its window moves by at most this share of its side "
+                             f"(default {PredictorConfig().box_tolerance}: every pass; `--box-passes 6 --box-tolerance "
+                             "0.05` finds people better)")
     return parser
 
 
@@ -103,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     try:
         config = PredictorConfig(flip=args.flip, scales=args.scales, box_passes=args.box_passes,
-                                 batch_size=args.batch_size, workers=1)
+                                 box_tolerance=args.box_tolerance, batch_size=args.batch_size, workers=1)
         scorer = OnnxScorer(args.model, config, threads=args.threads)
     except VL4PoseError as exc:
         log.error("%s", exc)
