@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from common.settings import PREFIX, EnvReader
+from vl4pose.pipeline_config import PredictorConfig
 
 REQUIRED = ("webhook_secret", "api_token")
 SECRETS = ("webhook_secret", "api_token", "label_studio_token", "secret_key", "ml_basic_auth_password")
@@ -88,6 +89,10 @@ class Settings:
     """> 1: each round trains data-parallel in this many processes on the worker's machine (torchrun; one GPU
     each on CUDA); 1: in the worker's own process."""
     eval_box: str = "auto"
+    box_passes: int = PredictorConfig.box_passes
+    box_tolerance: float = PredictorConfig.box_tolerance
+    """Person finding of the automatic box in ranking and held-out evaluation (:class:`vl4pose.pipeline_config.
+    PredictorConfig`); the ML backend reads the same variables, so the ranked and the served poses agree."""
     rank_batch_size: int = 32
     rank_shard_size: int = 1000
     rank_poll_s: float = 2.0
@@ -165,6 +170,9 @@ class Settings:
             raise SettingsError(f"{PREFIX}IMAGE_CACHE_MB must be 0 (no limit) or a size in MB, not {self.image_cache_mb}")
         if not 1 <= self.reconcile_minutes <= 59:
             raise SettingsError(f"{PREFIX}RECONCILE_MINUTES must be between 1 and 59, not {self.reconcile_minutes}")
+        if self.box_tolerance < 0:
+            raise SettingsError(f"{PREFIX}BOX_TOLERANCE must be >= 0 (0 = every person-finding pass), "
+                                f"not {self.box_tolerance}")
         if self.train_time_budget_minutes < 0:
             raise SettingsError(f"{PREFIX}TRAIN_TIME_BUDGET_MINUTES must be >= 0 (0 = train_epochs epochs), "
                                 f"not {self.train_time_budget_minutes}")
@@ -181,6 +189,7 @@ class Settings:
             "import_chunk",
             "reconcile_page_size",
             "worker_threads",
+            "box_passes",
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{PREFIX}{name.upper()} must be at least 1, not {getattr(self, name)}")

@@ -13,6 +13,7 @@ from typing import Any
 from common.settings import EnvReader
 from vl4pose.errors import ConfigError
 from vl4pose.fetch import parse_networks
+from vl4pose.pipeline_config import PredictorConfig
 
 DEFAULT_FORWARD_ACTIONS = (
     "START_TRAINING", "ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED", "ANNOTATIONS_DELETED",
@@ -51,6 +52,10 @@ class MLBackendConfig:
     interactive_cache_size: int = 32
     torch_threads: int = 0
     preload_model: bool = True
+    box_passes: int = PredictorConfig.box_passes
+    box_tolerance: float = PredictorConfig.box_tolerance
+    """Person finding of the automatic box (:class:`vl4pose.pipeline_config.PredictorConfig`); the coordinator reads
+    the same variables, so the ranked and the served poses agree."""
 
     @property
     def auth_enabled(self) -> bool:
@@ -98,6 +103,9 @@ def _check(config: MLBackendConfig) -> None:
             raise ConfigError(f"{env_name(name)} must be a positive number, got {getattr(config, name)!r}")
     if config.model_poll_seconds < 0 or config.torch_threads < 0:
         raise ConfigError(f"{env_name('model_poll_seconds')} and {env_name('torch_threads')} must be >= 0")
+    if config.box_passes < 1 or config.box_tolerance < 0:
+        raise ConfigError(f"{env_name('box_passes')} must be at least 1 and {env_name('box_tolerance')} at least 0, "
+                          f"got {config.box_passes!r} and {config.box_tolerance!r} (e.g. 6 and 0.05; unset: 2 and 0)")
     _check_auth(config)
     try:
         parse_networks(config.fetch_allow_networks)

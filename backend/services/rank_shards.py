@@ -26,11 +26,13 @@ from typing import Any
 import numpy as np
 from sqlalchemy import func, select
 
+from backend.config import Settings
 from backend.db import Database
 from backend.errors import CoordinatorError
 from backend.jobs.context import JobContext
 from backend.models import Project, TaskPrediction
 from backend.services.annotations import keypoints_from_json, keypoints_to_json
+from backend.services.samples import predictor_config
 from vl4pose.data.labelstudio import keypoints_to_results
 from vl4pose.errors import ImageError
 
@@ -40,16 +42,18 @@ log = logging.getLogger(__name__)
 _local = threading.local()
 
 
-def load_predictor(path: Path, batch_size: int) -> Any:
-    """A :class:`vl4pose.predictor.Predictor` for a version folder, kept per thread (one load per version and
-    worker thread, not one per shard)."""
-    from vl4pose.predictor import Predictor, PredictorConfig  # deferred on purpose: loads torch (workers only)
+def load_predictor(path: Path, settings: Settings) -> Any:
+    """A :class:`vl4pose.predictor.Predictor` for a version folder with the settings' batch size and person finding,
+    kept per thread (one load per version and worker thread, not one per shard)."""
+    from vl4pose.predictor import Predictor  # deferred on purpose: loads torch (workers only)
 
-    key = (str(path), batch_size)
+    config = predictor_config(settings)
+    key = (str(path), config)
     cached = getattr(_local, "predictor", None)
     if cached is None or cached[0] != key:
-        _local.predictor = (key, Predictor(path, PredictorConfig(batch_size=batch_size)))
+        _local.predictor = (key, Predictor(path, config))
     return _local.predictor[1]
+
 
 
 def queue_score(project: Project, task_id: int, prediction: Any) -> float:
@@ -78,7 +82,7 @@ def predict_tasks(ctx: JobContext, project: Project, version: str, tasks: list[t
     if not todo:
         return 0
     batch = services.settings.rank_batch_size
-    predictor = load_predictor(services.registry().path(version), batch)
+    predictor = load_predictor(services.registry().path(version), services.settings)
     failed = 0
     for start in range(0, len(todo), batch):
         chunk = todo[start : start + batch]

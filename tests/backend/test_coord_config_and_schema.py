@@ -35,11 +35,22 @@ def test_settings_are_read_from_prefixed_variables():
         ({**GOOD, "VL4POSE_QUEUE": "rabbitmq://x"}, "VL4POSE_QUEUE"),
         ({**GOOD, "VL4POSE_HOLDOUT_FRACTION": "1.5"}, "VL4POSE_HOLDOUT_FRACTION"),
         ({**GOOD, "VL4POSE_AUTO_MIGRATE": "maybe"}, "not a valid bool"),
+        ({**GOOD, "VL4POSE_BOX_PASSES": "0"}, "VL4POSE_BOX_PASSES must be at least 1"),
+        ({**GOOD, "VL4POSE_BOX_TOLERANCE": "-0.1"}, "VL4POSE_BOX_TOLERANCE must be >= 0"),
     ],
 )
 def test_bad_settings_are_refused_with_the_variable_named(env, fragment):
     with pytest.raises(SettingsError, match=fragment.replace("(", r"\(")):
         Settings.from_env(env)
+
+
+def test_person_finding_reaches_ranking_and_evaluation():
+    from backend.services.samples import predictor_config
+
+    default = predictor_config(Settings.from_env(GOOD))
+    assert (default.box_passes, default.box_tolerance, default.batch_size) == (2, 0.0, 32)  # the Predictor's own
+    chosen = predictor_config(Settings.from_env({**GOOD, "VL4POSE_BOX_PASSES": "6", "VL4POSE_BOX_TOLERANCE": "0.05"}))
+    assert (chosen.box_passes, chosen.box_tolerance) == (6, 0.05)
 
 
 def test_unknown_override_is_refused():

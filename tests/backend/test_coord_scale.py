@@ -96,7 +96,7 @@ def build(root: Path, size: int, checkpoint: Path, **settings):
     from backend import create_app
     from coord_fakes import base_config
 
-    shards.load_predictor = lambda path, batch: FakePredictor()
+    shards.load_predictor = lambda path, settings: FakePredictor()
     fake = BigFakeLabelStudio(size)
     config = base_config(root, rank_batch_size=50, import_chunk=250, **settings)
     app = create_app(config, ls_factory=lambda: fake)

@@ -9,6 +9,7 @@ import pytest
 from ml_helpers import REPO
 
 from ml_backend.config import MLBackendConfig, env_name, load_config
+from ml_backend.routes import EXTENSION
 from vl4pose.errors import ConfigError
 
 
@@ -62,6 +63,8 @@ def test_environment_values_are_converted():
     ({"VL4POSE_ML_BASIC_AUTH_USER": "u"}, "VL4POSE_ML_BASIC_AUTH_PASSWORD"),
     ({"VL4POSE_COORDINATOR_URL": "http://127.0.0.1:1"}, "VL4POSE_WEBHOOK_SECRET"),
     ({"VL4POSE_COORDINATOR_URL": "127.0.0.1:1", "VL4POSE_WEBHOOK_SECRET": "s"}, "http://"),
+    ({"VL4POSE_BOX_PASSES": "0"}, "VL4POSE_BOX_PASSES must be at least 1"),
+    ({"VL4POSE_BOX_TOLERANCE": "-1"}, "VL4POSE_BOX_TOLERANCE at least 0"),
 ])
 def test_invalid_settings_name_the_variable(environ, fragment):
     with pytest.raises(ConfigError, match=fragment):
@@ -94,8 +97,12 @@ def test_create_app_reads_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("VL4POSE_MAX_REQUEST_BYTES", "12345")
     monkeypatch.setenv("VL4POSE_PRELOAD_MODEL", "0")
     monkeypatch.setenv("VL4POSE_ML_AUTH", "none")
+    monkeypatch.setenv("VL4POSE_BOX_PASSES", "6")
+    monkeypatch.setenv("VL4POSE_BOX_TOLERANCE", "0.05")
     app = create_app()
     assert app.config["MAX_CONTENT_LENGTH"] == 12345
+    served = app.extensions[EXTENSION].models.predictor_config  # the person finding the served poses get
+    assert (served.box_passes, served.box_tolerance) == (6, 0.05)
     assert app.test_client().get("/health").json == {"status": "UP", "model_class": "VL4Pose", "projects": {}}
 
 
