@@ -34,11 +34,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from vl4pose.bench_rank import bench_rank
 from vl4pose.checkpoint import Calibration, Checkpoint, load_checkpoint
 from vl4pose.cli_options import add_device_option
 from vl4pose.device import machine_info, prepare_module, resolve_device, to_input, training_bf16, trunk_autocast
 from vl4pose.heads import build_heads
-from vl4pose.bench_rank import bench_rank
 from vl4pose.inference import run_network
 from vl4pose.likelihood import Candidates, expected_log_likelihood, find_candidates
 from vl4pose.models import build_pose, preset

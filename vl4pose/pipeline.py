@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vl4pose.crop import CropWindow, apply_affine, crop_batch, heatmap_matrix, image_window, person_window
-from vl4pose.data.sample import DEFAULT_MAX_PIXELS, ImageSource, box_from_keypoints, load_image
+from vl4pose.data.sample import ImageSource, box_from_keypoints, load_image
 from vl4pose.errors import ConfigError, ImageError
 from vl4pose.pipeline_config import PredictorConfig
 from vl4pose.postprocess import (DEFAULT_DECODER, Calibration, expected_log_likelihood, find_candidates, flip_average,

@@ -55,7 +55,6 @@ def load_predictor(path: Path, settings: Settings) -> Any:
     return _local.predictor[1]
 
 
-
 def queue_score(project: Project, task_id: int, prediction: Any) -> float:
     """The queue score: VL4Pose's calibrated likelihood, or a fixed pseudo-random number (``random``)."""
     if project.strategy == "random":

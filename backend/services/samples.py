@@ -136,7 +136,6 @@ def holdout_samples(db: Database, images: ImageStore, project_id: int) -> list[S
     return samples
 
 
-
 def predictor_config(settings: Settings) -> PredictorConfig:
     """The Predictor settings of ranking and held-out evaluation: batch size and person finding (the ML backend
     reads the same ``VL4POSE_BOX_*`` variables, so the ranked and the served poses agree)."""
