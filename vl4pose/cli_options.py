@@ -11,8 +11,8 @@ import argparse
 
 from vl4pose.data import DATASETS, load_samples
 from vl4pose.data.sample import Sample
-from vl4pose.pipeline_config import parse_scales
-from vl4pose.predictor import Predictor, PredictorConfig
+from vl4pose.pipeline_config import add_pipeline_options, config_from_args
+from vl4pose.predictor import Predictor
 
 
 def add_data_options(parser: argparse.ArgumentParser, split: str | None) -> None:
@@ -41,30 +41,11 @@ def load_from_args(args: argparse.Namespace, split: str | None, skip: bool = Tru
 
 
 def add_predictor_options(p: argparse.ArgumentParser) -> None:
-    """Inference settings of the Predictor (defaults: the product's)."""
-    default = PredictorConfig()
-    p.add_argument("--no-flip", dest="flip", action="store_false", help="no flip test on the final pass")
-    p.add_argument("--box-passes", type=int, default=default.box_passes,
-                   help=f"automatic box: at most this many person-finding passes before the final one (default "
-                        f"{default.box_passes})")
-    p.add_argument("--box-tolerance", type=float, default=default.box_tolerance,
-                   help="automatic box: an image's person-finding stops once its window moves by at most this share "
-                        f"of the window's side (default {default.box_tolerance}: every pass; `--box-passes 6 "
-                        "--box-tolerance 0.05` finds people better, docs/RESULTS.md)")
-    p.add_argument("--box-padding", type=float, default=default.box_padding,
-                   help=f"automatic box: final crop = padding x the found pose's box (default {default.box_padding})")
-    p.add_argument("--find-padding", type=float, default=default.find_padding,
-                   help=f"automatic box: window of the person-finding passes after the first = padding x the found "
-                        f"pose's box (default {default.find_padding})")
-    p.add_argument("--scales", type=parse_scales, default=default.scales,
-                   help="multi-scale test: the final crop's window side times each scale, heatmaps averaged; the "
-                        f"first must be 1 (default {','.join(map(str, default.scales))}; 1 = single scale)")
+    """Inference settings of the Predictor (defaults: the product's): the pipeline's and the device."""
+    add_pipeline_options(p)
     add_device_option(p)
 
 
 def predictor_from_args(args: argparse.Namespace) -> Predictor:
     """The Predictor of ``--checkpoint`` with the options of :func:`add_predictor_options`."""
-    config = PredictorConfig(flip=args.flip, box_passes=args.box_passes, box_tolerance=args.box_tolerance,
-                             box_padding=args.box_padding, find_padding=args.find_padding, scales=args.scales,
-                             device=args.device)
-    return Predictor(args.checkpoint, config)
+    return Predictor(args.checkpoint, config_from_args(args, device=args.device))

@@ -1,4 +1,5 @@
-"""How images become poses: :class:`PredictorConfig`, shared by the torch Predictor and the ONNX scorer."""
+"""How images become poses: :class:`PredictorConfig` and its command-line options, shared by the torch Predictor's
+commands and the ONNX scorer (no torch here)."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ class PredictorConfig:
     passes), and ranking is about 17 % slower."""
     box_padding: float = 1.25
     find_padding: float = 1.6
-    """Chosen on LSPET val (docs/RESULTS.md): 1.6 instead of 1.25 for the second pass's window, +2.15 points."""
+    """Chosen on LSPET val (docs/RESULTS.md): 1.6 instead of 1.25 for the windows after the first pass, +2.15 points."""
     flip: bool = True
     scales: tuple[float, ...] = (1.0, 0.87)
     """Chosen on LSPET val (docs/RESULTS.md): +0.85 points of PCK@0.2 (GT box), +0.7 (automatic box) for a second
@@ -48,7 +49,7 @@ class PredictorConfig:
     def __post_init__(self) -> None:
         if self.box_passes < 1 or self.box_tolerance < 0:
             raise ConfigError(f"box_passes {self.box_passes} must be at least 1 and box_tolerance {self.box_tolerance} "
-                              "at least 0, e.g. 4 and 0.05")
+                              "at least 0, e.g. 6 and 0.05")
         if not self.scales or self.scales[0] != 1.0 or min(self.scales) <= 0:
             raise ConfigError(f"scales {self.scales} must start with 1.0 and be positive, e.g. (1.0, 0.87)")
 
@@ -59,3 +60,32 @@ def parse_scales(text: str) -> tuple[float, ...]:
         return tuple(float(v) for v in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers, e.g. 1,0.87") from None
+
+
+def add_pipeline_options(p: argparse.ArgumentParser) -> None:
+    """The :class:`PredictorConfig` options of every command that analyses images (defaults: the product's)."""
+    default = PredictorConfig()
+    p.add_argument("--no-flip", dest="flip", action="store_false", help="no flip test on the final pass")
+    p.add_argument("--box-passes", type=int, default=default.box_passes,
+                   help=f"automatic box: at most this many person-finding passes before the final one (default "
+                        f"{default.box_passes})")
+    p.add_argument("--box-tolerance", type=float, default=default.box_tolerance,
+                   help="automatic box: an image's person-finding stops once its window moves by at most this share "
+                        f"of the window's side (default {default.box_tolerance}: every pass; `--box-passes 6 "
+                        "--box-tolerance 0.05` finds people better, docs/RESULTS.md)")
+    p.add_argument("--box-padding", type=float, default=default.box_padding,
+                   help=f"automatic box: final crop = padding x the found pose's box (default {default.box_padding})")
+    p.add_argument("--find-padding", type=float, default=default.find_padding,
+                   help=f"automatic box: window of the person-finding passes after the first = padding x the found "
+                        f"pose's box (default {default.find_padding})")
+    p.add_argument("--scales", type=parse_scales, default=default.scales,
+                   help="multi-scale test: the final crop's window side times each scale, heatmaps averaged; the "
+                        f"first must be 1 (default {','.join(map(str, default.scales))}; 1 = single scale: faster, "
+                        "the same score, a slightly worse pose)")
+
+
+def config_from_args(args: argparse.Namespace, **settings: object) -> PredictorConfig:
+    """The :class:`PredictorConfig` of :func:`add_pipeline_options`' options, with ``settings`` (e.g. ``device``)."""
+    return PredictorConfig(flip=args.flip, box_passes=args.box_passes, box_tolerance=args.box_tolerance,
+                           box_padding=args.box_padding, find_padding=args.find_padding, scales=args.scales,
+                           **settings)  # type: ignore[arg-type]

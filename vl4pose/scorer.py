@@ -23,7 +23,7 @@ import numpy as np
 
 from vl4pose.errors import ConfigError, VL4PoseError
 from vl4pose.pipeline import NetworkArrays, PosePipeline
-from vl4pose.pipeline_config import PredictorConfig, parse_scales
+from vl4pose.pipeline_config import PredictorConfig, add_pipeline_options, config_from_args
 from vl4pose.postprocess import Calibration
 from vl4pose.skeletons import Skeleton
 
@@ -88,17 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="one JSON object per line, with the refined pose")
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads (default 1; 0 = all cores)")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--no-flip", dest="flip", action="store_false", help="no flip test (about 2x faster)")
-    parser.add_argument("--scales", type=parse_scales, default=PredictorConfig().scales,
-                        help="multi-scale test of the final crop (default: the server's); `--scales 1` is faster and "
-                             "gives the same score (the likelihood reads the scale-1 crop), a slightly worse pose")
-    parser.add_argument("--box-passes", type=int, default=PredictorConfig().box_passes,
-                        help=f"at most this many person-finding passes (default: the server's, "
-                             f"{PredictorConfig().box_passes})")
-    parser.add_argument("--box-tolerance", type=float, default=PredictorConfig().box_tolerance,
-                        help="an image's person finding stops once its window moves by at most this share of its side "
-                             f"(default {PredictorConfig().box_tolerance}: every pass; `--box-passes 6 --box-tolerance "
-                             "0.05` finds people better)")
+    add_pipeline_options(parser)
     return parser
 
 
@@ -106,8 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     try:
-        config = PredictorConfig(flip=args.flip, scales=args.scales, box_passes=args.box_passes,
-                                 box_tolerance=args.box_tolerance, batch_size=args.batch_size, workers=1)
+        config = config_from_args(args, batch_size=args.batch_size, workers=1)
         scorer = OnnxScorer(args.model, config, threads=args.threads)
     except VL4PoseError as exc:
         log.error("%s", exc)
