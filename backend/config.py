@@ -121,6 +121,12 @@ class Settings:
     def queue_file(self) -> Path:
         return self.storage_path / "queue.sqlite"
 
+    def predictor_config(self) -> PredictorConfig:
+        """The Predictor settings of ranking and held-out evaluation: batch size and person finding (the ML backend
+        reads the same ``VL4POSE_BOX_*`` variables, so the ranked and the served poses agree)."""
+        return PredictorConfig(batch_size=self.rank_batch_size, box_passes=self.box_passes,
+                               box_tolerance=self.box_tolerance)
+
     def redacted(self) -> dict[str, Any]:
         """The settings with secrets replaced, safe to log or show."""
         out = dataclasses.asdict(self)

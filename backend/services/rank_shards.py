@@ -32,7 +32,6 @@ from backend.errors import CoordinatorError
 from backend.jobs.context import JobContext
 from backend.models import Project, TaskPrediction
 from backend.services.annotations import keypoints_from_json, keypoints_to_json
-from backend.services.samples import predictor_config
 from vl4pose.data.labelstudio import keypoints_to_results
 from vl4pose.errors import ImageError
 
@@ -47,7 +46,7 @@ def load_predictor(path: Path, settings: Settings) -> Any:
     kept per thread (one load per version and worker thread, not one per shard)."""
     from vl4pose.predictor import Predictor  # deferred on purpose: loads torch (workers only)
 
-    config = predictor_config(settings)
+    config = settings.predictor_config()
     key = (str(path), config)
     cached = getattr(_local, "predictor", None)
     if cached is None or cached[0] != key:

@@ -18,7 +18,6 @@ from backend.models import AnnotationRecord, AnnotationStatus, HoldoutSample, Pr
 from backend.services.annotations import keypoints_from_json
 from backend.services.images import ImageStore
 from vl4pose.data.sample import Sample
-from vl4pose.pipeline_config import PredictorConfig
 from vl4pose.skeletons import get_skeleton
 
 
@@ -136,13 +135,6 @@ def holdout_samples(db: Database, images: ImageStore, project_id: int) -> list[S
     return samples
 
 
-def predictor_config(settings: Settings) -> PredictorConfig:
-    """The Predictor settings of ranking and held-out evaluation: batch size and person finding (the ML backend
-    reads the same ``VL4POSE_BOX_*`` variables, so the ranked and the served poses agree)."""
-    return PredictorConfig(batch_size=settings.rank_batch_size, box_passes=settings.box_passes,
-                           box_tolerance=settings.box_tolerance)
-
-
 def evaluate_version(
     db: Database, images: ImageStore, settings: Settings, project_id: int, checkpoint: Path
 ) -> dict[str, Any]:
@@ -154,7 +146,7 @@ def evaluate_version(
     samples = holdout_samples(db, images, project_id)
     if not samples:
         return {"holdout_images": 0, "holdout_pck": None}
-    predictor = Predictor(checkpoint, predictor_config(settings))
+    predictor = Predictor(checkpoint, settings.predictor_config())
     report = evaluate(predictor, samples, box=settings.eval_box)
     return clean(
         {

@@ -45,11 +45,9 @@ def test_bad_settings_are_refused_with_the_variable_named(env, fragment):
 
 
 def test_person_finding_reaches_ranking_and_evaluation():
-    from backend.services.samples import predictor_config
-
-    default = predictor_config(Settings.from_env(GOOD))
+    default = Settings.from_env(GOOD).predictor_config()
     assert (default.box_passes, default.box_tolerance, default.batch_size) == (2, 0.0, 32)  # the Predictor's own
-    chosen = predictor_config(Settings.from_env({**GOOD, "VL4POSE_BOX_PASSES": "6", "VL4POSE_BOX_TOLERANCE": "0.05"}))
+    chosen = Settings.from_env({**GOOD, "VL4POSE_BOX_PASSES": "6", "VL4POSE_BOX_TOLERANCE": "0.05"}).predictor_config()
     assert (chosen.box_passes, chosen.box_tolerance) == (6, 0.05)
 
 
