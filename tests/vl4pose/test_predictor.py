@@ -121,6 +121,7 @@ def test_person_finding_passes_use_the_wider_window_and_the_final_crop_the_box_p
 def test_person_finding_stops_for_each_image_whose_window_settles(tiny_checkpoint, lspet_dir, monkeypatch):
     import dataclasses
 
+    from vl4pose.errors import ConfigError
     from vl4pose.predictor import PredictorConfig
 
     images = [lspet_dir / "images" / f"im0000{i}.jpg" for i in (1, 2, 3)]
@@ -142,6 +143,9 @@ def test_person_finding_stops_for_each_image_whose_window_settles(tiny_checkpoin
     assert runs[0.0][1] == [3, 3, 3, 3]  # never settled: every pass, every image
     assert runs[100.0][1] == [3]  # every window settles after the whole-image pass: the final crop is its box
     assert runs[0.05][1][0] == 3 and len(runs[0.05][1]) <= 4 and runs[0.05][1] == sorted(runs[0.05][1], reverse=True)
+    for bad in ({"box_passes": 0}, {"box_tolerance": -0.1}):
+        with pytest.raises(ConfigError, match="at least 1 and box_tolerance .* at least 0, e.g. 6 and 0.05"):
+            PredictorConfig(**bad)
     single = Predictor(tiny_checkpoint, PredictorConfig(box_passes=1, scales=(1.0,)))
     single.calibration = predictor.calibration
     for one, settled in zip(single.predict_batch(images), runs[100.0][0]):  # one pass, whichever way it ended
