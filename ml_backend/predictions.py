@@ -202,13 +202,15 @@ class PredictionService:
         except ImageError as exc:
             log.warning("task %s: no suggestion: %s", task.get("id"), exc)
             return {"result": [], "model_version": model.version}
-        # every placed keypoint, the clicked ones at the click, under the draft's region ids (ml_backend.suggestions)
-        clicked = np.zeros(mapping.skeleton.num_keypoints, dtype=bool)
-        clicked[list(clamped)] = True  # suggested even where the model would not place it
-        result = self._results(prediction.refined, prediction, mapping, prediction.confidence, also=clicked)
+        # every placed keypoint, the clicked ones at the click, under the draft's region ids (ml_backend.suggestions);
+        # the clicked labels and every label the draft holds are suggested even where the re-solve would not place
+        # them: accepting all then moves each of the draft's keypoints, none keeps its served place beside the others
+        ids = draft_region_ids(task, clicks.existing, mapping.config.keypoint_control, model.version)
+        also = np.array([label is not None and label in ids for label in mapping.labels], dtype=bool)
+        also[list(clamped)] = True
+        result = self._results(prediction.refined, prediction, mapping, prediction.confidence, also=also)
         place_clicks(result, clicks.at())
-        matched = adopt_ids(result, draft_region_ids(task, clicks.existing, mapping.config.keypoint_control,
-                                                     model.version))
+        matched = adopt_ids(result, ids)
         log.info("task %s: %d suggestion(s) around %d clicked keypoint(s), %d replacing the draft's regions "
                  "(image analysis %s)", task.get("id"), len(result), len(clamped), matched,
                  "cached" if hit else "computed")

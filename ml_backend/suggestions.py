@@ -14,10 +14,12 @@ and read in its editor (``web/dist/apps/labelstudio/358.js``, the ``Annotation``
   (``deleteAllDynamicregions``).
 
 With fresh ids and without the clicked label (what the backend answered before), accepting all left two points
-for every re-solved label and dropped the click. So the answer carries every placed keypoint, the clicked ones
-exactly at the click, each under the id of the draft's region of the same label: accepting all replaces the
-served keypoints in place, the click's dynamic region goes away, and the annotation ends with exactly one
-keypoint per label -- the clicked ones where the annotator put them, the others re-solved.
+for every re-solved label and dropped the click. So the answer carries every placed keypoint and every label the
+draft holds (a re-solve may not place a keypoint the served pose did: left out, it would keep its served place
+beside re-solved neighbours), the clicked ones exactly at the click, each under the id of the draft's region of
+the same label: accepting all replaces the served keypoints in place, the click's dynamic region goes away, and
+the annotation ends with exactly one keypoint per label -- the clicked ones where the annotator put them, the
+others re-solved.
 """
 
 from __future__ import annotations
