@@ -76,6 +76,25 @@ def test_an_unserved_keypoint_takes_a_click_even_when_its_position_is_right():
     assert simulate_clicks(GT.copy(), served, GT, ALL, 5.0).clicks == [2]
 
 
+def test_the_annotator_sees_what_accepting_the_ml_backends_suggestions_leaves():
+    """The ML backend suggests every label of the draft, placed by the re-solve or not: a draft keypoint the re-solve
+    does not place still moves; a keypoint first shown by a re-solve keeps its place when a later re-solve does not
+    place it (a stale place, here the right one)."""
+    served = np.array([True, True, True, False, False])
+    start = shifted({0: 50.0, 1: 50.0, 2: 50.0})
+
+    def resolve(clamped):
+        first = len(clamped) == 1
+        pose = shifted({0: 60.0} if first else {4: 50.0})
+        return pose, np.array([False, False, False, False, first])  # 4 placed by the first re-solve only
+
+    trace = simulate_clicks(start, served, GT, ALL, 5.0, resolve)
+    # click 3 (not shown: the worst); the re-solve moves the draft's 0-2 though it places none (1 and 2 right, 0
+    # not) and shows 4 at the truth; click 0; the second re-solve places nothing: 0-2 move again, 4 stays right
+    assert trace.clicks == [3, 0]
+    assert trace.fixed == [[1, 2, 4], []] and trace.broken == [[], []]
+
+
 def test_clicks_are_bounded_by_the_labelled_keypoints_even_when_every_resolve_breaks_the_rest():
     def spoiler(clamped):  # moves every unclicked keypoint far away, even correct ones
         pose = GT + 100.0

@@ -6,8 +6,11 @@ and lies within ``threshold`` image pixels of the truth (``<=``, as :func:`vl4po
 While any is wrong it moves the worst one (farthest; an unserved one counts as infinitely far) to the truth:
 one click. Without a resolver the other keypoints stay where they are (fixing keypoints one by one); with one,
 every click is followed by a re-solve with all clicked keypoints clamped at their true positions (the ML
-backend's interactive ``PosePipeline.resolve``) and the errors of the rest are recomputed. Clicked keypoints
-count as correct. Each click clamps a new labelled keypoint, so an image takes at most as many clicks as it has
+backend's interactive ``PosePipeline.resolve``) and the errors of the rest are recomputed. What the annotator then
+sees is what accepting the ML backend's suggestions leaves (:mod:`ml_backend.suggestions`): the first suggestion's
+keypoints always take their re-solved position (the backend suggests every label of the draft, placed by the
+re-solve or not), a keypoint the re-solve places takes it too, and any other keypoint shown so far stays where it
+was; a keypoint is shown once served or placed by a re-solve. Clicked keypoints count as correct. Each click clamps a new labelled keypoint, so an image takes at most as many clicks as it has
 labelled keypoints (the cost of labelling from scratch).
 
 Model I/O (images, the Predictor, the CLI) is in :mod:`vl4pose.effort.run`; this module only sees arrays.
@@ -81,6 +84,7 @@ def simulate_clicks(pose: np.ndarray, served: np.ndarray, gt: np.ndarray, labell
     labelled = np.asarray(labelled, dtype=bool)
     gt = np.asarray(gt, dtype=float)
     pose, served = np.asarray(pose, dtype=float), np.asarray(served, dtype=bool)
+    draft = served.copy()  # the first suggestion's labels: every re-solve's answer moves them (ml_backend)
     trace = ClickTrace()
     bound = int(labelled.sum())
     while True:
@@ -95,7 +99,10 @@ def simulate_clicks(pose: np.ndarray, served: np.ndarray, gt: np.ndarray, labell
         if resolver is None:
             continue
         clamped = {i: (float(gt[i, 0]), float(gt[i, 1])) for i in trace.clicks}
-        pose, served = (np.asarray(a) for a in resolver(clamped))
+        solved, placed = (np.asarray(a) for a in resolver(clamped))
+        suggested = draft | placed.astype(bool)
+        pose = np.where(suggested[:, None], solved, pose)
+        served = served | suggested
         after = wrong_keypoints(keypoint_errors(pose, served, gt, labelled, trace.clicks), threshold)
         before = wrong.copy()
         before[worst] = False
