@@ -210,7 +210,7 @@ class PredictionService:
         also[list(clamped)] = True
         result = self._results(prediction.refined, prediction, mapping, prediction.confidence, also=also)
         place_clicks(result, clicks.at())
-        matched = adopt_ids(result, ids)
+        matched = adopt_ids(result, ids, task.get("id"))
         log.info("task %s: %d suggestion(s) around %d clicked keypoint(s), %d replacing the draft's regions "
                  "(image analysis %s)", task.get("id"), len(result), len(clamped), matched,
                  "cached" if hit else "computed")

@@ -19,10 +19,14 @@ draft holds (a re-solve may not place a keypoint the served pose did: left out, 
 beside re-solved neighbours), the clicked ones exactly at the click, each under the id of the draft's region of
 the same label: accepting all replaces the served keypoints in place, the click's dynamic region goes away, and
 the annotation ends with exactly one keypoint per label -- the clicked ones where the annotator put them, the
-others re-solved.
+others re-solved. A label the draft lacks gets an id fixed by the task and the label: the first acceptance adds
+it under that id (which no later request tells), and a later suggestion of the label replaces it (inferred from
+the replace-by-id rule above; the browser test makes one click).
 """
 
 from __future__ import annotations
+
+import hashlib
 
 
 def _keypoint_label(item: object, control: str) -> str | None:
@@ -74,14 +78,21 @@ def draft_region_ids(task: dict, existing: list[dict], control: str, version: st
     return ids
 
 
-def adopt_ids(results: list[dict], ids: dict[str, str]) -> int:
-    """Give each result the id of the draft's region of its label (in place); returns how many were matched."""
+def adopt_ids(results: list[dict], ids: dict[str, str], task: object) -> int:
+    """Give each result the id of the draft's region of its label, and any other result an id fixed by the task and
+    its label (in place); returns how many were matched.
+
+    The fixed id matters from the second click on: a keypoint the served pose lacked is added by accepting its first
+    suggestion, under that suggestion's id, which no later request tells; the next suggestion of that label carries
+    the same id, so accepting it replaces the added keypoint instead of adding a second one.
+    """
     matched = 0
     for item in results:
-        region = ids.get(item["value"]["keypointlabels"][0])
+        label = item["value"]["keypointlabels"][0]
+        region = ids.get(label)
         if region is not None:
-            item["id"] = region
             matched += 1
+        item["id"] = region or hashlib.sha1(f"vl4pose:{task}:{label}".encode()).hexdigest()[:10]
     return matched
 
 

@@ -155,6 +155,15 @@ def test_suggestions_take_the_ids_of_the_draft_the_context_names(connected, lspe
     answer = connected.post("/predict", json=predict_body([task], {"result": [click]})).json
     ids = {r["value"]["keypointlabels"][0]: r["id"] for r in answer["results"][0]["result"]}
     assert all(ids[label] == f"srv-{label}" for label in labels)
+    # a label the draft lacks has the same id in every answer for the task (accepting it again replaces the
+    # keypoint the first acceptance added), and another in another task
+    again = {name: r["id"] for name, r in result.items() if name not in labels}
+    shared = set(again) & set(ids)
+    assert shared and all(ids[name] == again[name] for name in shared)
+    other_task = {**lspet_task(2, 2), "predictions": task["predictions"]}
+    answer = connected.post("/predict", json=predict_body([other_task], {"result": [click]})).json
+    elsewhere = {r["value"]["keypointlabels"][0]: r["id"] for r in answer["results"][0]["result"]}
+    assert not set(elsewhere.values()) & set(again.values())
 
 
 def test_every_draft_label_is_suggested_where_the_re_solve_does_not_place_it(connected, lspet_dir, monkeypatch):
