@@ -155,38 +155,55 @@ def test_suggestions_take_the_ids_of_the_draft_the_context_names(connected, lspe
     answer = connected.post("/predict", json=predict_body([task], {"result": [click]})).json
     ids = {r["value"]["keypointlabels"][0]: r["id"] for r in answer["results"][0]["result"]}
     assert all(ids[label] == f"srv-{label}" for label in labels)
-    # a label the draft lacks has the same id in every answer for the task (accepting it again replaces the
-    # keypoint the first acceptance added), and another in another task
-    again = {name: r["id"] for name, r in result.items() if name not in labels}
-    shared = set(again) & set(ids)
-    assert shared and all(ids[name] == again[name] for name in shared)
-    other_task = {**lspet_task(2, 2), "predictions": task["predictions"]}
-    answer = connected.post("/predict", json=predict_body([other_task], {"result": [click]})).json
-    elsewhere = {r["value"]["keypointlabels"][0]: r["id"] for r in answer["results"][0]["result"]}
-    assert not set(elsewhere.values()) & set(again.values())
+
+
+def _placing(monkeypatch, placed: bool) -> None:
+    """Make the ML backend's re-solve place every keypoint (True) or none (False)."""
+    import ml_backend.predictions as predictions
+
+    def resolve(*args, **kwargs):
+        prediction = resolve_clicked(*args, **kwargs)
+        prediction.placed = np.full_like(prediction.placed, placed)
+        return prediction
+
+    monkeypatch.setattr(predictions, "resolve_clicked", resolve)
+
+
+DRAFT = {"Neck": (50.0, 20.0), "Head Top": (50.0, 5.0), "Left Knee": (30.0, 70.0)}
+
+
+def _answer_ids(client, number: int, x: float, lspet_dir) -> dict[str, str]:
+    """Label -> id of the interactive answer to a Right Ankle click at (x, 90) % on task ``number`` (image 1, the
+    served prediction :data:`DRAFT`)."""
+    w, h = image_size(lspet_dir / "images" / "im00001.jpg")
+    task = {**lspet_task(number, 1), "predictions": [_served(1, DRAFT, w, h, "tiny-v1")]}
+    click = keypoint_click("Right Ankle", x, 90.0, w, h, id="dyn1")
+    answer = client.post("/predict", json=predict_body([task], {"result": [click]})).json
+    return {r["value"]["keypointlabels"][0]: r["id"] for r in answer["results"][0]["result"]}
 
 
 def test_every_draft_label_is_suggested_where_the_re_solve_does_not_place_it(connected, lspet_dir, monkeypatch):
     """A re-solve around a click may not place a keypoint the served pose placed (CI run of 2026-12-01: 12
     suggestions for a 14-keypoint draft). Left out, accepting all would keep that keypoint at its served place
     beside re-solved neighbours; so every label of the draft is suggested under its draft id, placed or not."""
-    import ml_backend.predictions as predictions
+    _placing(monkeypatch, False)
+    ids = _answer_ids(connected, 1, 40.0, lspet_dir)
+    assert set(ids) == {"Right Ankle", *DRAFT}
+    assert all(ids[label] == f"srv-{label}" for label in DRAFT)
 
-    def placing_nothing(*args, **kwargs):
-        prediction = resolve_clicked(*args, **kwargs)
-        prediction.placed = np.zeros_like(prediction.placed)
-        return prediction
 
-    monkeypatch.setattr(predictions, "resolve_clicked", placing_nothing)
-    w, h = image_size(lspet_dir / "images" / "im00001.jpg")
-    labels = {"Neck": (50.0, 20.0), "Head Top": (50.0, 5.0), "Left Knee": (30.0, 70.0)}
-    task = lspet_task(1, 1)
-    task["predictions"] = [_served(1, labels, w, h, "tiny-v1")]
-    click = keypoint_click("Right Ankle", 40.0, 90.0, w, h, id="dyn1")
-    answer = connected.post("/predict", json=predict_body([task], {"result": [click]})).json
-    ids = {r["value"]["keypointlabels"][0]: r["id"] for r in answer["results"][0]["result"]}
-    assert set(ids) == {"Right Ankle", *labels}
-    assert all(ids[label] == f"srv-{label}" for label in labels)
+def test_a_label_the_draft_lacks_has_one_id_per_task(connected, lspet_dir, monkeypatch):
+    """Accepting a suggestion of a label the draft lacks adds it under the suggestion's id, which no later request
+    tells: the next answer for the task gives that label the same id (accepting it replaces the added keypoint),
+    another task another id."""
+    _placing(monkeypatch, True)
+    first, second = _answer_ids(connected, 1, 40.0, lspet_dir), _answer_ids(connected, 1, 60.0, lspet_dir)
+    lacking = set(first) - set(DRAFT)
+    assert len(lacking) == 14 - len(DRAFT) and set(second) == set(first)
+    assert all(first[label] == second[label] for label in lacking)
+    assert len({first[label] for label in lacking}) == len(lacking)
+    elsewhere = _answer_ids(connected, 2, 40.0, lspet_dir)
+    assert not {elsewhere[label] for label in lacking} & {first[label] for label in lacking}
 
 
 def test_person_box_from_rectangle_labels_is_used(make_app, image_server, lspet_dir):
