@@ -10,6 +10,7 @@ import torch
 from flask import Flask
 from PIL import Image
 
+from ml_backend.clickmemory import ClickMemory
 from ml_backend.config import MLBackendConfig, load_config
 from ml_backend.errors import register_error_handlers
 from ml_backend.images import FetchLimits, ImageFetcher
@@ -24,6 +25,7 @@ from vl4pose.predictor import PredictorConfig
 log = logging.getLogger(__name__)
 
 PROJECTS_FILE = "projects.json"
+CLICKS_DIR = "clicks"
 
 
 def build_services(config: MLBackendConfig) -> Services:
@@ -42,7 +44,8 @@ def build_services(config: MLBackendConfig) -> Services:
                            workers=config.fetch_workers, policy=policy)
     projects = ProjectStore(config.state_dir / PROJECTS_FILE, config.label_studio_url, config.label_studio_token)
     predictions = PredictionService(models, fetcher, projects, LRUCache(config.interactive_cache_size),
-                                    predict_chunk=config.predict_chunk, max_pixels=config.max_image_pixels)
+                                    predict_chunk=config.predict_chunk, max_pixels=config.max_image_pixels,
+                                    memory=ClickMemory(config.state_dir / CLICKS_DIR, config.click_memory_seconds))
     forwarder = None
     if config.coordinator_url and config.webhook_secret:
         forwarder = WebhookForwarder(config.coordinator_url, config.webhook_secret, config.webhook_timeout,

@@ -50,6 +50,9 @@ class MLBackendConfig:
     predict_chunk: int = 64
     model_poll_seconds: float = 1.0
     interactive_cache_size: int = 32
+    click_memory_seconds: float = 900.0
+    """How long a task's interactive clicks are kept after its last click (:mod:`ml_backend.clickmemory`); 0: not
+    kept (a later click's re-solve then clamps only that click)."""
     torch_threads: int = 0
     preload_model: bool = True
     box_passes: int = PredictorConfig.box_passes
@@ -101,8 +104,9 @@ def _check(config: MLBackendConfig) -> None:
     for name in positive:
         if getattr(config, name) is None or getattr(config, name) <= 0:
             raise ConfigError(f"{env_name(name)} must be a positive number, got {getattr(config, name)!r}")
-    if config.model_poll_seconds < 0 or config.torch_threads < 0:
-        raise ConfigError(f"{env_name('model_poll_seconds')} and {env_name('torch_threads')} must be >= 0")
+    for name in ("model_poll_seconds", "torch_threads", "click_memory_seconds"):
+        if getattr(config, name) < 0:
+            raise ConfigError(f"{env_name(name)} must be >= 0, got {getattr(config, name)!r}")
     if config.box_passes < 1 or config.box_tolerance < 0:
         raise ConfigError(f"{env_name('box_passes')} must be at least 1 and {env_name('box_tolerance')} at least 0, "
                           f"got {config.box_passes!r} and {config.box_tolerance!r} (e.g. 6 and 0.05; unset: 2 and 0)")

@@ -40,6 +40,8 @@ class Clicks:
     keypoints: list[dict]
     box: dict | None = None
     existing: list[dict] = field(default_factory=list)
+    from_editor: bool = False
+    """The clicks came marked ``is_positive`` (Label Studio's editor), not as an API caller's complete context."""
 
     def at(self) -> dict[str, tuple[float, float]]:
         """Clicked label -> (x, y) percent where the annotator put it (the last click of a label wins)."""
@@ -55,6 +57,23 @@ class Clicks:
             raise ContextError(f"params.context cannot be read: {exc}") from None
         clamped = {int(i): (float(keypoints[i, 0]), float(keypoints[i, 1])) for i in np.flatnonzero(visibility > 0)}
         return clamped, box
+
+
+def with_earlier(clicks: Clicks, earlier: list[dict], mapping: KeypointMapping) -> tuple[Clicks, frozenset[str]]:
+    """``clicks`` plus the task's earlier clicks (:class:`ml_backend.clickmemory.ClickMemory`) of labels not clicked
+    now, and the labels those earlier clicks add. An earlier click the label config no longer accepts is dropped.
+    """
+    now = clicks.at()
+    added: dict[str, dict] = {}
+    for item in earlier:
+        try:
+            usable = _check_item(item, mapping) == "keypoint"
+        except ContextError:
+            usable = False
+        if usable and _label(item) not in now:
+            added[_label(item)] = item
+    return (Clicks(list(added.values()) + clicks.keypoints, clicks.box, clicks.existing, clicks.from_editor),
+            frozenset(added))
 
 
 def _label(item: dict) -> str:
@@ -128,4 +147,4 @@ def parse_context(context: object, mapping: KeypointMapping) -> Clicks | None:
     if not clicks:  # no click marked positive: every keypoint is one (an API caller's context)
         return Clicks(keypoints, boxes[-1] if boxes else None)
     existing = [item for item in keypoints if item.get("is_positive") is not True]
-    return Clicks(clicks, boxes[-1] if boxes else None, existing)
+    return Clicks(clicks, boxes[-1] if boxes else None, existing, from_editor=True)

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from common.labelconfig import KeypointMapping, guess_skeleton, map_labels, parse_label_config
+from ml_backend.clickmemory import ClickMemory
 from ml_backend.images import ImageFetcher, ProjectAccess
-from ml_backend.interactive import Clicks, parse_context
+from ml_backend.interactive import Clicks, parse_context, with_earlier
 from ml_backend.models import LRUCache, ModelService, ServedModel
 from ml_backend.projects import ProjectStore, parse_project_id
 from ml_backend.suggestions import adopt_ids, draft_region_ids, place_clicks
@@ -58,6 +59,8 @@ class PredictionService:
     analyses: LRUCache
     predict_chunk: int = 64
     max_pixels: int = 40_000_000
+    memory: ClickMemory | None = None
+    """The tasks' earlier clicks (None: each interactive request stands alone)."""
 
     # -- /setup -------------------------------------------------------------------------------------
     def setup(self, body: dict) -> dict:
@@ -120,7 +123,7 @@ class PredictionService:
             if len(tasks) != 1:
                 raise RequestError(f"an interactive request (params.context with clicks) must carry exactly one "
                                    f"task, got {len(tasks)}")
-            return {"results": [self._interactive(model, mapping, tasks[0], access, clicks)],
+            return {"results": [self._interactive(model, mapping, tasks[0], access, clicks, project_id)],
                     "model_version": model.version}
         return {"results": self._batch(model, mapping, tasks, access), "model_version": model.version}
 
@@ -184,11 +187,20 @@ class PredictionService:
         return groups
 
     def _interactive(self, model: ServedModel, mapping: KeypointMapping, task: dict, access: ProjectAccess,
-                     clicks: Clicks) -> dict:
+                     clicks: Clicks, project_id: str) -> dict:
+        """The re-solve around the clicks, as suggestions Label Studio's "accept all" applies in place.
+
+        Clicks from Label Studio's editor are remembered per task (:mod:`ml_backend.clickmemory`): the re-solve
+        clamps the earlier ones too, and their labels are not suggested again (accepting all leaves them where the
+        annotator put them, even if moved by hand since).
+        """
+        memory = self.memory if clicks.from_editor else None
+        earlier = memory.recall(project_id, task) if memory is not None else []
+        all_clicks, kept = with_earlier(clicks, earlier, mapping)
         try:
             url = self._image_url(task, mapping)
             path = self.fetcher.fetch(url, access)
-            clamped, box = clicks.in_pixels(mapping.skeleton, image_size(path, self.max_pixels))
+            clamped, box = all_clicks.in_pixels(mapping.skeleton, image_size(path, self.max_pixels))
             source = (model.version, self.fetcher.absolute_url(url, access))
 
             def analysis_in(person_box: np.ndarray | None) -> tuple[Analysis, bool]:
@@ -202,6 +214,8 @@ class PredictionService:
         except ImageError as exc:
             log.warning("task %s: no suggestion: %s", task.get("id"), exc)
             return {"result": [], "model_version": model.version}
+        if memory is not None:
+            memory.remember(project_id, task, clicks.keypoints)
         # every placed keypoint, the clicked ones at the click, under the draft's region ids (ml_backend.suggestions);
         # the clicked labels and every label the draft holds are suggested even where the re-solve would not place
         # them: accepting all then moves each of the draft's keypoints, none keeps its served place beside the others
@@ -209,10 +223,11 @@ class PredictionService:
         also = np.array([label is not None and label in ids for label in mapping.labels], dtype=bool)
         also[list(clamped)] = True
         result = self._results(prediction.refined, prediction, mapping, prediction.confidence, also=also)
+        result = [item for item in result if item["value"]["keypointlabels"][0] not in kept]
         place_clicks(result, clicks.at())
         matched = adopt_ids(result, ids, task.get("id"))
-        log.info("task %s: %d suggestion(s) around %d clicked keypoint(s), %d replacing the draft's regions "
-                 "(image analysis %s)", task.get("id"), len(result), len(clamped), matched,
+        log.info("task %s: %d suggestion(s) around %d clicked keypoint(s) (%d of earlier clicks), %d replacing the "
+                 "draft's regions (image analysis %s)", task.get("id"), len(result), len(clamped), len(kept), matched,
                  "cached" if hit else "computed")
         return {"result": result, "score": _score(prediction.score), "model_version": model.version}
 

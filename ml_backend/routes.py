@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from flask import Blueprint, current_app, jsonify, request
 
 from common.labelconfig import LabelConfigError
+from ml_backend.clickmemory import forget_for_event
 from ml_backend.config import MLBackendConfig
 from ml_backend.errors import ApiError
 from ml_backend.interactive import ContextError
@@ -118,12 +119,15 @@ def predict():
 
 @bp.post("/webhook")
 def webhook():
-    """Answer at once; forward the event to the coordinator in the background (never train here)."""
+    """Answer at once; forget the interactive clicks the event ends (a submitted annotation); forward the event to
+    the coordinator in the background (never train here)."""
     body = _json_body()
     action = body.get("action")
-    forwarder = services().forwarder
-    forwarded = forwarder.submit(body) if forwarder is not None else False
-    log.info("webhook %s%s", action, " (forwarded to the coordinator)" if forwarded else "")
+    s = services()
+    forgotten = forget_for_event(s.predictions.memory, body) if s.predictions.memory is not None else 0
+    forwarded = s.forwarder.submit(body) if s.forwarder is not None else False
+    log.info("webhook %s%s%s", action, f" (clicks of {forgotten} task(s) forgotten)" if forgotten else "",
+             " (forwarded to the coordinator)" if forwarded else "")
     return jsonify({"status": "ok", "action": action, "forwarded": forwarded})
 
 

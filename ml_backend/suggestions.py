@@ -1,13 +1,13 @@
 """Interactive suggestions that Label Studio 1.23.2 can accept without duplicating or losing keypoints.
 
-Measured in Chromium (``tests/e2e/test_browser.py::test_a_smart_click_and_accept_all_leave_one_keypoint_per_label``)
+Measured in Chromium (``tests/e2e/test_browser.py::test_two_smart_clicks_each_accepted_leave_one_keypoint_per_label``)
 and read in its editor (``web/dist/apps/labelstudio/358.js``, the ``Annotation`` model):
 
 - the annotator's draft is a copy of the served prediction whose regions keep the prediction's result ids
   (``addAnnotationFromPrediction``);
 - a smart-tool click is a *dynamic* region; the interactive request's context holds it (``is_positive: true``)
   **and every other region of the same label** (``getConnectedDynamicRegions``), i.e. the served keypoint of
-  that label with its id;
+  that label with its id, and nothing of other labels (earlier clicks: :mod:`ml_backend.clickmemory`);
 - the answer's results become suggestions; accepting one stores it under its own id in the annotation: a
   region with that id is **replaced**, otherwise it is added (``acceptSuggestion``); "accept all" (the bottom
   bar's ✓, or Auto-Accept) then **deletes every dynamic region**, the click included
@@ -21,7 +21,7 @@ the same label: accepting all replaces the served keypoints in place, the click'
 the annotation ends with exactly one keypoint per label -- the clicked ones where the annotator put them, the
 others re-solved. A label the draft lacks gets an id fixed by the task and the label: the first acceptance adds
 it under that id (which no later request tells), and a later suggestion of the label replaces it (inferred from
-the replace-by-id rule above; the browser test makes one click).
+the replace-by-id rule above; the browser test's drafts held the labels it clicked).
 """
 
 from __future__ import annotations

@@ -131,7 +131,7 @@ def interactive_project(label_studio, model_registry, lspet_dir, tmp_path_factor
         response = requests.patch(f"{label_studio.url}/api/projects/{created.id}/", headers=label_studio.headers,
                                   json={"model_version": "tiny-v1"}, timeout=30)
         assert response.status_code == 200, response.text
-        yield {"id": created.id, "task": imported.task_ids[0]}
+        yield {"id": created.id, "task": imported.task_ids[0], "state": tmp / "state"}
 
 
 def _points(results: list[dict]) -> dict[str, list[tuple[float, float]]]:
@@ -143,17 +143,67 @@ def _points(results: list[dict]) -> dict[str, list[tuple[float, float]]]:
     return points
 
 
-def test_a_smart_click_and_accept_all_leave_one_keypoint_per_label(interactive_project, label_studio, browser):
+def _away_from(regions: list[dict]) -> tuple[float, float]:
+    """The point (percent) of a grid inside the image farthest from every region: a click there draws a new point
+    instead of selecting a region."""
+    grid = [(x, y) for x in range(10, 91, 4) for y in range(10, 91, 4)]
+    return max(grid, key=lambda p: min((p[0] - r["x"]) ** 2 + (p[1] - r["y"]) ** 2 for r in regions))
+
+
+def _smart_click(page, label: str, target: tuple[float, float], diag: Path, step: str) -> dict:
+    """Select the smart keypoint tool ("Auto-Detect") and ``label``, click at ``target`` (percent of the image), wait
+    for our answer to show as suggestions; returns what was sent, answered and shown."""
+    page.keyboard.press("Escape")  # nothing selected: a click on the image draws instead of unselecting
+    smart_tool = page.locator("button.lsf-tool_smart").first  # it has no aria-label
+    if "lsf-tool_active" not in (smart_tool.get_attribute("class") or ""):
+        smart_tool.click()
+    page.locator(".lsf-labels .lsf-label").filter(has_text=label).first.click()
+    page.wait_for_function("() => window.Htx.annotationStore.selected.names.get('kp').isSelected")
+    if "lsf-tool_active" not in (smart_tool.get_attribute("class") or ""):
+        smart_tool.click()
+    assert "lsf-tool_active" in (smart_tool.get_attribute("class") or "")
+    box = page.evaluate(EDITOR_IMAGE)
+    with page.expect_request(lambda r: "/interactive-annotating" in r.url, timeout=180_000) as sent, \
+            page.expect_response(lambda r: "/interactive-annotating" in r.url, timeout=180_000) as answer:
+        page.mouse.click(box["left"] + target[0] / 100 * box["width"], box["top"] + target[1] / 100 * box["height"])
+    step_notes = {"url": sent.value.url, "sent": sent.value.post_data_json, "answer": answer.value.json()}
+    assert not step_notes["answer"].get("errors"), step_notes["answer"]
+    page.wait_for_function("() => window.Htx.annotationStore.selected.suggestions.size > 0")
+    step_notes["shown"] = shown = page.evaluate(INTERACTIVE_STORE)
+    page.screenshot(path=str(diag / f"{step}-suggestions.png"))
+    clicks = [r for r in shown["regions"] if r["dynamic"]]
+    assert len(clicks) == 1 and clicks[0]["label"] == label, shown["regions"]
+    step_notes["clicked"] = (clicks[0]["x"], clicks[0]["y"])
+    assert step_notes["clicked"] == pytest.approx(target, abs=1.0), "the click landed where the test put it"
+    assert shown["suggestions"] == len(step_notes["answer"]["data"]["result"])
+    # accepting applies a still-selected label to every accepted region: the click unselects it by default
+    assert not shown["labelSelected"], "the keypoint label is still selected after the click"
+    return step_notes
+
+
+def _accept_all(page, diag: Path, step: str) -> dict:
+    page.locator("[data-testid=bottombar-accept-suggestions-button]").click()
+    page.wait_for_function("() => window.Htx.annotationStore.selected.suggestions.size === 0")
+    page.wait_for_timeout(1000)
+    page.screenshot(path=str(diag / f"{step}-accepted.png"))
+    return page.evaluate(INTERACTIVE_STORE)
+
+
+def test_two_smart_clicks_each_accepted_leave_one_keypoint_per_label(interactive_project, label_studio, browser):
     """The annotator's interactive correction as Label Studio 1.23.2 really does it: the label stream opens the task
     with our served pre-annotation as the draft; Auto-Annotation on, the smart keypoint tool ("Auto-Detect"), a
-    label, one click on the image -> Label Studio asks our backend (``/interactive-annotating``) and shows its
-    answer as suggestions -> accept all (the bottom bar's ✓) -> submit. The annotation read back through the API
-    holds exactly one keypoint per label: the clicked one where it was put, the others where our re-solve put them.
+    label, a click on the image -> Label Studio asks our backend (``/interactive-annotating``) and shows its answer
+    as suggestions -> accept all (the bottom bar's ✓); then a second label and click, accept all -> submit. The
+    annotation read back through the API holds exactly one keypoint per label: both clicked ones where they were
+    put (the second request does not carry the first click: the backend remembers it, clamps it and does not
+    suggest its label again), the others where the second re-solve put them. Once submitted, the task's clicks are
+    forgotten (the next request's task lists the new annotation).
 
     Diagnostics (screenshots, what was sent and answered) go to a temporary folder outside the repository."""
     diag = Path(tempfile.mkdtemp(prefix="vl4pose-interactive-"))
     notes: dict = {}
     task_id = interactive_project["task"]
+    memory = interactive_project["state"] / "clicks" / f"{interactive_project['id']}-{task_id}.json"
     page = browser.new_page()
     try:
         login(page, label_studio.url, label_studio.username, label_studio.password)
@@ -170,40 +220,22 @@ def test_a_smart_click_and_accept_all_leave_one_keypoint_per_label(interactive_p
 
         page.get_by_text("Auto-Annotation", exact=True).click()
         page.wait_for_function("() => window.Htx.autoAnnotation === true")
-        label = sorted(served)[0]
-        x, y = served[label][0]
+        first, second = sorted(served)[0], sorted(served)[-1]
+        x, y = served[first][0]
         target = (x + 12.0 if x < 60 else x - 12.0, y + 6.0 if y < 70 else y - 6.0)  # away from the served point
-        smart_tool = page.locator("button.lsf-tool_smart").first  # "Auto-Detect" (it has no aria-label)
-        smart_tool.click()
-        page.locator(".lsf-labels .lsf-label").filter(has_text=label).first.click()
-        page.wait_for_function("() => window.Htx.annotationStore.selected.names.get('kp').isSelected")
-        if "lsf-tool_active" not in (smart_tool.get_attribute("class") or ""):
-            smart_tool.click()
-        assert "lsf-tool_active" in (smart_tool.get_attribute("class") or "")
-        box = page.evaluate(EDITOR_IMAGE)
-        with page.expect_request(lambda r: "/interactive-annotating" in r.url, timeout=180_000) as sent, \
-                page.expect_response(lambda r: "/interactive-annotating" in r.url, timeout=180_000) as answer:
-            page.mouse.click(box["left"] + target[0] / 100 * box["width"],
-                             box["top"] + target[1] / 100 * box["height"])
-        notes["sent"], notes["answer"] = sent.value.post_data_json, answer.value.json()
-        assert not notes["answer"].get("errors"), notes["answer"]
-        suggested = _points(notes["answer"]["data"]["result"])
-        page.wait_for_function("() => window.Htx.annotationStore.selected.suggestions.size > 0")
-        notes["after_click"] = shown = page.evaluate(INTERACTIVE_STORE)
-        page.screenshot(path=str(diag / "2-suggestions.png"))
-        clicks = [r for r in shown["regions"] if r["dynamic"]]
-        assert len(clicks) == 1 and clicks[0]["label"] == label, shown["regions"]
-        clicked = (clicks[0]["x"], clicks[0]["y"])
-        assert clicked == pytest.approx(target, abs=1.0), "the click landed where the test put it"
-        assert shown["suggestions"] == len(notes["answer"]["data"]["result"]) == len(suggested) >= len(served)
-        # accepting applies a still-selected label to every accepted region: the click unselects it by default
-        assert not shown["labelSelected"], "the keypoint label is still selected after the click"
+        notes["click1"] = one = _smart_click(page, first, target, diag, "2")
+        suggested1 = _points(one["answer"]["data"]["result"])
+        assert len(suggested1) >= len(served)
+        notes["accepted1"] = _accept_all(page, diag, "3")
+        assert json.loads(memory.read_text())["clicks"][0]["value"]["keypointlabels"] == [first]
 
-        page.locator("[data-testid=bottombar-accept-suggestions-button]").click()
-        page.wait_for_function("() => window.Htx.annotationStore.selected.suggestions.size === 0")
-        page.wait_for_timeout(1000)
-        notes["after_accept"] = page.evaluate(INTERACTIVE_STORE)
-        page.screenshot(path=str(diag / "3-accepted.png"))
+        target = _away_from(notes["accepted1"]["regions"])
+        notes["click2"] = two = _smart_click(page, second, target, diag, "4")
+        assert [r["value"]["keypointlabels"][0] for r in two["sent"]["context"]["result"]
+                if r.get("is_positive")] == [second], "Label Studio sends only the new click"
+        suggested2 = _points(two["answer"]["data"]["result"])
+        assert first not in suggested2, "the earlier click's label is not suggested again"
+        notes["accepted2"] = _accept_all(page, diag, "5")
 
         url = f"{label_studio.url}/api/tasks/{task_id}/"
         before = {a["id"] for a in requests.get(url, headers=label_studio.headers, timeout=30).json()["annotations"]}
@@ -217,6 +249,11 @@ def test_a_smart_click_and_accept_all_leave_one_keypoint_per_label(interactive_p
 
         wait_for(submitted, 120, "the submitted annotation in Label Studio")
         notes["submitted"] = new
+        # the editor's next interactive call for the task (as the browser makes it): the request's task now lists the
+        # submitted annotation, so the first click is forgotten and its label re-solved
+        later = requests.post(two["url"], headers=label_studio.headers, json=two["sent"], timeout=120)
+        assert later.status_code == 200, later.text
+        notes["after_submit"] = after = _points(later.json()["data"]["result"])
     finally:
         (diag / "notes.json").write_text(json.dumps(notes, indent=1, default=str))
         print(f"browser diagnostics in {diag}")
@@ -225,8 +262,12 @@ def test_a_smart_click_and_accept_all_leave_one_keypoint_per_label(interactive_p
     assert len(new) == 1, "one annotation submitted"
     stored = _points(new[0]["result"])
     counts = {name: len(xy) for name, xy in stored.items()}
-    assert set(counts) == set(served) | set(suggested) and set(counts.values()) == {1}, \
+    assert set(counts) == set(served) | set(suggested1) | set(suggested2) and set(counts.values()) == {1}, \
         f"exactly one keypoint per label; got {counts}"
-    assert stored[label][0] == pytest.approx(clicked, abs=1e-2), "the clicked keypoint stays where it was put"
+    assert stored[first][0] == pytest.approx(one["clicked"], abs=1e-2), "the first click stays where it was put"
+    assert stored[second][0] == pytest.approx(two["clicked"], abs=1e-2), "the second click stays where it was put"
     for name, [xy] in stored.items():
-        assert xy == pytest.approx(suggested[name][0], abs=1e-2), f"{name} is not where the re-solve put it"
+        if name != first:
+            assert xy == pytest.approx(suggested2[name][0], abs=1e-2), f"{name} is not where the re-solve put it"
+    assert first in after, "after the submit the task's clicks are forgotten: the first label is re-solved again"
+    assert [c["value"]["keypointlabels"] for c in json.loads(memory.read_text())["clicks"]] == [[second]]

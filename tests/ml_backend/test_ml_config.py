@@ -65,6 +65,7 @@ def test_environment_values_are_converted():
     ({"VL4POSE_COORDINATOR_URL": "127.0.0.1:1", "VL4POSE_WEBHOOK_SECRET": "s"}, "http://"),
     ({"VL4POSE_BOX_PASSES": "0"}, "VL4POSE_BOX_PASSES must be at least 1"),
     ({"VL4POSE_BOX_TOLERANCE": "-1"}, "VL4POSE_BOX_TOLERANCE at least 0"),
+    ({"VL4POSE_CLICK_MEMORY_SECONDS": "-5"}, "VL4POSE_CLICK_MEMORY_SECONDS must be >= 0"),
 ])
 def test_invalid_settings_name_the_variable(environ, fragment):
     with pytest.raises(ConfigError, match=fragment):

@@ -6,9 +6,8 @@ and lies within ``threshold`` image pixels of the truth (``<=``, as :func:`vl4po
 While any is wrong it moves the worst one (farthest; an unserved one counts as infinitely far) to the truth:
 one click. Without a resolver the other keypoints stay where they are (fixing keypoints one by one); with one,
 every click is followed by a re-solve with all clicked keypoints clamped at their true positions (the ML
-backend's interactive ``PosePipeline.resolve``; in Label Studio accepting a click's suggestions deletes the
-click's region, so a later request carries only its own click and the product clamps less than this:
-docs/RESULTS.md, "Annotation effort", session 25) and the errors of the rest are recomputed. What the annotator
+backend's interactive ``PosePipeline.resolve``; Label Studio sends a request only its latest click, so the backend
+remembers a task's earlier clicks, :mod:`ml_backend.clickmemory`) and the errors of the rest are recomputed. What the annotator
 then sees is what accepting the ML backend's suggestions leaves (:mod:`ml_backend.suggestions`): the first
 suggestion's keypoints always take their re-solved position (the backend suggests every label of the draft, placed
 by the re-solve or not), a keypoint the re-solve places takes it too, and any other keypoint shown so far stays

@@ -1,0 +1,148 @@
+"""A task's earlier interactive clicks: clamped by every later re-solve, never suggested again, forgotten on submit.
+
+Label Studio 1.23.2 sends a later click's request without the earlier clicks (accepting a click's suggestions deletes
+the click's dynamic region): the ML backend keeps them per task (``ml_backend/clickmemory.py``).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+from ml_helpers import LSP_CONFIG, TOKEN, capture, keypoint_click, lspet_task, predict_body
+
+from ml_backend.clickmemory import ClickMemory, forget_for_event
+from ml_backend.predictions import CLICKS
+from ml_backend.routes import EXTENSION
+from vl4pose.data.sample import image_size
+from vl4pose.interactive import resolve_clicked
+
+NECK, ANKLE = (40.0, 30.0), (60.0, 90.0)
+
+
+def _answer(client, lspet_dir, label: str, xy: tuple[float, float], task_id: int = 1, **extra) -> dict[str, tuple]:
+    """Label -> (x, y) percent of the interactive answer to one click on task ``task_id`` (image 1)."""
+    w, h = image_size(lspet_dir / "images" / "im00001.jpg")
+    click = keypoint_click(label, *xy, w, h, **extra)
+    response = client.post("/predict", json=predict_body([lspet_task(task_id, 1)], {"result": [click]}))
+    assert response.status_code == 200, response.json
+    return {r["value"]["keypointlabels"][0]: (r["value"]["x"], r["value"]["y"])
+            for r in response.json["results"][0]["result"]}
+
+
+def _expected(model_registry, lspet_dir, clamped_percent: dict[str, tuple[float, float]]) -> dict[str, tuple]:
+    """Keypoint name -> (x, y) percent of the re-solve with these labels clamped (the backend's own steps)."""
+    from vl4pose.predictor import Predictor
+
+    path = lspet_dir / "images" / "im00001.jpg"
+    w, h = image_size(path)
+    predictor = Predictor(model_registry.path("tiny-v1"))
+    clamped = {label.lower().replace(" ", "_"): (x * w / 100, y * h / 100) for label, (x, y) in clamped_percent.items()}
+    solved = resolve_clicked(predictor, predictor.analyse(path), clamped, CLICKS, lambda box: predictor.analyse(path, box))
+    return {name: tuple(np.clip(solved.refined[i], 0, (w, h)) / (w, h) * 100)
+            for i, name in enumerate(solved.keypoint_names) if solved.placed[i]}
+
+
+def test_a_later_click_keeps_the_earlier_one_clamped_and_leaves_it_where_it_is(connected, lspet_dir, model_registry):
+    first = _answer(connected, lspet_dir, "Neck", NECK)
+    assert first["Neck"] == NECK
+    second = _answer(connected, lspet_dir, "Right Ankle", ANKLE)
+    assert "Neck" not in second, "accepting all must not move the earlier click: its label is not suggested again"
+    assert second["Right Ankle"] == ANKLE
+    both = _expected(model_registry, lspet_dir, {"Neck": NECK, "Right Ankle": ANKLE})
+    alone = _expected(model_registry, lspet_dir, {"Right Ankle": ANKLE})
+    assert both.keys() != alone.keys() or any(not np.allclose(both[k], alone[k], atol=0.05) for k in both), \
+        "the test's clicks must matter: clamping the neck changes the re-solve"
+    others = {label.lower().replace(" ", "_"): xy for label, xy in second.items() if label != "Right Ankle"}
+    assert others.keys() == both.keys() - {"neck", "right_ankle"}, "the re-solve with both clicks clamped"
+    for name, xy in others.items():
+        assert np.allclose(xy, both[name], atol=0.05), name
+
+    again = _answer(connected, lspet_dir, "Neck", (45.0, 32.0))  # the same label clicked again: the new click wins
+    assert again["Neck"] == (45.0, 32.0) and "Right Ankle" not in again
+
+
+def test_the_memory_is_per_task_and_off_at_zero_seconds(make_app, connected, image_server, lspet_dir):
+    _answer(connected, lspet_dir, "Neck", NECK, task_id=1)
+    assert _answer(connected, lspet_dir, "Right Ankle", ANKLE, task_id=2).get("Neck") != NECK  # another task
+
+    client = make_app(click_memory_seconds=0).test_client()
+    client.post("/setup", json={"project": "7.1", "schema": LSP_CONFIG, "hostname": image_server.url,
+                                "access_token": TOKEN})
+    _answer(client, lspet_dir, "Neck", NECK, task_id=3)
+    assert _answer(client, lspet_dir, "Right Ankle", ANKLE, task_id=3).get("Neck") != NECK
+
+
+def test_an_api_context_without_positive_clicks_is_not_remembered(connected, lspet_dir):
+    """A caller that sends its clicks without ``is_positive`` sends all of them each time: nothing is added."""
+    _answer(connected, lspet_dir, "Neck", NECK, is_positive=None)
+    assert _answer(connected, lspet_dir, "Right Ankle", ANKLE, is_positive=None).get("Neck") != NECK
+
+
+@pytest.mark.parametrize("event", ["08_webhook_ANNOTATION_CREATED", "09_webhook_ANNOTATION_UPDATED",
+                                   "11c_coordinator_webhook_ANNOTATIONS_DELETED"])
+def test_submitting_or_deleting_the_annotation_forgets_the_clicks(connected, lspet_dir, event):
+    _answer(connected, lspet_dir, "Neck", NECK)
+    body = capture(event)["json"]
+    body["project"]["id"] = 7
+    if "task" in body:
+        body["task"]["id"] = 1
+    response = connected.post("/webhook", json=body)
+    assert response.status_code == 200 and response.json["status"] == "ok"
+    assert _answer(connected, lspet_dir, "Right Ankle", ANKLE).get("Neck") != NECK
+
+
+def test_every_worker_sees_the_clicks_and_old_ones_expire(make_app, connected, image_server, lspet_dir):
+    """Two apps on one state folder are two gunicorn workers; a task untouched for longer than the setting is
+    forgotten."""
+    _answer(connected, lspet_dir, "Neck", NECK)
+    other = make_app().test_client()
+    other.post("/setup", json={"project": "7.1", "schema": LSP_CONFIG, "hostname": image_server.url,
+                               "access_token": TOKEN})
+    assert "Neck" not in _answer(other, lspet_dir, "Right Ankle", ANKLE)
+
+    memory = connected.application.extensions[EXTENSION].predictions.memory
+    [path] = memory.root.glob("7-1.json")
+    old = time.time() - memory.ttl - 1
+    os.utime(path, (old, old))
+    assert _answer(connected, lspet_dir, "Right Ankle", ANKLE).get("Neck") != NECK
+
+
+def test_a_task_whose_annotations_changed_starts_afresh(connected, lspet_dir):
+    """The request's task lists its annotations: one submitted (or updated, or deleted) since the clicks means the
+    annotator moved on, even when no webhook reached the backend."""
+    w, h = image_size(lspet_dir / "images" / "im00001.jpg")
+    task = lspet_task(1, 1)
+
+    def answer(label: str, xy: tuple[float, float]) -> dict[str, tuple]:
+        body = predict_body([task], {"result": [keypoint_click(label, *xy, w, h)]})
+        return {r["value"]["keypointlabels"][0]: (r["value"]["x"], r["value"]["y"])
+                for r in connected.post("/predict", json=body).json["results"][0]["result"]}
+
+    answer("Neck", NECK)
+    task["drafts"] = [{"id": 3, "result": []}]  # a draft saved meanwhile changes nothing
+    assert "Neck" not in answer("Right Ankle", ANKLE)
+    task["annotations"] = [{"id": 41, "updated_at": "2026-12-01T05:00:00Z", "result": []}]
+    assert answer("Right Ankle", ANKLE).get("Neck") != NECK
+    answer("Neck", NECK)
+    task["annotations"][0]["updated_at"] = "2026-12-01T05:10:00Z"
+    assert answer("Right Ankle", ANKLE).get("Neck") != NECK
+
+
+def test_the_memory_refuses_odd_ids_and_survives_a_damaged_file(tmp_path, caplog):
+    memory = ClickMemory(tmp_path / "clicks", ttl=60)
+    click = keypoint_click("Neck", *NECK, 100, 100)
+    for project, task in (("7", "../../etc"), ("7/..", 1), ("7", None), (None, 1), ("7", True)):
+        memory.remember(project, {"id": task}, [click])
+        assert memory.recall(project, {"id": task}) == []
+    assert not (tmp_path / "clicks").exists()
+    memory.remember("7", {"id": 1}, [click])
+    assert [item["value"]["x"] for item in memory.recall("7", {"id": 1})] == [NECK[0]]
+    (tmp_path / "clicks" / "7-1.json").write_text("{not json")
+    assert memory.recall("7", {"id": 1}) == [] and "unreadable" in caplog.text
+    memory.remember("7", {"id": 2}, [click])
+    assert forget_for_event(memory, {"action": "TASKS_DELETED", "project": {"id": 7}, "tasks": [{"id": 2}]}) == 1
+    assert forget_for_event(memory, {"action": "ANNOTATION_CREATED", "project": "junk", "task": [1]}) == 0
+    assert memory.recall("7", {"id": 2}) == []
