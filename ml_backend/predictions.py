@@ -218,7 +218,8 @@ class PredictionService:
             memory.remember(project_id, task, clicks.keypoints)
         # every placed keypoint, the clicked ones at the click, under the draft's region ids (ml_backend.suggestions);
         # the clicked labels and every label the draft holds are suggested even where the re-solve would not place
-        # them: accepting all then moves each of the draft's keypoints, none keeps its served place beside the others
+        # them: accepting all then moves each of the draft's keypoints, none keeps its served place beside the others;
+        # the labels of earlier clicks are not suggested (accepting all leaves them where the annotator put them)
         ids = draft_region_ids(task, clicks.existing, mapping.config.keypoint_control, model.version)
         also = np.array([label is not None and label in ids for label in mapping.labels], dtype=bool)
         also[list(clamped)] = True
