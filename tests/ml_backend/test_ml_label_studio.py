@@ -140,7 +140,14 @@ def test_interactive_annotating_returns_the_re_solved_skeleton(project, label_st
     assert data["score"] == pytest.approx(expected.score, abs=1e-4)
     got = {r["value"]["keypointlabels"][0].lower().replace(" ", "_"): r for r in data["result"]}
     assert (got["neck"]["value"]["x"], got["neck"]["value"]["y"]) == (45.0, 30.0)  # the click, where it was put
-    assert set(got) == {expected.keypoint_names[i] for i in np.flatnonzero(expected.placed)} | {"neck"}
+    # every placed keypoint, and every label of the draft (the served prediction) even where the re-solve does not
+    # place it (which labels the suite's tiny model places varies from run to run)
+    task = requests.get(f"{label_studio.url}/api/tasks/{project['task_ids'][n]}/", headers=label_studio.headers,
+                        timeout=30).json()
+    served = {r["value"]["keypointlabels"][0].lower().replace(" ", "_") for p in task["predictions"]
+              if p["model_version"] == "tiny-v1" for r in p["result"]}
+    assert served, "the task carries the served prediction"
+    assert set(got) == {expected.keypoint_names[i] for i in np.flatnonzero(expected.placed)} | {"neck"} | served
     for name, item in got.items():
         i = expected.keypoint_names.index(name)
         xy = (item["value"]["x"] * w / 100, item["value"]["y"] * h / 100)
