@@ -72,12 +72,31 @@ def _authorized() -> bool:
             and hmac.compare_digest((auth.password or "").encode(), (config.basic_auth_password or "").encode()))
 
 
+_unsigned_webhooks = 0
+
+
+def _log_refusal() -> None:
+    """Log a refused request; Label Studio 1.23.2's own event posts to ``/webhook`` (no credentials at all: it does
+    not send a backend's Basic auth with them) are explained once, then counted quietly (one per annotation)."""
+    global _unsigned_webhooks
+    if request.path == "/webhook" and request.authorization is None:
+        _unsigned_webhooks += 1
+        if _unsigned_webhooks == 1:
+            log.warning("refused POST /webhook without credentials: Label Studio posts a connected backend's project "
+                        "events without its Basic auth, so they are refused while auth is on (nothing is lost: the "
+                        "coordinator has a webhook of its own); further ones are logged at debug level")
+        else:
+            log.debug("refused POST /webhook without credentials (%d so far)", _unsigned_webhooks)
+        return
+    log.warning("refused %s %s: missing or wrong HTTP Basic credentials", request.method, request.path)
+
+
 @bp.before_app_request
 def _basic_auth() -> None:
     if request.path in PUBLIC_PATHS and request.method in ("GET", "HEAD"):
         return
     if not _authorized():
-        log.warning("refused %s %s: missing or wrong HTTP Basic credentials", request.method, request.path)
+        _log_refusal()
         raise ApiError(401, "unauthorized", "this ML backend needs HTTP Basic auth: in Label Studio, connect it with "
                                             "authentication on and the user/password of VL4POSE_ML_BASIC_AUTH_*")
 

@@ -123,3 +123,19 @@ def test_unexpected_errors_are_a_json_500_without_traceback(app, monkeypatch):
     assert response.status_code == 500
     assert response.json == {"error": "internal_error",
                              "message": "the ML backend failed unexpectedly; its log has the details"}
+
+
+def test_label_studio_event_posts_without_credentials_are_refused_and_explained_once(locked, caplog, monkeypatch):
+    """Label Studio 1.23.2 posts a connected backend's project events to /webhook without its Basic auth (measured in
+    the browser test): refused like any request, one explanatory warning, then debug lines (one per annotation)."""
+    import ml_backend.routes as routes
+
+    monkeypatch.setattr(routes, "_unsigned_webhooks", 0)
+    with caplog.at_level(logging.DEBUG, logger="ml_backend.routes"):
+        for _ in range(3):
+            assert locked.post("/webhook", json={"action": "ANNOTATION_CREATED"}).status_code == 401
+        assert locked.post("/webhook", json={}, headers=basic("studio", "wrong")).status_code == 401
+    ours = [r for r in caplog.records if r.name == "ml_backend.routes"]
+    warnings = [r.getMessage() for r in ours if r.levelno == logging.WARNING]
+    assert len(warnings) == 2 and "without its Basic auth" in warnings[0] and "wrong HTTP Basic" in warnings[1]
+    assert sum("so far" in r.getMessage() for r in ours if r.levelno == logging.DEBUG) == 2
