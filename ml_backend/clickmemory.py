@@ -7,8 +7,9 @@ re-solve clamped only the second click and re-suggested the first clicked label 
 the draft's id: accepting all moved the first click.
 
 One small JSON file per project and task under ``root`` (every gunicorn worker of the backend sees it, and a
-restart keeps it): the latest click of each label, in Label Studio's percentages, and the task's annotations as
-the request showed them. It is forgotten when the task's annotations change (a later request's task holds an
+restart keeps it): the latest click of each label, in Label Studio's percentages, where the last answer put each
+label, which clicks an accepted answer settled (:func:`answer_accepted`), and the task's annotations as the request
+showed them. It is forgotten when the task's annotations change (a later request's task holds an
 annotation submitted, updated or deleted since: the annotator moved on), when ``/webhook`` gets an event that ends
 the task's annotation (Label Studio 1.23.2 posts them without the backend's credentials, so with auth on they are
 refused: measured in the browser test), and after ``ttl`` seconds without a click on the task (an abandoned
@@ -22,6 +23,7 @@ import json
 import logging
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from vl4pose.atomic import write_atomic
@@ -38,7 +40,8 @@ def _key(value: object) -> str | None:
 
 
 def _label(item: dict) -> str:
-    return item["value"]["keypointlabels"][0]
+    value = item["value"]
+    return (value.get("keypointlabels") or value.get("labels"))[0]
 
 
 def annotations_seen(task: dict) -> list:
@@ -52,6 +55,17 @@ def annotations_seen(task: dict) -> list:
         elif isinstance(item, (int, str)):
             seen.append([str(item), "", False])
     return sorted(seen)
+
+
+@dataclass
+class Kept:
+    """A task's earlier clicks (keypointlabels results, ``value.x``/``y`` in percent), where the last answer put
+    each label (label -> [x, y] percent), and the clicked labels known to be in the annotation (an answer suggesting
+    them at their click was accepted since)."""
+
+    clicks: list[dict] = field(default_factory=list)
+    suggested: dict[str, list[float]] = field(default_factory=dict)
+    settled: list[str] = field(default_factory=list)
 
 
 class ClickMemory:
@@ -75,44 +89,51 @@ class ClickMemory:
         project, task = _key(project_id), _key(task_id)
         return self.root / f"{project}-{task}.json" if project and task and self.enabled else None
 
-    def recall(self, project_id: object, task: dict) -> list[dict]:
-        """The task's earlier clicks (keypointlabels results, ``value.x``/``y`` in percent); [] when none are kept,
-        and the kept ones are dropped when the task's annotations changed since they were made."""
+    def recall(self, project_id: object, task: dict) -> Kept:
+        """The task's earlier clicks and last answer; nothing when none are kept, and the kept ones are dropped when
+        the task's annotations changed since they were made."""
         path = self._path(project_id, task.get("id"))
         if path is None:
-            return []
+            return Kept()
         try:
             if time.time() - path.stat().st_mtime > self.ttl:
-                return []
+                return Kept()
             kept = json.loads(path.read_text())
-            clicks, seen = kept["clicks"], kept["annotations"]
+            clicks, seen, suggested = kept["clicks"], kept["annotations"], kept.get("suggested") or {}
+            settled = kept.get("settled") or []
+            if not isinstance(clicks, list) or not isinstance(suggested, dict) or not isinstance(settled, list):
+                raise TypeError("clicks, suggested or settled")
         except FileNotFoundError:
-            return []
+            return Kept()
         except (OSError, ValueError, KeyError, TypeError):
             log.warning("click memory %s is unreadable; the task's earlier clicks are not clamped", path)
-            return []
+            return Kept()
         if seen != annotations_seen(task):
             log.info("task %s: its annotations changed since the last click (submitted, updated or deleted); its "
                      "earlier clicks are forgotten", task.get("id"))
             self._unlink(path)
-            return []
-        return [item for item in clicks if isinstance(item, dict)]
+            return Kept()
+        return Kept([item for item in clicks if isinstance(item, dict)], suggested, settled)
 
-    def remember(self, project_id: object, task: dict, clicks: list[dict]) -> None:
-        """Add the clicks of one request (a label clicked again replaces its earlier click); prune expired tasks."""
+    def remember(self, project_id: object, task: dict, clicks: list[dict], suggested: dict[str, list[float]],
+                 settled: list[str]) -> None:
+        """Add the clicks of one request (a label clicked again replaces its earlier click), where its answer put
+        each label and the clicked labels settled in the annotation; prune expired tasks."""
         path = self._path(project_id, task.get("id"))
         if path is None or not clicks:
             return
         with self._lock:
-            kept = {_label(item): item for item in self.recall(project_id, task)}
+            kept = {_label(item): item for item in self.recall(project_id, task).clicks}
             for item in clicks:
                 kept[_label(item)] = {"type": "keypointlabels", "from_name": item.get("from_name"),
                                       "to_name": item.get("to_name"), "is_positive": True,
                                       "value": {"x": item["value"]["x"], "y": item["value"]["y"],
                                                 "keypointlabels": [_label(item)]}}
+            state = {"annotations": annotations_seen(task), "clicks": list(kept.values()), "suggested": suggested,
+                     "settled": sorted(set(settled) - {_label(item) for item in clicks})}
             try:
                 self.root.mkdir(parents=True, exist_ok=True)
-                write_atomic(path, json.dumps({"annotations": annotations_seen(task), "clicks": list(kept.values())}))
+                write_atomic(path, json.dumps(state))
             except OSError as exc:
                 log.warning("cannot keep the clicks of task %s in %s (%s): a later click will not clamp them",
                             task.get("id"), self.root, exc.strerror)
@@ -168,3 +189,29 @@ def forget_for_event(memory: ClickMemory, event: dict) -> int:
     if action == "ANNOTATIONS_DELETED":
         return memory.forget(project_id)
     return 0
+
+
+SAME_PLACE = 1e-3
+"""Percent within which the draft's region lies "where the last answer put it"."""
+
+
+def answer_accepted(kept: Kept, existing: list[dict], clicked: set[str]) -> bool:
+    """Whether the annotation took the task's last answer, as far as this request tells: the draft's region of the
+    clicked label lies where that answer put it. No region of the label: taken unless the last answer suggested it.
+    A re-solve that left the label where it was reads as taken (the earlier clicks then stay as they are).
+
+    Args:
+        kept: the task's memory before this request.
+        existing: the context's other regions of the clicked labels (the draft's).
+        clicked: the labels clicked now.
+    """
+    seen = False
+    for item in existing:
+        previous = kept.suggested.get(_label(item))
+        if previous is None:
+            continue
+        seen = True
+        x, y = item["value"]["x"], item["value"]["y"]
+        if abs(x - previous[0]) <= SAME_PLACE and abs(y - previous[1]) <= SAME_PLACE:
+            return True
+    return not seen and not clicked & set(kept.suggested)

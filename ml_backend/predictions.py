@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from common.labelconfig import KeypointMapping, guess_skeleton, map_labels, parse_label_config
-from ml_backend.clickmemory import ClickMemory
+from ml_backend.clickmemory import ClickMemory, Kept, answer_accepted
 from ml_backend.images import ImageFetcher, ProjectAccess
 from ml_backend.interactive import Clicks, parse_context, with_earlier
 from ml_backend.models import LRUCache, ModelService, ServedModel
@@ -191,12 +191,13 @@ class PredictionService:
         """The re-solve around the clicks, as suggestions Label Studio's "accept all" applies in place.
 
         Clicks from Label Studio's editor are remembered per task (:mod:`ml_backend.clickmemory`): the re-solve
-        clamps the earlier ones too, and their labels are not suggested again (accepting all leaves them where the
-        annotator put them, even if moved by hand since).
+        clamps the earlier ones too. An earlier click is suggested at its place while it is pending (no answer was
+        accepted since: accepting all deletes the click's own region) and not at all once settled (accepting all
+        then leaves it where the annotator put it, even if moved by hand since).
         """
         memory = self.memory if clicks.from_editor else None
-        earlier = memory.recall(project_id, task) if memory is not None else []
-        all_clicks, kept = with_earlier(clicks, earlier, mapping)
+        kept = memory.recall(project_id, task) if memory is not None else Kept()
+        all_clicks, earlier = with_earlier(clicks, kept.clicks, mapping)
         try:
             url = self._image_url(task, mapping)
             path = self.fetcher.fetch(url, access)
@@ -214,22 +215,25 @@ class PredictionService:
         except ImageError as exc:
             log.warning("task %s: no suggestion: %s", task.get("id"), exc)
             return {"result": [], "model_version": model.version}
-        if memory is not None:
-            memory.remember(project_id, task, clicks.keypoints)
         # every placed keypoint, the clicked ones at the click, under the draft's region ids (ml_backend.suggestions);
         # the clicked labels and every label the draft holds are suggested even where the re-solve would not place
-        # them: accepting all then moves each of the draft's keypoints, none keeps its served place beside the others;
-        # the labels of earlier clicks are not suggested (accepting all leaves them where the annotator put them)
+        # them: accepting all then moves each of the draft's keypoints, none keeps its served place beside the others
         ids = draft_region_ids(task, clicks.existing, mapping.config.keypoint_control, model.version)
         also = np.array([label is not None and label in ids for label in mapping.labels], dtype=bool)
         also[list(clamped)] = True
         result = self._results(prediction.refined, prediction, mapping, prediction.confidence, also=also)
-        result = [item for item in result if item["value"]["keypointlabels"][0] not in kept]
-        place_clicks(result, clicks.at())
+        accepted = answer_accepted(kept, clicks.existing, set(clicks.at()))
+        settled = (set(earlier) if accepted else set(kept.settled)) & set(earlier)
+        result = [item for item in result if item["value"]["keypointlabels"][0] not in settled]
+        place_clicks(result, all_clicks.at())
         matched = adopt_ids(result, ids, task.get("id"))
-        log.info("task %s: %d suggestion(s) around %d clicked keypoint(s) (%d of earlier clicks), %d replacing the "
-                 "draft's regions (image analysis %s)", task.get("id"), len(result), len(clamped), len(kept), matched,
-                 "cached" if hit else "computed")
+        if memory is not None:
+            memory.remember(project_id, task, clicks.keypoints,
+                            {item["value"]["keypointlabels"][0]: [item["value"]["x"], item["value"]["y"]]
+                             for item in result}, sorted(settled))
+        log.info("task %s: %d suggestion(s) around %d clicked keypoint(s) (%d earlier, %d of them settled), %d "
+                 "replacing the draft's regions (image analysis %s)", task.get("id"), len(result), len(clamped),
+                 len(earlier), len(settled), matched, "cached" if hit else "computed")
         return {"result": result, "score": _score(prediction.score), "model_version": model.version}
 
     # -- Label Studio results -----------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Interactive suggestions that Label Studio 1.23.2 can accept without duplicating or losing keypoints.
 
-Measured in Chromium (``tests/e2e/test_browser.py::test_two_smart_clicks_each_accepted_leave_one_keypoint_per_label``)
+Measured in Chromium (``tests/e2e/test_browser.py::test_smart_clicks_leave_one_keypoint_per_label_and_every_click_in_place``)
 and read in its editor (``web/dist/apps/labelstudio/358.js``, the ``Annotation`` model):
 
 - the annotator's draft is a copy of the served prediction whose regions keep the prediction's result ids

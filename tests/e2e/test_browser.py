@@ -171,8 +171,8 @@ def _smart_click(page, label: str, target: tuple[float, float], diag: Path, step
     page.wait_for_function("() => window.Htx.annotationStore.selected.suggestions.size > 0")
     step_notes["shown"] = shown = page.evaluate(INTERACTIVE_STORE)
     page.screenshot(path=str(diag / f"{step}-suggestions.png"))
-    clicks = [r for r in shown["regions"] if r["dynamic"]]
-    assert len(clicks) == 1 and clicks[0]["label"] == label, shown["regions"]
+    clicks = [r for r in shown["regions"] if r["dynamic"] and r["label"] == label]
+    assert len(clicks) == 1, shown["regions"]
     step_notes["clicked"] = (clicks[0]["x"], clicks[0]["y"])
     assert step_notes["clicked"] == pytest.approx(target, abs=1.0), "the click landed where the test put it"
     assert shown["suggestions"] == len(step_notes["answer"]["data"]["result"])
@@ -189,15 +189,17 @@ def _accept_all(page, diag: Path, step: str) -> dict:
     return page.evaluate(INTERACTIVE_STORE)
 
 
-def test_two_smart_clicks_each_accepted_leave_one_keypoint_per_label(interactive_project, label_studio, browser):
+def test_smart_clicks_leave_one_keypoint_per_label_and_every_click_in_place(interactive_project, label_studio,
+                                                                               browser):
     """The annotator's interactive correction as Label Studio 1.23.2 really does it: the label stream opens the task
     with our served pre-annotation as the draft; Auto-Annotation on, the smart keypoint tool ("Auto-Detect"), a
     label, a click on the image -> Label Studio asks our backend (``/interactive-annotating``) and shows its answer
-    as suggestions -> accept all (the bottom bar's ✓); then a second label and click, accept all -> submit. The
-    annotation read back through the API holds exactly one keypoint per label: both clicked ones where they were
-    put (the second request does not carry the first click: the backend remembers it, clamps it and does not
-    suggest its label again), the others where the second re-solve put them. Once submitted, the task's clicks are
-    forgotten (the next request's task lists the new annotation).
+    as suggestions -> accept all (the bottom bar's ✓); a second label and click, *not* accepted; a third label and
+    click, accept all -> submit. The annotation read back through the API holds exactly one keypoint per label:
+    every clicked one where it was put, the others where the last re-solve put them. Label Studio sends a request
+    only its own click: the backend remembers the task's clicks, leaves an accepted one alone (its label is not
+    suggested again) and suggests a pending one at its click (accepting all deletes the click's own region). Once
+    submitted, the task's clicks are forgotten (the next request's task lists the new annotation).
 
     Diagnostics (screenshots, what was sent and answered) go to a temporary folder outside the repository."""
     diag = Path(tempfile.mkdtemp(prefix="vl4pose-interactive-"))
@@ -216,11 +218,11 @@ def test_two_smart_clicks_each_accepted_leave_one_keypoint_per_label(interactive
         served = _points([{"type": "keypointlabels",
                            "value": {"x": r["x"], "y": r["y"], "keypointlabels": [r["label"]]}}
                           for r in opened["regions"]])
-        assert len(served) == len(opened["regions"]) > 1, "the draft starts from our prediction, one region per label"
+        assert len(served) == len(opened["regions"]) > 2, "the draft starts from our prediction, one region per label"
 
         page.get_by_text("Auto-Annotation", exact=True).click()
         page.wait_for_function("() => window.Htx.autoAnnotation === true")
-        first, second = sorted(served)[0], sorted(served)[-1]
+        first, second, third = sorted(served)[0], sorted(served)[-1], sorted(served)[len(served) // 2]
         x, y = served[first][0]
         target = (x + 12.0 if x < 60 else x - 12.0, y + 6.0 if y < 70 else y - 6.0)  # away from the served point
         notes["click1"] = one = _smart_click(page, first, target, diag, "2")
@@ -229,13 +231,17 @@ def test_two_smart_clicks_each_accepted_leave_one_keypoint_per_label(interactive
         notes["accepted1"] = _accept_all(page, diag, "3")
         assert json.loads(memory.read_text())["clicks"][0]["value"]["keypointlabels"] == [first]
 
-        target = _away_from(notes["accepted1"]["regions"])
-        notes["click2"] = two = _smart_click(page, second, target, diag, "4")
+        notes["click2"] = two = _smart_click(page, second, _away_from(notes["accepted1"]["regions"]), diag, "4")
         assert [r["value"]["keypointlabels"][0] for r in two["sent"]["context"]["result"]
                 if r.get("is_positive")] == [second], "Label Studio sends only the new click"
         suggested2 = _points(two["answer"]["data"]["result"])
-        assert first not in suggested2, "the earlier click's label is not suggested again"
-        notes["accepted2"] = _accept_all(page, diag, "5")
+        assert first not in suggested2, "the accepted first click's label is not suggested again"
+
+        notes["click3"] = three = _smart_click(page, third, _away_from(two["shown"]["regions"]), diag, "5")
+        suggested3 = _points(three["answer"]["data"]["result"])
+        assert first not in suggested3, "the first click was settled by accepting the first answer"
+        assert suggested3[second][0] == pytest.approx(two["clicked"], abs=1e-2), "the pending second click, suggested"
+        notes["accepted3"] = _accept_all(page, diag, "6")
 
         url = f"{label_studio.url}/api/tasks/{task_id}/"
         before = {a["id"] for a in requests.get(url, headers=label_studio.headers, timeout=30).json()["annotations"]}
@@ -251,7 +257,7 @@ def test_two_smart_clicks_each_accepted_leave_one_keypoint_per_label(interactive
         notes["submitted"] = new
         # the editor's next interactive call for the task (as the browser makes it): the request's task now lists the
         # submitted annotation, so the first click is forgotten and its label re-solved
-        later = requests.post(two["url"], headers=label_studio.headers, json=two["sent"], timeout=120)
+        later = requests.post(three["url"], headers=label_studio.headers, json=three["sent"], timeout=120)
         assert later.status_code == 200, later.text
         notes["after_submit"] = after = _points(later.json()["data"]["result"])
     finally:
@@ -262,12 +268,12 @@ def test_two_smart_clicks_each_accepted_leave_one_keypoint_per_label(interactive
     assert len(new) == 1, "one annotation submitted"
     stored = _points(new[0]["result"])
     counts = {name: len(xy) for name, xy in stored.items()}
-    assert set(counts) == set(served) | set(suggested1) | set(suggested2) and set(counts.values()) == {1}, \
+    assert set(counts) == set(served) | set(suggested1) | set(suggested3) and set(counts.values()) == {1}, \
         f"exactly one keypoint per label; got {counts}"
-    assert stored[first][0] == pytest.approx(one["clicked"], abs=1e-2), "the first click stays where it was put"
-    assert stored[second][0] == pytest.approx(two["clicked"], abs=1e-2), "the second click stays where it was put"
+    for label, step in ((first, one), (second, two), (third, three)):
+        assert stored[label][0] == pytest.approx(step["clicked"], abs=1e-2), f"the click on {label} is not in place"
     for name, [xy] in stored.items():
         if name != first:
-            assert xy == pytest.approx(suggested2[name][0], abs=1e-2), f"{name} is not where the re-solve put it"
+            assert xy == pytest.approx(suggested3[name][0], abs=1e-2), f"{name} is not where the re-solve put it"
     assert first in after, "after the submit the task's clicks are forgotten: the first label is re-solved again"
-    assert [c["value"]["keypointlabels"] for c in json.loads(memory.read_text())["clicks"]] == [[second]]
+    assert [c["value"]["keypointlabels"] for c in json.loads(memory.read_text())["clicks"]] == [[third]]

@@ -196,3 +196,17 @@ class Listener:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def place_every_keypoint(monkeypatch, placed: bool) -> None:
+    """Make the ML backend's interactive re-solve place every keypoint (True) or none (False): which labels the
+    suite's tiny model places varies from run to run."""
+    import ml_backend.predictions as predictions
+    from vl4pose.interactive import resolve_clicked
+
+    def resolve(*args, **kwargs):
+        prediction = resolve_clicked(*args, **kwargs)
+        prediction.placed = np.full_like(prediction.placed, placed)
+        return prediction
+
+    monkeypatch.setattr(predictions, "resolve_clicked", resolve)

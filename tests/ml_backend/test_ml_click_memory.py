@@ -11,9 +11,9 @@ import time
 
 import numpy as np
 import pytest
-from ml_helpers import LSP_CONFIG, TOKEN, capture, keypoint_click, lspet_task, predict_body
+from ml_helpers import LSP_CONFIG, TOKEN, capture, keypoint_click, lspet_task, place_every_keypoint, predict_body
 
-from ml_backend.clickmemory import ClickMemory, forget_for_event
+from ml_backend.clickmemory import ClickMemory, Kept, answer_accepted, forget_for_event
 from ml_backend.predictions import CLICKS
 from ml_backend.routes import EXTENSION
 from vl4pose.data.sample import image_size
@@ -22,11 +22,18 @@ from vl4pose.interactive import resolve_clicked
 NECK, ANKLE = (40.0, 30.0), (60.0, 90.0)
 
 
-def _answer(client, lspet_dir, label: str, xy: tuple[float, float], task_id: int = 1, **extra) -> dict[str, tuple]:
-    """Label -> (x, y) percent of the interactive answer to one click on task ``task_id`` (image 1)."""
+def _answer(client, lspet_dir, label: str, xy: tuple[float, float], task_id: int = 1, after: dict | None = None,
+            **extra) -> dict[str, tuple]:
+    """Label -> (x, y) percent of the interactive answer to one click on task ``task_id`` (image 1). ``after``: the
+    answer accepted before the click (the draft's region of the clicked label, which Label Studio sends along, is
+    where that answer put it)."""
     w, h = image_size(lspet_dir / "images" / "im00001.jpg")
-    click = keypoint_click(label, *xy, w, h, **extra)
-    response = client.post("/predict", json=predict_body([lspet_task(task_id, 1)], {"result": [click]}))
+    context = [keypoint_click(label, *xy, w, h, **extra)]
+    if after is not None and label in after:
+        region = {**keypoint_click(label, *after[label], w, h), "id": "draft1", "origin": "prediction"}
+        del region["is_positive"]
+        context.insert(0, region)
+    response = client.post("/predict", json=predict_body([lspet_task(task_id, 1)], {"result": context}))
     assert response.status_code == 200, response.json
     return {r["value"]["keypointlabels"][0]: (r["value"]["x"], r["value"]["y"])
             for r in response.json["results"][0]["result"]}
@@ -48,7 +55,7 @@ def _expected(model_registry, lspet_dir, clamped_percent: dict[str, tuple[float,
 def test_a_later_click_keeps_the_earlier_one_clamped_and_leaves_it_where_it_is(connected, lspet_dir, model_registry):
     first = _answer(connected, lspet_dir, "Neck", NECK)
     assert first["Neck"] == NECK
-    second = _answer(connected, lspet_dir, "Right Ankle", ANKLE)
+    second = _answer(connected, lspet_dir, "Right Ankle", ANKLE, after=first)
     assert "Neck" not in second, "accepting all must not move the earlier click: its label is not suggested again"
     assert second["Right Ankle"] == ANKLE
     both = _expected(model_registry, lspet_dir, {"Neck": NECK, "Right Ankle": ANKLE})
@@ -60,8 +67,25 @@ def test_a_later_click_keeps_the_earlier_one_clamped_and_leaves_it_where_it_is(c
     for name, xy in others.items():
         assert np.allclose(xy, both[name], atol=0.05), name
 
-    again = _answer(connected, lspet_dir, "Neck", (45.0, 32.0))  # the same label clicked again: the new click wins
-    assert again["Neck"] == (45.0, 32.0) and "Right Ankle" not in again
+    again = _answer(connected, lspet_dir, "Neck", (45.0, 32.0), after={**second, "Neck": NECK})  # clicked again
+    assert again["Neck"] == (45.0, 32.0) and "Right Ankle" not in again  # the new click wins
+
+
+def test_clicks_not_yet_accepted_are_suggested_at_their_place(connected, lspet_dir, monkeypatch):
+    """A click before the last answer was accepted: the draft's region of the clicked label is not where that answer
+    put it, so the earlier click is still pending (accepting all will delete its dynamic region) and is suggested
+    where it was put; a click settled by an accepted answer is never suggested again."""
+    place_every_keypoint(monkeypatch, True)  # every answer suggests every label
+    first = _answer(connected, lspet_dir, "Neck", NECK)
+    second = _answer(connected, lspet_dir, "Right Ankle", ANKLE, after=first)  # the first answer accepted
+    assert "Neck" not in second
+    served = {"Left Wrist": (1.0, 1.0)}  # the draft's own region: the second answer not accepted
+    third = _answer(connected, lspet_dir, "Left Wrist", (20.0, 50.0), after=served)
+    assert "Neck" not in third and third["Right Ankle"] == ANKLE and third["Left Wrist"] == (20.0, 50.0)
+    assert second["Left Wrist"] != served["Left Wrist"]
+    assert _answer(connected, lspet_dir, "Right Knee", (30.0, 70.0), task_id=2)["Right Knee"] == (30.0, 70.0)
+    fourth = _answer(connected, lspet_dir, "Right Knee", (30.0, 70.0), after=third)  # the third answer accepted
+    assert not {"Neck", "Right Ankle", "Left Wrist"} & set(fourth) and fourth["Right Knee"] == (30.0, 70.0)
 
 
 def test_the_memory_is_per_task_and_off_at_zero_seconds(make_app, connected, image_server, lspet_dir):
@@ -94,14 +118,15 @@ def test_submitting_or_deleting_the_annotation_forgets_the_clicks(connected, lsp
     assert _answer(connected, lspet_dir, "Right Ankle", ANKLE).get("Neck") != NECK
 
 
-def test_every_worker_sees_the_clicks_and_old_ones_expire(make_app, connected, image_server, lspet_dir):
+def test_every_worker_sees_the_clicks_and_old_ones_expire(make_app, connected, image_server, lspet_dir, monkeypatch):
     """Two apps on one state folder are two gunicorn workers; a task untouched for longer than the setting is
     forgotten."""
+    place_every_keypoint(monkeypatch, True)
     _answer(connected, lspet_dir, "Neck", NECK)
     other = make_app().test_client()
     other.post("/setup", json={"project": "7.1", "schema": LSP_CONFIG, "hostname": image_server.url,
                                "access_token": TOKEN})
-    assert "Neck" not in _answer(other, lspet_dir, "Right Ankle", ANKLE)
+    assert _answer(other, lspet_dir, "Right Ankle", ANKLE)["Neck"] == NECK  # pending: at the click
 
     memory = connected.application.extensions[EXTENSION].predictions.memory
     [path] = memory.root.glob("7-1.json")
@@ -110,9 +135,10 @@ def test_every_worker_sees_the_clicks_and_old_ones_expire(make_app, connected, i
     assert _answer(connected, lspet_dir, "Right Ankle", ANKLE).get("Neck") != NECK
 
 
-def test_a_task_whose_annotations_changed_starts_afresh(connected, lspet_dir):
+def test_a_task_whose_annotations_changed_starts_afresh(connected, lspet_dir, monkeypatch):
     """The request's task lists its annotations: one submitted (or updated, or deleted) since the clicks means the
     annotator moved on, even when no webhook reached the backend."""
+    place_every_keypoint(monkeypatch, True)  # the second click (nothing accepted) suggests the first at its place
     w, h = image_size(lspet_dir / "images" / "im00001.jpg")
     task = lspet_task(1, 1)
 
@@ -123,7 +149,7 @@ def test_a_task_whose_annotations_changed_starts_afresh(connected, lspet_dir):
 
     answer("Neck", NECK)
     task["drafts"] = [{"id": 3, "result": []}]  # a draft saved meanwhile changes nothing
-    assert "Neck" not in answer("Right Ankle", ANKLE)
+    assert answer("Right Ankle", ANKLE)["Neck"] == NECK
     task["annotations"] = [{"id": 41, "updated_at": "2026-12-01T05:00:00Z", "result": []}]
     assert answer("Right Ankle", ANKLE).get("Neck") != NECK
     answer("Neck", NECK)
@@ -135,14 +161,27 @@ def test_the_memory_refuses_odd_ids_and_survives_a_damaged_file(tmp_path, caplog
     memory = ClickMemory(tmp_path / "clicks", ttl=60)
     click = keypoint_click("Neck", *NECK, 100, 100)
     for project, task in (("7", "../../etc"), ("7/..", 1), ("7", None), (None, 1), ("7", True)):
-        memory.remember(project, {"id": task}, [click])
-        assert memory.recall(project, {"id": task}) == []
+        memory.remember(project, {"id": task}, [click], {}, [])
+        assert memory.recall(project, {"id": task}).clicks == []
     assert not (tmp_path / "clicks").exists()
-    memory.remember("7", {"id": 1}, [click])
-    assert [item["value"]["x"] for item in memory.recall("7", {"id": 1})] == [NECK[0]]
+    memory.remember("7", {"id": 1}, [click], {"Neck": list(NECK)}, ["Tail"])
+    kept = memory.recall("7", {"id": 1})
+    assert [item["value"]["x"] for item in kept.clicks] == [NECK[0]] and kept.suggested == {"Neck": list(NECK)}
+    assert kept.settled == ["Tail"]
     (tmp_path / "clicks" / "7-1.json").write_text("{not json")
-    assert memory.recall("7", {"id": 1}) == [] and "unreadable" in caplog.text
-    memory.remember("7", {"id": 2}, [click])
+    assert memory.recall("7", {"id": 1}).clicks == [] and "unreadable" in caplog.text
+    memory.remember("7", {"id": 2}, [click], {}, [])
     assert forget_for_event(memory, {"action": "TASKS_DELETED", "project": {"id": 7}, "tasks": [{"id": 2}]}) == 1
     assert forget_for_event(memory, {"action": "ANNOTATION_CREATED", "project": "junk", "task": [1]}) == 0
-    assert memory.recall("7", {"id": 2}) == []
+    assert memory.recall("7", {"id": 2}).clicks == []
+
+
+def test_an_answer_reads_as_accepted_where_the_draft_region_lies_where_it_was_put():
+    kept = Kept([], {"Neck": [40.0, 30.0], "Right Ankle": [60.0, 90.0]})
+    region = keypoint_click("Neck", 40.0, 30.0, 100, 100)
+    moved = keypoint_click("Neck", 41.0, 30.0, 100, 100)
+    assert answer_accepted(kept, [region], {"Neck"})
+    assert answer_accepted(kept, [moved, region], {"Neck"})  # any of the label's regions
+    assert not answer_accepted(kept, [moved], {"Neck"})
+    assert not answer_accepted(kept, [], {"Neck"})  # suggested, yet the draft has no region of it: not accepted
+    assert answer_accepted(kept, [], {"Left Wrist"})  # never suggested: nothing tells; taken as accepted

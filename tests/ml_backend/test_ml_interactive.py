@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from ml_helpers import LSP_CONFIG, keypoint_click, lspet_task, predict_body
+from ml_helpers import LSP_CONFIG, keypoint_click, lspet_task, place_every_keypoint, predict_body
 
 from ml_backend.predictions import CLICKS
 from ml_backend.routes import EXTENSION
@@ -157,18 +157,6 @@ def test_suggestions_take_the_ids_of_the_draft_the_context_names(connected, lspe
     assert all(ids[label] == f"srv-{label}" for label in labels)
 
 
-def _placing(monkeypatch, placed: bool) -> None:
-    """Make the ML backend's re-solve place every keypoint (True) or none (False)."""
-    import ml_backend.predictions as predictions
-
-    def resolve(*args, **kwargs):
-        prediction = resolve_clicked(*args, **kwargs)
-        prediction.placed = np.full_like(prediction.placed, placed)
-        return prediction
-
-    monkeypatch.setattr(predictions, "resolve_clicked", resolve)
-
-
 DRAFT = {"Neck": (50.0, 20.0), "Head Top": (50.0, 5.0), "Left Knee": (30.0, 70.0)}
 
 
@@ -186,7 +174,7 @@ def test_every_draft_label_is_suggested_where_the_re_solve_does_not_place_it(con
     """A re-solve around a click may not place a keypoint the served pose placed (CI run of 2026-12-01: 12
     suggestions for a 14-keypoint draft). Left out, accepting all would keep that keypoint at its served place
     beside re-solved neighbours; so every label of the draft is suggested under its draft id, placed or not."""
-    _placing(monkeypatch, False)
+    place_every_keypoint(monkeypatch, False)
     ids = _answer_ids(connected, 1, 40.0, lspet_dir)
     assert set(ids) == {"Right Ankle", *DRAFT}
     assert all(ids[label] == f"srv-{label}" for label in DRAFT)
@@ -196,7 +184,7 @@ def test_a_label_the_draft_lacks_has_one_id_per_task(connected, lspet_dir, monke
     """Accepting a suggestion of a label the draft lacks adds it under the suggestion's id, which no later request
     tells: the next answer for the task gives that label the same id (accepting it replaces the added keypoint),
     another task another id."""
-    _placing(monkeypatch, True)
+    place_every_keypoint(monkeypatch, True)
     first, second = _answer_ids(connected, 1, 40.0, lspet_dir), _answer_ids(connected, 1, 60.0, lspet_dir)
     lacking = set(first) - set(DRAFT)
     assert len(lacking) == 14 - len(DRAFT) and set(second) == set(first)
