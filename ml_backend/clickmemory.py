@@ -113,7 +113,9 @@ class ClickMemory:
                      "earlier clicks are forgotten", task.get("id"))
             self._unlink(path)
             return Kept()
-        return Kept([item for item in clicks if isinstance(item, dict)], suggested, settled)
+        places = {str(label): xy for label, xy in suggested.items() if isinstance(xy, list) and len(xy) == 2
+                  and all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in xy)}
+        return Kept([item for item in clicks if isinstance(item, dict)], places, [str(label) for label in settled])
 
     def remember(self, project_id: object, task: dict, clicks: list[dict], suggested: dict[str, list[float]],
                  settled: list[str]) -> None:

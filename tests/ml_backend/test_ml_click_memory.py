@@ -6,6 +6,7 @@ the click's dynamic region): the ML backend keeps them per task (``ml_backend/cl
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -168,6 +169,9 @@ def test_the_memory_refuses_odd_ids_and_survives_a_damaged_file(tmp_path, caplog
     kept = memory.recall("7", {"id": 1})
     assert [item["value"]["x"] for item in kept.clicks] == [NECK[0]] and kept.suggested == {"Neck": list(NECK)}
     assert kept.settled == ["Tail"]
+    (tmp_path / "clicks" / "7-1.json").write_text(json.dumps({"annotations": [], "clicks": [], "settled": [],
+                                                               "suggested": {"Neck": "here", "Tail": [1, True]}}))
+    assert memory.recall("7", {"id": 1}).suggested == {}  # odd places are dropped, not fatal
     (tmp_path / "clicks" / "7-1.json").write_text("{not json")
     assert memory.recall("7", {"id": 1}).clicks == [] and "unreadable" in caplog.text
     memory.remember("7", {"id": 2}, [click], {}, [])
