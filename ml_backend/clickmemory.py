@@ -7,9 +7,9 @@ re-solve clamped only the second click and re-suggested the first clicked label 
 the draft's id: accepting all moved the first click.
 
 One small JSON file per project and task under ``root`` (every gunicorn worker of the backend sees it, and a
-restart keeps it): the latest click of each label, in Label Studio's percentages, where the last answer put each
-label, which clicks an accepted answer settled (:func:`answer_accepted`), and the task's annotations as the request
-showed them. It is forgotten when the task's annotations change (a later request's task holds an
+restart keeps it): the latest click of each label, in Label Studio's percentages, where the last answer and the
+ones before it put each label, which clicks an accepted answer settled (:func:`answer_accepted`), and the task's
+annotations as the request showed them. It is forgotten when the task's annotations change (a later request's task holds an
 annotation submitted, updated or deleted since: the annotator moved on), when ``/webhook`` gets an event that ends
 the task's annotation (Label Studio 1.23.2 posts them without the backend's credentials, so with auth on they are
 refused: measured in the browser test), and after ``ttl`` seconds without a click on the task (an abandoned
@@ -30,6 +30,9 @@ from vl4pose.atomic import write_atomic
 
 log = logging.getLogger(__name__)
 
+SAME_PLACE = 1e-3
+"""Percent within which two places are the same (a draft region "where the last answer put it")."""
+
 
 def _key(value: object) -> str | None:
     """A project or task id as a file-name part (digits only), None for anything else."""
@@ -37,6 +40,15 @@ def _key(value: object) -> str | None:
         return None
     text = str(value).strip() if isinstance(value, (int, str)) else ""
     return text if text.isdigit() else None
+
+
+def _is_place(xy: object) -> bool:
+    return (isinstance(xy, list) and len(xy) == 2
+            and all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in xy))
+
+
+def _same(a: list[float], b: list[float]) -> bool:
+    return abs(a[0] - b[0]) <= SAME_PLACE and abs(a[1] - b[1]) <= SAME_PLACE
 
 
 def _label(item: dict) -> str:
@@ -60,12 +72,14 @@ def annotations_seen(task: dict) -> list:
 @dataclass
 class Kept:
     """A task's earlier clicks (keypointlabels results, ``value.x``/``y`` in percent), where the last answer put
-    each label (label -> [x, y] percent), and the clicked labels known to be in the annotation (an answer suggesting
-    them at their click was accepted since)."""
+    each label (label -> [x, y] percent), where the answers before it put each label (label -> list of [x, y]), and
+    the clicked labels known to be in the annotation (an answer suggesting them at their click was accepted since).
+    """
 
     clicks: list[dict] = field(default_factory=list)
     suggested: dict[str, list[float]] = field(default_factory=dict)
     settled: list[str] = field(default_factory=list)
+    before: dict[str, list[list[float]]] = field(default_factory=dict)
 
 
 class ClickMemory:
@@ -100,9 +114,9 @@ class ClickMemory:
                 return Kept()
             kept = json.loads(path.read_text())
             clicks, seen, suggested = kept["clicks"], kept["annotations"], kept.get("suggested") or {}
-            settled = kept.get("settled") or []
-            if not isinstance(clicks, list) or not isinstance(suggested, dict) or not isinstance(settled, list):
-                raise TypeError("clicks, suggested or settled")
+            settled, before = kept.get("settled") or [], kept.get("before") or {}
+            if not all(isinstance(v, t) for v, t in ((clicks, list), (suggested, dict), (settled, list), (before, dict))):
+                raise TypeError("clicks, suggested, settled or before")
         except FileNotFoundError:
             return Kept()
         except (OSError, ValueError, KeyError, TypeError):
@@ -113,9 +127,11 @@ class ClickMemory:
                      "earlier clicks are forgotten", task.get("id"))
             self._unlink(path)
             return Kept()
-        places = {str(label): xy for label, xy in suggested.items() if isinstance(xy, list) and len(xy) == 2
-                  and all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in xy)}
-        return Kept([item for item in clicks if isinstance(item, dict)], places, [str(label) for label in settled])
+        places = {str(label): xy for label, xy in suggested.items() if _is_place(xy)}
+        earlier = {str(label): [xy for xy in xys if _is_place(xy)] for label, xys in before.items()
+                   if isinstance(xys, list)}
+        return Kept([item for item in clicks if isinstance(item, dict)], places, [str(label) for label in settled],
+                    earlier)
 
     def remember(self, project_id: object, task: dict, clicks: list[dict], suggested: dict[str, list[float]],
                  settled: list[str]) -> None:
@@ -125,14 +141,19 @@ class ClickMemory:
         if path is None or not clicks:
             return
         with self._lock:
-            kept = {_label(item): item for item in self.recall(project_id, task).clicks}
+            previous = self.recall(project_id, task)
+            kept = {_label(item): item for item in previous.clicks}
             for item in clicks:
                 kept[_label(item)] = {"type": "keypointlabels", "from_name": item.get("from_name"),
                                       "to_name": item.get("to_name"), "is_positive": True,
                                       "value": {"x": item["value"]["x"], "y": item["value"]["y"],
                                                 "keypointlabels": [_label(item)]}}
+            before = {label: list(xys) for label, xys in previous.before.items()}
+            for label, xy in previous.suggested.items():
+                if not any(_same(xy, other) for other in before.get(label, [])):
+                    before.setdefault(label, []).append(xy)
             state = {"annotations": annotations_seen(task), "clicks": list(kept.values()), "suggested": suggested,
-                     "settled": sorted(set(settled) - {_label(item) for item in clicks})}
+                     "settled": sorted(set(settled) - {_label(item) for item in clicks}), "before": before}
             try:
                 self.root.mkdir(parents=True, exist_ok=True)
                 write_atomic(path, json.dumps(state))
@@ -193,27 +214,25 @@ def forget_for_event(memory: ClickMemory, event: dict) -> int:
     return 0
 
 
-SAME_PLACE = 1e-3
-"""Percent within which the draft's region lies "where the last answer put it"."""
-
-
-def answer_accepted(kept: Kept, existing: list[dict], clicked: set[str]) -> bool:
-    """Whether the annotation took the task's last answer, as far as this request tells: the draft's region of the
-    clicked label lies where that answer put it. No region of the label: taken unless the last answer suggested it.
-    A re-solve that left the label where it was reads as taken (the earlier clicks then stay as they are).
+def answer_accepted(kept: Kept, existing: list[dict], served: dict[str, list[float]]) -> bool:
+    """Whether the annotation took the task's last answer, on positive evidence only: a draft region of the clicked
+    label lies where that answer put the label, and no other place the label had (the served pose, the answers
+    before) is that place. When the answer left the label where it already could be, nothing tells: not accepted
+    (the caller then suggests the unsettled clicks at their place, which an accepted answer had done already).
 
     Args:
         kept: the task's memory before this request.
         existing: the context's other regions of the clicked labels (the draft's).
-        clicked: the labels clicked now.
+        served: label -> [x, y] percent in the prediction the draft was copied from.
     """
-    seen = False
     for item in existing:
-        previous = kept.suggested.get(_label(item))
-        if previous is None:
+        label = _label(item)
+        last = kept.suggested.get(label)
+        if last is None:
             continue
-        seen = True
-        x, y = item["value"]["x"], item["value"]["y"]
-        if abs(x - previous[0]) <= SAME_PLACE and abs(y - previous[1]) <= SAME_PLACE:
+        others = kept.before.get(label, []) + ([served[label]] if label in served else [])
+        if any(_same(last, other) for other in others):
+            continue
+        if _same([item["value"]["x"], item["value"]["y"]], last):
             return True
-    return not seen and not clicked & set(kept.suggested)
+    return False

@@ -21,7 +21,7 @@ from ml_backend.images import ImageFetcher, ProjectAccess
 from ml_backend.interactive import Clicks, parse_context, with_earlier
 from ml_backend.models import LRUCache, ModelService, ServedModel
 from ml_backend.projects import ProjectStore, parse_project_id
-from ml_backend.suggestions import adopt_ids, draft_region_ids, place_clicks
+from ml_backend.suggestions import adopt_ids, draft_places, draft_region_ids, place_clicks
 from vl4pose.data.labelstudio import keypoints_to_results
 from vl4pose.data.sample import image_size
 from vl4pose.errors import ImageError, VL4PoseError
@@ -191,9 +191,10 @@ class PredictionService:
         """The re-solve around the clicks, as suggestions Label Studio's "accept all" applies in place.
 
         Clicks from Label Studio's editor are remembered per task (:mod:`ml_backend.clickmemory`): the re-solve
-        clamps the earlier ones too. An earlier click is suggested at its place while it is pending (no answer was
-        accepted since: accepting all deletes the click's own region) and not at all once settled (accepting all
-        then leaves it where the annotator put it, even if moved by hand since).
+        clamps the earlier ones too. An earlier click is suggested at its place until an answer is known to have been
+        accepted since (:func:`~ml_backend.clickmemory.answer_accepted`; accepting all deletes the click's own
+        region), and not at all once settled so (accepting all then leaves it where the annotator put it, even if
+        moved by hand since).
         """
         memory = self.memory if clicks.from_editor else None
         kept = memory.recall(project_id, task) if memory is not None else Kept()
@@ -222,7 +223,8 @@ class PredictionService:
         also = np.array([label is not None and label in ids for label in mapping.labels], dtype=bool)
         also[list(clamped)] = True
         result = self._results(prediction.refined, prediction, mapping, prediction.confidence, also=also)
-        accepted = answer_accepted(kept, clicks.existing, set(clicks.at()))
+        served = draft_places(task, clicks.existing, mapping.config.keypoint_control, model.version)
+        accepted = answer_accepted(kept, clicks.existing, served)
         settled = (set(earlier) if accepted else set(kept.settled)) & set(earlier)
         result = [item for item in result if item["value"]["keypointlabels"][0] not in settled]
         place_clicks(result, all_clicks.at())

@@ -54,6 +54,15 @@ def _ids(results: object, control: str) -> dict[str, str]:
     return ids
 
 
+def _draft_prediction(task: dict, existing: list[dict], control: str, version: str | None) -> dict | None:
+    """The task's prediction the draft was copied from: the one holding an id of the context's regions, else the
+    prediction of ``version``."""
+    predictions = [p for p in task.get("predictions") or [] if isinstance(p, dict)]
+    sent = {_clean(item.get("id")) for item in existing} - {None}
+    chosen = next((p for p in predictions if sent & set(_ids(p.get("result"), control).values())), None)
+    return chosen or next((p for p in predictions if p.get("model_version") == version), None)
+
+
 def draft_region_ids(task: dict, existing: list[dict], control: str, version: str | None) -> dict[str, str]:
     """Label -> id of the draft's region of that label, as far as the request tells.
 
@@ -68,14 +77,25 @@ def draft_region_ids(task: dict, existing: list[dict], control: str, version: st
         control: the ``KeyPointLabels`` name (``from_name``) of our keypoints.
         version: the served model version, or None.
     """
-    predictions = [p for p in task.get("predictions") or [] if isinstance(p, dict)]
-    sent = {_clean(item.get("id")) for item in existing} - {None}
-    chosen = next((p for p in predictions if sent & set(_ids(p.get("result"), control).values())), None)
-    if chosen is None:
-        chosen = next((p for p in predictions if p.get("model_version") == version), None)
+    chosen = _draft_prediction(task, existing, control, version)
     ids = _ids(chosen.get("result"), control) if chosen is not None else {}
     ids.update(_ids(existing, control))
     return ids
+
+
+def draft_places(task: dict, existing: list[dict], control: str, version: str | None) -> dict[str, list[float]]:
+    """Label -> [x, y] percent of each keypoint in the prediction the draft was copied from (as
+    :func:`draft_region_ids` chooses it): where a keypoint is before any suggestion is accepted."""
+    chosen = _draft_prediction(task, existing, control, version)
+    places: dict[str, list[float]] = {}
+    for item in chosen.get("result") or [] if chosen is not None else []:
+        label = _keypoint_label(item, control)
+        value = item.get("value") if isinstance(item, dict) else None
+        if label is not None and label not in places and isinstance(value, dict):
+            xy = [value.get("x"), value.get("y")]
+            if all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in xy):
+                places[label] = [float(c) for c in xy]
+    return places
 
 
 def adopt_ids(results: list[dict], ids: dict[str, str], task: object) -> int:

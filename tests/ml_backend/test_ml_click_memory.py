@@ -69,13 +69,15 @@ def test_a_later_click_keeps_the_earlier_one_clamped_and_leaves_it_where_it_is(c
         assert np.allclose(xy, both[name], atol=0.05), name
 
     again = _answer(connected, lspet_dir, "Neck", (45.0, 32.0), after={**second, "Neck": NECK})  # clicked again
-    assert again["Neck"] == (45.0, 32.0) and "Right Ankle" not in again  # the new click wins
+    assert again["Neck"] == (45.0, 32.0)  # the new click wins
+    assert again.get("Right Ankle", ANKLE) == ANKLE  # nothing tells the second answer was accepted: at its click
 
 
 def test_clicks_not_yet_accepted_are_suggested_at_their_place(connected, lspet_dir, monkeypatch):
     """A click before the last answer was accepted: the draft's region of the clicked label is not where that answer
     put it, so the earlier click is still pending (accepting all will delete its dynamic region) and is suggested
-    where it was put; a click settled by an accepted answer is never suggested again."""
+    where it was put; a click settled by an accepted answer is never suggested again, and no earlier click is ever
+    suggested anywhere but at its click."""
     place_every_keypoint(monkeypatch, True)  # every answer suggests every label
     first = _answer(connected, lspet_dir, "Neck", NECK)
     second = _answer(connected, lspet_dir, "Right Ankle", ANKLE, after=first)  # the first answer accepted
@@ -86,7 +88,9 @@ def test_clicks_not_yet_accepted_are_suggested_at_their_place(connected, lspet_d
     assert second["Left Wrist"] != served["Left Wrist"]
     assert _answer(connected, lspet_dir, "Right Knee", (30.0, 70.0), task_id=2)["Right Knee"] == (30.0, 70.0)
     fourth = _answer(connected, lspet_dir, "Right Knee", (30.0, 70.0), after=third)  # the third answer accepted
-    assert not {"Neck", "Right Ankle", "Left Wrist"} & set(fourth) and fourth["Right Knee"] == (30.0, 70.0)
+    assert "Neck" not in fourth and fourth["Right Knee"] == (30.0, 70.0)
+    # accepted, unless the third answer left the knee where an earlier one had it (then they are suggested again)
+    assert fourth.get("Right Ankle", ANKLE) == ANKLE and fourth.get("Left Wrist", (20.0, 50.0)) == (20.0, 50.0)
 
 
 def test_the_memory_is_per_task_and_off_at_zero_seconds(make_app, connected, image_server, lspet_dir):
@@ -180,12 +184,14 @@ def test_the_memory_refuses_odd_ids_and_survives_a_damaged_file(tmp_path, caplog
     assert memory.recall("7", {"id": 2}).clicks == []
 
 
-def test_an_answer_reads_as_accepted_where_the_draft_region_lies_where_it_was_put():
-    kept = Kept([], {"Neck": [40.0, 30.0], "Right Ankle": [60.0, 90.0]})
+def test_an_answer_reads_as_accepted_only_on_positive_evidence():
+    kept = Kept([], {"Neck": [40.0, 30.0], "Right Ankle": [60.0, 90.0]}, [], {"Right Ankle": [[60.0, 90.0]]})
     region = keypoint_click("Neck", 40.0, 30.0, 100, 100)
     moved = keypoint_click("Neck", 41.0, 30.0, 100, 100)
-    assert answer_accepted(kept, [region], {"Neck"})
-    assert answer_accepted(kept, [moved, region], {"Neck"})  # any of the label's regions
-    assert not answer_accepted(kept, [moved], {"Neck"})
-    assert not answer_accepted(kept, [], {"Neck"})  # suggested, yet the draft has no region of it: not accepted
-    assert answer_accepted(kept, [], {"Left Wrist"})  # never suggested: nothing tells; taken as accepted
+    assert answer_accepted(kept, [region], {})
+    assert answer_accepted(kept, [moved, region], {})  # any of the label's regions
+    assert not answer_accepted(kept, [moved], {})
+    assert not answer_accepted(kept, [], {})  # no region of the label: nothing tells
+    assert not answer_accepted(kept, [region], {"Neck": [40.0, 30.0]})  # the answer left it where it was served
+    ankle = keypoint_click("Right Ankle", 60.0, 90.0, 100, 100)
+    assert not answer_accepted(kept, [ankle], {})  # an earlier answer had put it there too
