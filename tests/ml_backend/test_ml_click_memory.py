@@ -15,10 +15,8 @@ import pytest
 from ml_helpers import LSP_CONFIG, TOKEN, capture, keypoint_click, lspet_task, place_every_keypoint, predict_body
 
 from ml_backend.clickmemory import ClickMemory, Kept, answer_accepted, forget_for_event
-from ml_backend.predictions import CLICKS
 from ml_backend.routes import EXTENSION
 from vl4pose.data.sample import image_size
-from vl4pose.interactive import resolve_clicked
 
 NECK, ANKLE = (40.0, 30.0), (60.0, 90.0)
 
@@ -40,33 +38,32 @@ def _answer(client, lspet_dir, label: str, xy: tuple[float, float], task_id: int
             for r in response.json["results"][0]["result"]}
 
 
-def _expected(model_registry, lspet_dir, clamped_percent: dict[str, tuple[float, float]]) -> dict[str, tuple]:
-    """Keypoint name -> (x, y) percent of the re-solve with these labels clamped (the backend's own steps)."""
-    from vl4pose.predictor import Predictor
+def test_a_later_click_keeps_the_earlier_one_clamped_and_leaves_it_where_it_is(connected, lspet_dir, monkeypatch):
+    import ml_backend.predictions as predictions
 
-    path = lspet_dir / "images" / "im00001.jpg"
-    w, h = image_size(path)
-    predictor = Predictor(model_registry.path("tiny-v1"))
-    clamped = {label.lower().replace(" ", "_"): (x * w / 100, y * h / 100) for label, (x, y) in clamped_percent.items()}
-    solved = resolve_clicked(predictor, predictor.analyse(path), clamped, CLICKS, lambda box: predictor.analyse(path, box))
-    return {name: tuple(np.clip(solved.refined[i], 0, (w, h)) / (w, h) * 100)
-            for i, name in enumerate(solved.keypoint_names) if solved.placed[i]}
+    place_every_keypoint(monkeypatch, True)  # every answer suggests every label (the tiny model's choice varies)
+    solve, calls = predictions.resolve_clicked, []
 
+    def recording(pipeline, analysis, clamped, *args, **kwargs):
+        calls.append((clamped, prediction := solve(pipeline, analysis, clamped, *args, **kwargs)))
+        return prediction
 
-def test_a_later_click_keeps_the_earlier_one_clamped_and_leaves_it_where_it_is(connected, lspet_dir, model_registry):
+    monkeypatch.setattr(predictions, "resolve_clicked", recording)
+    w, h = image_size(lspet_dir / "images" / "im00001.jpg")
     first = _answer(connected, lspet_dir, "Neck", NECK)
     assert first["Neck"] == NECK
     second = _answer(connected, lspet_dir, "Right Ankle", ANKLE, after=first)
     assert "Neck" not in second, "accepting all must not move the earlier click: its label is not suggested again"
     assert second["Right Ankle"] == ANKLE
-    both = _expected(model_registry, lspet_dir, {"Neck": NECK, "Right Ankle": ANKLE})
-    alone = _expected(model_registry, lspet_dir, {"Right Ankle": ANKLE})
-    assert both.keys() != alone.keys() or any(not np.allclose(both[k], alone[k], atol=0.05) for k in both), \
-        "the test's clicks must matter: clamping the neck changes the re-solve"
-    others = {label.lower().replace(" ", "_"): xy for label, xy in second.items() if label != "Right Ankle"}
-    assert others.keys() == both.keys() - {"neck", "right_ankle"}, "the re-solve with both clicks clamped"
-    for name, xy in others.items():
-        assert np.allclose(xy, both[name], atol=0.05), name
+    clamped, solved = calls[-1]  # the second re-solve clamps both clicks, in image pixels
+    names = solved.keypoint_names
+    assert sorted(names[i] for i in clamped) == ["neck", "right_ankle"]
+    for name, (x, y) in (("neck", NECK), ("right_ankle", ANKLE)):
+        assert clamped[names.index(name)] == pytest.approx((x * w / 100, y * h / 100))
+    for label, xy in second.items():  # the rest: that re-solve's positions
+        if label != "Right Ankle":
+            i = names.index(label.lower().replace(" ", "_"))
+            assert np.allclose(np.array(xy) * (w, h) / 100, np.clip(solved.refined[i], 0, (w, h)), atol=0.5), label
 
     again = _answer(connected, lspet_dir, "Neck", (45.0, 32.0), after={**second, "Neck": NECK})  # clicked again
     assert again["Neck"] == (45.0, 32.0)  # the new click wins
