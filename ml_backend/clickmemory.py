@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ml_backend.interactive import click_label
 from vl4pose.atomic import write_atomic
 
 log = logging.getLogger(__name__)
@@ -49,11 +50,6 @@ def _is_place(xy: object) -> bool:
 
 def _same(a: list[float], b: list[float]) -> bool:
     return abs(a[0] - b[0]) <= SAME_PLACE and abs(a[1] - b[1]) <= SAME_PLACE
-
-
-def _label(item: dict) -> str:
-    value = item["value"]
-    return (value.get("keypointlabels") or value.get("labels"))[0]
 
 
 def annotations_seen(task: dict) -> list:
@@ -142,18 +138,18 @@ class ClickMemory:
             return
         with self._lock:
             previous = self.recall(project_id, task)
-            kept = {_label(item): item for item in previous.clicks}
+            kept = {click_label(item): item for item in previous.clicks}
             for item in clicks:
-                kept[_label(item)] = {"type": "keypointlabels", "from_name": item.get("from_name"),
+                kept[click_label(item)] = {"type": "keypointlabels", "from_name": item.get("from_name"),
                                       "to_name": item.get("to_name"), "is_positive": True,
                                       "value": {"x": item["value"]["x"], "y": item["value"]["y"],
-                                                "keypointlabels": [_label(item)]}}
+                                                "keypointlabels": [click_label(item)]}}
             before = {label: list(xys) for label, xys in previous.before.items()}
             for label, xy in previous.suggested.items():
                 if not any(_same(xy, other) for other in before.get(label, [])):
                     before.setdefault(label, []).append(xy)
             state = {"annotations": annotations_seen(task), "clicks": list(kept.values()), "suggested": suggested,
-                     "settled": sorted(set(settled) - {_label(item) for item in clicks}), "before": before}
+                     "settled": sorted(set(settled) - {click_label(item) for item in clicks}), "before": before}
             try:
                 self.root.mkdir(parents=True, exist_ok=True)
                 write_atomic(path, json.dumps(state))
@@ -226,7 +222,7 @@ def answer_accepted(kept: Kept, existing: list[dict], served: dict[str, list[flo
         served: label -> [x, y] percent in the prediction the draft was copied from.
     """
     for item in existing:
-        label = _label(item)
+        label = click_label(item)
         last = kept.suggested.get(label)
         if last is None:
             continue

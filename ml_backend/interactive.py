@@ -45,7 +45,7 @@ class Clicks:
 
     def at(self) -> dict[str, tuple[float, float]]:
         """Clicked label -> (x, y) percent where the annotator put it (the last click of a label wins)."""
-        return {_label(item): (float(item["value"]["x"]), float(item["value"]["y"])) for item in self.keypoints}
+        return {click_label(item): (float(item["value"]["x"]), float(item["value"]["y"])) for item in self.keypoints}
 
     def in_pixels(self, skeleton: Skeleton, image_size: tuple[int, int]
                   ) -> tuple[dict[int, tuple[float, float]], np.ndarray | None]:
@@ -70,13 +70,14 @@ def with_earlier(clicks: Clicks, earlier: list[dict], mapping: KeypointMapping) 
             usable = _check_item(item, mapping) == "keypoint"
         except ContextError:
             usable = False
-        if usable and _label(item) not in now:
-            added[_label(item)] = item
+        if usable and click_label(item) not in now:
+            added[click_label(item)] = item
     return (Clicks(list(added.values()) + clicks.keypoints, clicks.box, clicks.existing, clicks.from_editor),
             frozenset(added))
 
 
-def _label(item: dict) -> str:
+def click_label(item: dict) -> str:
+    """The label of a validated keypoint context result (``value.keypointlabels`` or ``value.labels``)."""
     value = item["value"]
     return (value.get("keypointlabels") or value.get("labels"))[0]
 
