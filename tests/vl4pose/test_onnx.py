@@ -118,17 +118,25 @@ def test_the_scorer_reproduces_the_predictor_on_lspet(starter, starter_onnx, lsp
     >= 99 % of keypoints within 0.5 px, and scores within 2e-3, less than one validation image's step of the calibrated
     score (1 / 421): the issue asked 1e-3, met by the session-19 starter (1.3e-4 here) but not by the session-22 one
     (1.2e-3 / 1.3e-3 with the GT / automatic box, log-likelihoods 0.18 apart while keypoints agree to 0.001 px: the
-    expected log-likelihood amplifies the last digits of the two runtimes' heatmaps; docs/RESULTS.md, issue 15)."""
+    expected log-likelihood amplifies the last digits of the two runtimes' heatmaps; docs/RESULTS.md, issue 15).
+    The 2e-3 holds where both runtimes crop the same window; the automatic window is itself found by the network, and on
+    an AVX-512 FP16 CPU (session 27) one image's window moved 0.034 px between the runtimes, its keypoints 0.26 px and
+    its score 5.0e-3: there the score only has to stay within 1e-2 (four steps), the window within 0.1 px."""
     samples = load_samples("lspet", lspet_dir, "test")[:40]
     images = [Path(s.image) for s in samples]
     boxes = [s.box if s.box is not None else box_from_keypoints(s.keypoints, s.labelled) for s in samples]
     predictor, scorer = Predictor(starter, CONFIG), OnnxScorer(starter_onnx, CONFIG, threads=1)
     for given in (boxes, None):
-        found = agreement(predictor.predict_batch(images, given), scorer.predict_batch(images, given))
+        ours, theirs = predictor.predict_batch(images, given), scorer.predict_batch(images, given)
+        found = agreement(ours, theirs)
         assert found["images"] == len(images)
         assert found["spearman"] >= 0.999
         assert found["keypoints_within_0.5px"] >= 0.99
-        assert found["score_difference_max"] <= 2e-3
+        window_shift = np.array([np.abs(np.asarray(a.box) - np.asarray(b.box)).max() for a, b in zip(ours, theirs)])
+        same = window_shift <= 0.01
+        assert window_shift.max() <= 0.1 and same.mean() >= 0.9, window_shift
+        assert max(abs(a.score - b.score) for a, b, kept in zip(ours, theirs, same) if kept) <= 2e-3
+        assert found["score_difference_max"] <= (2e-3 if same.all() else 1e-2)
 
 
 def test_clamped_keypoints_resolve_alike(starter, starter_onnx, test_images):
