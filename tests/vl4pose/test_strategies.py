@@ -17,8 +17,8 @@ from vl4pose.inference import analyse, run_network
 from vl4pose.models import build_pose, preset
 from vl4pose.skeletons import LSP14
 from vl4pose.strategies import (STRATEGIES, CoreSet, PoolBatch, RandomStrategy, Strategy, VL4PoseEntropy,
-                                VL4PoseKCentre, VL4PoseMix, get_strategies, k_centre_greedy, k_centre_order,
-                                multipeak_entropy, nearest_distance, pool_values, queue_scores, rank_average,
+                                VL4PoseKCentre, VL4PoseMix, VL4PoseStrata, get_strategies, k_centre_greedy,
+                                k_centre_order, kmeans_strata, multipeak_entropy, nearest_distance, pool_values, queue_scores, rank_average,
                                 required_heads, visible_edge_scores)
 from vl4pose.train import TrainConfig, Trainer
 
@@ -46,7 +46,8 @@ def crops(lspet_dir) -> CropCache:
 # -- selection rules ------------------------------------------------------------------------------
 def test_registry_names_every_strategy_and_rejects_unknown_ones():
     assert set(STRATEGIES) == {"random", "coreset", "learning_loss", "aleatoric", "multipeak_entropy", "vl4pose",
-                               "vl4pose_kcentre", "vl4pose_mix", "vl4pose_edges", "vl4pose_entropy"}
+                               "vl4pose_kcentre", "vl4pose_mix", "vl4pose_edges", "vl4pose_entropy",
+                               "vl4pose_strata"}
     assert [s.name for s in get_strategies(["vl4pose", "random", "vl4pose"])] == ["vl4pose", "random"]
     assert required_heads(get_strategies(["aleatoric", "vl4pose", "learning_loss"])) == ("aleatoric", "learning_loss")
     with pytest.raises(ConfigError, match="egl"):
@@ -96,7 +97,7 @@ def test_order_is_a_permutation_whose_head_is_the_selection():
     order = Strategy().order(scores, 3, rng(0))
     assert sorted(order.tolist()) == list(range(6)) and order[0] == 1 and set(order[1:3]) == {4, 5}
     assert Strategy().select(scores, 3, rng(0)).tolist() == sorted(order[:3].tolist())
-    for strategy in (CoreSet(), VL4PoseKCentre(), VL4PoseMix()):
+    for strategy in (CoreSet(), VL4PoseKCentre(), VL4PoseMix(), VL4PoseStrata()):
         values = rng(1).normal(size=(40, 3)) if strategy.name != "vl4pose_mix" else rng(1).normal(size=40)
         full = strategy.order(values, 8, rng(2), rng(3).normal(size=(5, 3)) if strategy.name == "coreset" else None)
         assert sorted(full.tolist()) == list(range(40)) and strategy.joint, strategy.name
@@ -139,6 +140,31 @@ def test_mix_variant_has_the_documented_share_of_random_picks():
     assert all(abs(int((batch[:k] >= 950).sum()) - k // 2) <= 1 for k in range(1, 101))  # mixed in every prefix
     again = VL4PoseMix().order(scores, 100, np.random.default_rng(1))[:100]
     assert set(again[again >= 950]) == set(top) and set(again[again < 950]) != set(drawn)
+
+
+def test_strata_variant_takes_the_lowest_likelihood_of_every_stratum():
+    rng = np.random.default_rng(0)
+    centres = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [100.0, 100.0]])
+    sizes = [3, 3, 3, 11]  # three unlikely scenes of three near-copies, one large likely cluster
+    embedding = np.concatenate([c + rng.normal(0, 0.05, size=(n, 2)) for c, n in zip(centres, sizes)])
+    cluster = np.repeat(np.arange(4), sizes)
+    score = np.array([9.0, 8.0, 7.0, -5.0])[cluster] + rng.normal(0, 0.01, size=20)
+    values = np.concatenate([score[:, None], embedding], axis=1)
+    order = VL4PoseStrata().order(values, 4, np.random.default_rng(1))
+    assert sorted(cluster[order[:4]]) == [0, 1, 2, 3]  # one per stratum: the likely cluster is covered too
+    for c in range(4):  # ... and within each stratum its lowest likelihood
+        assert order[:4][cluster[order[:4]] == c][0] == np.flatnonzero(cluster == c)[np.argmax(score[cluster == c])]
+    assert (np.diff(score[order[:4]]) < 0).all()  # hardest strata first
+    assert sorted(order.tolist()) == list(range(20))
+    strata = kmeans_strata(embedding, 4, np.random.default_rng(2))
+    assert len(set(strata)) == 4 and all(len(set(strata[cluster == c])) == 1 for c in range(4))
+
+
+def test_strata_variant_fills_the_batch_when_strata_are_fewer_than_the_budget():
+    values = np.concatenate([np.arange(6.0)[:, None], np.zeros((6, 2))], axis=1)  # one point, many copies
+    order = VL4PoseStrata().order(values, 3, np.random.default_rng(0))
+    assert order[:3].tolist() == [5, 4, 3] and sorted(order.tolist()) == list(range(6))
+    assert VL4PoseStrata().order(values[:0], 3, np.random.default_rng(0)).tolist() == []
 
 
 def test_edges_variant_does_not_scale_with_the_number_of_visible_edges():

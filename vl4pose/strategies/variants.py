@@ -12,15 +12,22 @@
   [0, 1]), so the score does not scale with the number of visible edges.
 - ``vl4pose_entropy``: pose-level likelihood and joint-level multi-peak entropy, combined by averaging
   their ranks over the pool (scale-free: neither score's units dominate).
+- ``vl4pose_strata``: the lowest likelihoods are the pool's most atypical images, and with small, short
+  fine-tuning rounds a batch of only those is worth less than a typical one. Here the pool is cut into
+  ``budget`` strata by k-means on the pooled bottleneck features and each stratum gives its
+  lowest-likelihood image: the batch covers the pool as a stratified sample does, VL4Pose chooses
+  within each stratum.
 
 Shapes: B images in a batch, N pool images, K keypoints, E edges, D embedding size.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import ClassVar
 
 import numpy as np
+from scipy.cluster.vq import kmeans2
 from scipy.stats import rankdata
 
 from vl4pose.errors import ConfigError
@@ -37,15 +44,10 @@ def _vl4pose_scores(batch: PoolBatch) -> tuple[np.ndarray, np.ndarray, np.ndarra
             poses.peak.double().numpy())
 
 
-class VL4PoseKCentre(Strategy):
-    """k-centre greedy on pooled features among the ``candidate_factor`` x budget lowest-likelihood images.
+class _ScoreAndEmbedding(Strategy):
+    """Values (B, 1 + D) = minus expected log-likelihood, then the global-average-pooled bottleneck features."""
 
-    Values: (B, 1 + D) = minus expected log-likelihood, then the global-average-pooled bottleneck features.
-    """
-
-    name = "vl4pose_kcentre"
     joint = True
-    candidate_factor: ClassVar[float] = 3.0
 
     def values(self, batch: PoolBatch) -> np.ndarray:
         score = _vl4pose_scores(batch)[0]
@@ -54,6 +56,13 @@ class VL4PoseKCentre(Strategy):
 
     def image_scores(self, values: np.ndarray, labelled_values: np.ndarray | None = None) -> np.ndarray:
         return np.asarray(values, dtype=np.float64).reshape(len(values), -1)[:, 0]
+
+
+class VL4PoseKCentre(_ScoreAndEmbedding):
+    """k-centre greedy on pooled features among the ``candidate_factor`` x budget lowest-likelihood images."""
+
+    name = "vl4pose_kcentre"
+    candidate_factor: ClassVar[float] = 3.0
 
     def order(self, values: np.ndarray, budget: int, rng: np.random.Generator,
               labelled_values: np.ndarray | None = None) -> np.ndarray:
@@ -91,6 +100,43 @@ class VL4PoseMix(Strategy):
                                (np.arange(drawn) + 0.5) / max(drawn, 1)])
         batch = np.concatenate([top, others]).astype(np.int64)[np.argsort(keys, kind="stable")]
         return append_rest(batch, scores, rng)
+
+
+def kmeans_strata(points: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
+    """(N,) stratum of each of the (N, D) points: k-means (k-means++ start, 10 iterations) with ``count``
+    clusters; a cluster that ends empty is simply absent from the labels."""
+    points = np.asarray(points, dtype=np.float64)
+    # an empty cluster: fewer strata, the caller fills the batch; identical points: k-means++ divides 0 by 0
+    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+        warnings.simplefilter("ignore", UserWarning)
+        _, labels = kmeans2(points, min(count, len(points)), iter=10, minit="++", rng=rng)
+    return labels.astype(np.int64)
+
+
+class VL4PoseStrata(_ScoreAndEmbedding):
+    """The lowest-likelihood image of each of ``budget`` k-means strata of the pool's pooled features.
+
+    The batch is in descending score order (the hardest strata first); if k-means leaves strata empty,
+    the batch is filled with the lowest likelihoods not yet picked; the rest of the pool follows by score.
+    """
+
+    name = "vl4pose_strata"
+
+    def order(self, values: np.ndarray, budget: int, rng: np.random.Generator,
+              labelled_values: np.ndarray | None = None) -> np.ndarray:
+        if len(values) == 0:
+            return np.zeros(0, dtype=np.int64)
+        values = np.asarray(values, dtype=np.float64).reshape(len(values), -1)
+        scores, size = values[:, 0], min(budget, len(values))
+        if size <= 0:
+            return score_order(scores, rng)
+        strata = kmeans_strata(values[:, 1:], size, rng)
+        by_score = score_order(scores, rng)  # ties at random
+        first_of_stratum = np.unique(strata[by_score], return_index=True)[1]
+        picked = by_score[np.sort(first_of_stratum)]
+        if len(picked) < size:
+            picked = np.concatenate([picked, by_score[~np.isin(by_score, picked)][: size - len(picked)]])
+        return append_rest(picked[:size], scores, rng)
 
 
 def visible_edge_scores(edge_log_likelihood: np.ndarray, peaks: np.ndarray, skeleton: Skeleton) -> np.ndarray:
