@@ -16,10 +16,10 @@ from vl4pose.heads import HEADS, AleatoricHead, LearningLossHead, build_heads, r
 from vl4pose.inference import analyse, run_network
 from vl4pose.models import build_pose, preset
 from vl4pose.skeletons import LSP14
-from vl4pose.strategies import (STRATEGIES, CoreSet, PoolBatch, RandomStrategy, Strategy, VL4PoseEntropy,
+from vl4pose.strategies import (STRATEGIES, CoreSet, PoolBatch, RandomStrategy, Stratified, Strategy, VL4PoseEntropy,
                                 VL4PoseKCentre, VL4PoseMix, VL4PoseStrata, get_strategies, k_centre_greedy,
-                                k_centre_order, kmeans_strata, multipeak_entropy, nearest_distance, pool_values, queue_scores, rank_average,
-                                required_heads, visible_edge_scores)
+                                k_centre_order, kmeans_strata, multipeak_entropy, nearest_distance, one_per_stratum,
+                                pool_values, queue_scores, rank_average, required_heads, visible_edge_scores)
 from vl4pose.train import TrainConfig, Trainer
 
 TINY = preset("tiny")
@@ -47,7 +47,7 @@ def crops(lspet_dir) -> CropCache:
 def test_registry_names_every_strategy_and_rejects_unknown_ones():
     assert set(STRATEGIES) == {"random", "coreset", "learning_loss", "aleatoric", "multipeak_entropy", "vl4pose",
                                "vl4pose_kcentre", "vl4pose_mix", "vl4pose_edges", "vl4pose_entropy",
-                               "vl4pose_strata"}
+                               "vl4pose_strata", "stratified"}
     assert [s.name for s in get_strategies(["vl4pose", "random", "vl4pose"])] == ["vl4pose", "random"]
     assert required_heads(get_strategies(["aleatoric", "vl4pose", "learning_loss"])) == ("aleatoric", "learning_loss")
     with pytest.raises(ConfigError, match="egl"):
@@ -97,7 +97,7 @@ def test_order_is_a_permutation_whose_head_is_the_selection():
     order = Strategy().order(scores, 3, rng(0))
     assert sorted(order.tolist()) == list(range(6)) and order[0] == 1 and set(order[1:3]) == {4, 5}
     assert Strategy().select(scores, 3, rng(0)).tolist() == sorted(order[:3].tolist())
-    for strategy in (CoreSet(), VL4PoseKCentre(), VL4PoseMix(), VL4PoseStrata()):
+    for strategy in (CoreSet(), VL4PoseKCentre(), VL4PoseMix(), VL4PoseStrata(), Stratified()):
         values = rng(1).normal(size=(40, 3)) if strategy.name != "vl4pose_mix" else rng(1).normal(size=40)
         full = strategy.order(values, 8, rng(2), rng(3).normal(size=(5, 3)) if strategy.name == "coreset" else None)
         assert sorted(full.tolist()) == list(range(40)) and strategy.joint, strategy.name
@@ -165,6 +165,20 @@ def test_strata_variant_fills_the_batch_when_strata_are_fewer_than_the_budget():
     order = VL4PoseStrata().order(values, 3, np.random.default_rng(0))
     assert order[:3].tolist() == [5, 4, 3] and sorted(order.tolist()) == list(range(6))
     assert VL4PoseStrata().order(values[:0], 3, np.random.default_rng(0)).tolist() == []
+
+
+def test_stratified_control_draws_one_image_per_stratum_at_random():
+    rng = np.random.default_rng(0)
+    centres = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [100.0, 100.0]])
+    embedding = np.concatenate([c + rng.normal(0, 0.05, size=(10, 2)) for c in centres])
+    cluster = np.repeat(np.arange(4), 10)
+    score = np.arange(40.0)  # ignored by the control
+    values = np.concatenate([score[:, None], embedding], axis=1)
+    batches = [Stratified().order(values, 4, np.random.default_rng(seed))[:4] for seed in range(20)]
+    assert all(sorted(cluster[b]) == [0, 1, 2, 3] for b in batches)  # one per stratum ...
+    assert len({int(b[cluster[b] == 0][0]) for b in batches}) > 3  # ... drawn at random, not the best score
+    assert sorted(Stratified().order(values, 4, np.random.default_rng(0)).tolist()) == list(range(40))
+    assert one_per_stratum(np.array([0, 0, 1, 1]), np.array([3, 1, 0, 2]), 3).tolist() == [3, 1, 0]
 
 
 def test_edges_variant_does_not_scale_with_the_number_of_visible_edges():

@@ -6,7 +6,8 @@
 - :mod:`vl4pose.strategies.baselines`: random, Core-Set, Learning Loss, aleatoric, multi-peak entropy and
   plain VL4Pose;
 - :mod:`vl4pose.strategies.variants`: the VL4Pose variants of issue 12 (``vl4pose_kcentre``,
-  ``vl4pose_mix``, ``vl4pose_edges``, ``vl4pose_entropy``, ``vl4pose_strata``).
+  ``vl4pose_mix``, ``vl4pose_edges``, ``vl4pose_entropy``, ``vl4pose_strata``) and ``stratified``, the
+  control of the strata variant.
 
 The product ranks through :class:`vl4pose.predictor.Predictor`, which finds the person itself
 (``auto_box``). See docs/SIMULATION.md.
@@ -21,12 +22,13 @@ from vl4pose.strategies.base import PoolBatch, Strategy, pool_values, queue_scor
 from vl4pose.strategies.baselines import (Aleatoric, CoreSet, LearningLoss, MultiPeakEntropy, RandomStrategy, VL4Pose,
                                           append_rest, k_centre_greedy, k_centre_order, multipeak_entropy,
                                           nearest_distance)
-from vl4pose.strategies.variants import (VL4PoseEdges, VL4PoseEntropy, VL4PoseKCentre, VL4PoseMix, VL4PoseStrata,
-                                         kmeans_strata, rank_average, visible_edge_scores)
+from vl4pose.strategies.variants import (Stratified, VL4PoseEdges, VL4PoseEntropy, VL4PoseKCentre, VL4PoseMix,
+                                         VL4PoseStrata, kmeans_strata, one_per_stratum, rank_average,
+                                         visible_edge_scores)
 
 STRATEGIES: dict[str, type[Strategy]] = {
     s.name: s for s in (RandomStrategy, CoreSet, LearningLoss, Aleatoric, MultiPeakEntropy, VL4Pose,
-                        VL4PoseKCentre, VL4PoseMix, VL4PoseEdges, VL4PoseEntropy, VL4PoseStrata)
+                        VL4PoseKCentre, VL4PoseMix, VL4PoseEdges, VL4PoseEntropy, VL4PoseStrata, Stratified)
 }
 
 
@@ -40,8 +42,8 @@ def get_strategies(names: Sequence[str]) -> list[Strategy]:
 
 __all__ = [
     "STRATEGIES", "Aleatoric", "CoreSet", "LearningLoss", "MultiPeakEntropy", "PoolBatch", "RandomStrategy",
-    "Strategy", "VL4Pose", "VL4PoseEdges", "VL4PoseEntropy", "VL4PoseKCentre", "VL4PoseMix", "VL4PoseStrata",
-    "append_rest", "get_strategies", "k_centre_greedy", "k_centre_order", "kmeans_strata", "multipeak_entropy",
-    "nearest_distance", "pool_values", "queue_scores", "rank_average", "required_heads", "score_order",
-    "visible_edge_scores",
+    "Stratified", "Strategy", "VL4Pose", "VL4PoseEdges", "VL4PoseEntropy", "VL4PoseKCentre", "VL4PoseMix",
+    "VL4PoseStrata", "append_rest", "get_strategies", "k_centre_greedy", "k_centre_order", "kmeans_strata",
+    "multipeak_entropy", "nearest_distance", "one_per_stratum", "pool_values", "queue_scores", "rank_average",
+    "required_heads", "score_order", "visible_edge_scores",
 ]

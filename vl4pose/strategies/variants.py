@@ -16,7 +16,7 @@
   fine-tuning rounds a batch of only those is worth less than a typical one. Here the pool is cut into
   ``budget`` strata by k-means on the pooled bottleneck features and each stratum gives its
   lowest-likelihood image: the batch covers the pool as a stratified sample does, VL4Pose chooses
-  within each stratum.
+  within each stratum. ``stratified`` is its control: the same strata, a uniform draw from each.
 
 Shapes: B images in a batch, N pool images, K keypoints, E edges, D embedding size.
 """
@@ -113,6 +113,17 @@ def kmeans_strata(points: np.ndarray, count: int, rng: np.random.Generator) -> n
     return labels.astype(np.int64)
 
 
+def one_per_stratum(strata: np.ndarray, preference: np.ndarray, size: int) -> np.ndarray:
+    """(size,) batch: the first member of each stratum in the (N,) ``preference`` order (a permutation, best
+    first), in that order; if the (N,) ``strata`` labels name fewer than ``size`` strata, the batch is filled
+    with the next preferred images not yet picked."""
+    first_of_stratum = np.unique(strata[preference], return_index=True)[1]
+    picked = preference[np.sort(first_of_stratum)]
+    if len(picked) < size:
+        picked = np.concatenate([picked, preference[~np.isin(preference, picked)][: size - len(picked)]])
+    return picked[:size].astype(np.int64)
+
+
 class VL4PoseStrata(_ScoreAndEmbedding):
     """The lowest-likelihood image of each of ``budget`` k-means strata of the pool's pooled features.
 
@@ -131,12 +142,28 @@ class VL4PoseStrata(_ScoreAndEmbedding):
         if size <= 0:
             return score_order(scores, rng)
         strata = kmeans_strata(values[:, 1:], size, rng)
-        by_score = score_order(scores, rng)  # ties at random
-        first_of_stratum = np.unique(strata[by_score], return_index=True)[1]
-        picked = by_score[np.sort(first_of_stratum)]
-        if len(picked) < size:
-            picked = np.concatenate([picked, by_score[~np.isin(by_score, picked)][: size - len(picked)]])
-        return append_rest(picked[:size], scores, rng)
+        return append_rest(one_per_stratum(strata, score_order(scores, rng), size), scores, rng)
+
+
+class Stratified(_ScoreAndEmbedding):
+    """The control of ``vl4pose_strata``: the same k-means strata, one uniformly drawn image from each.
+
+    It tells apart what the strata bring (a batch spread over the pool) from what VL4Pose's choice within
+    each stratum brings. The rest of the pool follows in random order.
+    """
+
+    name = "stratified"
+
+    def order(self, values: np.ndarray, budget: int, rng: np.random.Generator,
+              labelled_values: np.ndarray | None = None) -> np.ndarray:
+        if len(values) == 0:
+            return np.zeros(0, dtype=np.int64)
+        values = np.asarray(values, dtype=np.float64).reshape(len(values), -1)
+        size = min(budget, len(values))
+        if size <= 0:
+            return rng.permutation(len(values)).astype(np.int64)
+        strata = kmeans_strata(values[:, 1:], size, rng)
+        return append_rest(one_per_stratum(strata, rng.permutation(len(values)), size), np.zeros(len(values)), rng)
 
 
 def visible_edge_scores(edge_log_likelihood: np.ndarray, peaks: np.ndarray, skeleton: Skeleton) -> np.ndarray:
