@@ -133,26 +133,9 @@ class VL4PoseStrata(_ScoreAndEmbedding):
 
     name = "vl4pose_strata"
 
-    def order(self, values: np.ndarray, budget: int, rng: np.random.Generator,
-              labelled_values: np.ndarray | None = None) -> np.ndarray:
-        if len(values) == 0:
-            return np.zeros(0, dtype=np.int64)
-        values = np.asarray(values, dtype=np.float64).reshape(len(values), -1)
-        scores, size = values[:, 0], min(budget, len(values))
-        if size <= 0:
-            return score_order(scores, rng)
-        strata = kmeans_strata(values[:, 1:], size, rng)
-        return append_rest(one_per_stratum(strata, score_order(scores, rng), size), scores, rng)
-
-
-class Stratified(_ScoreAndEmbedding):
-    """The control of ``vl4pose_strata``: the same k-means strata, one uniformly drawn image from each.
-
-    It tells apart what the strata bring (a batch spread over the pool) from what VL4Pose's choice within
-    each stratum brings. The rest of the pool follows in random order.
-    """
-
-    name = "stratified"
+    def preference(self, scores: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """(N,) the order in which a stratum's members are preferred (and the rest of the pool follows)."""
+        return score_order(scores, rng)  # lowest likelihood first, ties at random
 
     def order(self, values: np.ndarray, budget: int, rng: np.random.Generator,
               labelled_values: np.ndarray | None = None) -> np.ndarray:
@@ -160,10 +143,24 @@ class Stratified(_ScoreAndEmbedding):
             return np.zeros(0, dtype=np.int64)
         values = np.asarray(values, dtype=np.float64).reshape(len(values), -1)
         size = min(budget, len(values))
-        if size <= 0:
-            return rng.permutation(len(values)).astype(np.int64)
-        strata = kmeans_strata(values[:, 1:], size, rng)
-        return append_rest(one_per_stratum(strata, rng.permutation(len(values)), size), np.zeros(len(values)), rng)
+        strata = kmeans_strata(values[:, 1:], size, rng) if size > 0 else np.zeros(len(values), dtype=np.int64)
+        preferred = self.preference(values[:, 0], rng)
+        batch = one_per_stratum(strata, preferred, size) if size > 0 else np.zeros(0, dtype=np.int64)
+        return np.concatenate([batch, preferred[~np.isin(preferred, batch)]]).astype(np.int64)
+
+
+class Stratified(VL4PoseStrata):
+    """The control of ``vl4pose_strata``: the same k-means strata, one uniformly drawn image from each.
+
+    It tells apart what the strata bring (a batch spread over the pool) from what VL4Pose's choice within
+    each stratum brings. The rest of the pool follows in random order. Its per-image score
+    (:meth:`image_scores`, e.g. in failure tables) stays VL4Pose's, as for the other joint variants.
+    """
+
+    name = "stratified"
+
+    def preference(self, scores: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return rng.permutation(len(scores)).astype(np.int64)
 
 
 def visible_edge_scores(edge_log_likelihood: np.ndarray, peaks: np.ndarray, skeleton: Skeleton) -> np.ndarray:
