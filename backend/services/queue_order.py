@@ -10,8 +10,8 @@ the predictions are imported with those scores. Label Studio's uncertainty sampl
 first, so the queue is the strategy's order.
 
 Supported joint strategies are those whose per-task values the stored prediction carries: ``vl4pose_mix``
-(minus the expected log-likelihood). ``vl4pose_kcentre``, ``vl4pose_strata`` and ``coreset`` need the pooled
-bottleneck embedding, which the Predictor does not return.
+(minus the expected log-likelihood). ``vl4pose_kcentre``, ``vl4pose_strata``, ``stratified`` and ``coreset``
+need the pooled bottleneck embedding, which the Predictor does not return.
 
 Shapes: N tasks of the version.
 """
