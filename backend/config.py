@@ -162,8 +162,8 @@ class Settings:
             raise SettingsError(f"{PREFIX}IMAGE_IMPORT must be auto, local-files or upload, not {self.image_import!r}")
         if self.acquisition_strategy not in ACQUISITION_STRATEGIES:
             raise SettingsError(f"{PREFIX}ACQUISITION_STRATEGY must be one of {list(ACQUISITION_STRATEGIES)}, not "
-                                f"{self.acquisition_strategy!r} (vl4pose_kcentre, vl4pose_strata and coreset need "
-                                "an embedding the Predictor does not return)")
+                                f"{self.acquisition_strategy!r} (vl4pose_kcentre, vl4pose_strata, stratified and "
+                                "coreset need an embedding the Predictor does not return)")
         if self.eval_box not in ("auto", "gt"):
             raise SettingsError(f"{PREFIX}EVAL_BOX must be auto or gt, not {self.eval_box!r}")
         if not (self.queue in ("sqlite", "memory", "immediate") or self.queue.startswith(("redis://", "rediss://"))):

@@ -18,8 +18,8 @@ from vl4pose.models import build_pose, preset
 from vl4pose.skeletons import LSP14
 from vl4pose.strategies import (STRATEGIES, CoreSet, PoolBatch, RandomStrategy, Stratified, Strategy, VL4PoseEntropy,
                                 VL4PoseKCentre, VL4PoseMix, VL4PoseStrata, get_strategies, k_centre_greedy,
-                                k_centre_order, kmeans_strata, multipeak_entropy, nearest_distance, one_per_stratum,
-                                pool_values, queue_scores, rank_average, required_heads, visible_edge_scores)
+                                k_centre_order, kmeans_strata, multipeak_entropy, nearest_distance, pool_values,
+                                queue_scores, rank_average, required_heads, strata_order, visible_edge_scores)
 from vl4pose.train import TrainConfig, Trainer
 
 TINY = preset("tiny")
@@ -178,7 +178,8 @@ def test_stratified_control_draws_one_image_per_stratum_at_random():
     assert all(sorted(cluster[b]) == [0, 1, 2, 3] for b in batches)  # one per stratum ...
     assert len({int(b[cluster[b] == 0][0]) for b in batches}) > 3  # ... drawn at random, not the best score
     assert sorted(Stratified().order(values, 4, np.random.default_rng(0)).tolist()) == list(range(40))
-    assert one_per_stratum(np.array([0, 0, 1, 1]), np.array([3, 1, 0, 2]), 3).tolist() == [3, 1, 0]
+    assert strata_order(np.array([0, 0, 1, 1]), np.array([3, 1, 0, 2]))[:3].tolist() == [3, 1, 0]
+    assert strata_order(np.array([0, 0, 1, 1]), np.array([3, 1, 0, 2])).tolist() == [3, 1, 0, 2]  # then the rest
 
 
 def test_edges_variant_does_not_scale_with_the_number_of_visible_edges():

@@ -23,7 +23,7 @@ from vl4pose.strategies.baselines import (Aleatoric, CoreSet, LearningLoss, Mult
                                           append_rest, k_centre_greedy, k_centre_order, multipeak_entropy,
                                           nearest_distance)
 from vl4pose.strategies.variants import (Stratified, VL4PoseEdges, VL4PoseEntropy, VL4PoseKCentre, VL4PoseMix,
-                                         VL4PoseStrata, kmeans_strata, one_per_stratum, rank_average,
+                                         VL4PoseStrata, kmeans_strata, rank_average, strata_order,
                                          visible_edge_scores)
 
 STRATEGIES: dict[str, type[Strategy]] = {
@@ -44,6 +44,6 @@ __all__ = [
     "STRATEGIES", "Aleatoric", "CoreSet", "LearningLoss", "MultiPeakEntropy", "PoolBatch", "RandomStrategy",
     "Stratified", "Strategy", "VL4Pose", "VL4PoseEdges", "VL4PoseEntropy", "VL4PoseKCentre", "VL4PoseMix",
     "VL4PoseStrata", "append_rest", "get_strategies", "k_centre_greedy", "k_centre_order", "kmeans_strata",
-    "multipeak_entropy", "nearest_distance", "one_per_stratum", "pool_values", "queue_scores", "rank_average",
-    "required_heads", "score_order", "visible_edge_scores",
+    "multipeak_entropy", "nearest_distance", "pool_values", "queue_scores", "rank_average", "required_heads",
+    "score_order", "strata_order", "visible_edge_scores",
 ]

@@ -113,15 +113,15 @@ def kmeans_strata(points: np.ndarray, count: int, rng: np.random.Generator) -> n
     return labels.astype(np.int64)
 
 
-def one_per_stratum(strata: np.ndarray, preference: np.ndarray, size: int) -> np.ndarray:
-    """(size,) batch: the first member of each stratum in the (N,) ``preference`` order (a permutation, best
-    first), in that order; if the (N,) ``strata`` labels name fewer than ``size`` strata, the batch is filled
-    with the next preferred images not yet picked."""
-    first_of_stratum = np.unique(strata[preference], return_index=True)[1]
-    picked = preference[np.sort(first_of_stratum)]
-    if len(picked) < size:
-        picked = np.concatenate([picked, preference[~np.isin(preference, picked)][: size - len(picked)]])
-    return picked[:size].astype(np.int64)
+def strata_order(strata: np.ndarray, preference: np.ndarray) -> np.ndarray:
+    """(N,) label-first order: the first member of each stratum in the (N,) ``preference`` order (a permutation,
+    best first), in that order, then every other image in ``preference`` order. So a batch of ``size`` >= the
+    number of strata named by the (N,) ``strata`` labels holds one image per stratum, filled with the next
+    preferred images not yet picked."""
+    first_of_stratum = np.sort(np.unique(strata[preference], return_index=True)[1])
+    rest = np.ones(len(preference), dtype=bool)
+    rest[first_of_stratum] = False
+    return np.concatenate([preference[first_of_stratum], preference[rest]]).astype(np.int64)
 
 
 class VL4PoseStrata(_ScoreAndEmbedding):
@@ -143,10 +143,10 @@ class VL4PoseStrata(_ScoreAndEmbedding):
             return np.zeros(0, dtype=np.int64)
         values = np.asarray(values, dtype=np.float64).reshape(len(values), -1)
         size = min(budget, len(values))
-        strata = kmeans_strata(values[:, 1:], size, rng) if size > 0 else np.zeros(len(values), dtype=np.int64)
-        preferred = self.preference(values[:, 0], rng)
-        batch = one_per_stratum(strata, preferred, size) if size > 0 else np.zeros(0, dtype=np.int64)
-        return np.concatenate([batch, preferred[~np.isin(preferred, batch)]]).astype(np.int64)
+        if size <= 0:
+            return self.preference(values[:, 0], rng)
+        strata = kmeans_strata(values[:, 1:], size, rng)  # drawn before the preference: the measured runs' order
+        return strata_order(strata, self.preference(values[:, 0], rng))
 
 
 class Stratified(VL4PoseStrata):
