@@ -24,10 +24,10 @@ from vl4pose.cli_options import (add_data_options, add_device_option, add_predic
 from vl4pose.data import dataset_skeleton
 from vl4pose.device import PRECISIONS
 from vl4pose.effort import run as effort_run
-from vl4pose.errors import VL4PoseError
+from vl4pose.errors import ConfigError, VL4PoseError
 from vl4pose.evaluate import evaluate, format_report
 from vl4pose.failures import cli as failures_cli
-from vl4pose.models import preset
+from vl4pose.models import parse_model_overrides, preset
 from vl4pose.onnx import bench as onnx_bench
 from vl4pose.onnx import export as onnx_export
 from vl4pose.onnx import quantize as onnx_quantize
@@ -45,6 +45,9 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-split", default="val", help="validation split; 'none' holds out --val-fraction")
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--preset", default="cpu", help="model preset: cpu (default), paper, tiny")
+    p.add_argument("--model", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="override the preset's network shape, e.g. --model input_size=192 stacks=2 (keys: "
+                        "stacks, channels, input_size, depth, aux_channels, aux_hidden, sigma)")
     p.add_argument("--out", required=True, help="run folder (checkpoint in OUT/best)")
     p.add_argument("--init", help="checkpoint to fine-tune from")
     p.add_argument("--epochs", type=int, help="epochs (default 18); with --time-budget only a cap")
@@ -81,7 +84,10 @@ def run_train(args: argparse.Namespace) -> int:
                  if v is not None}
     config = replace(TrainConfig(), seed=args.seed, heads=tuple(args.heads), **overrides)
     init = load_checkpoint(args.init) if args.init else None
-    model_config = init.model_config if init else preset(args.preset)
+    if init and args.model:
+        raise ConfigError("--model changes a new network's shape; a fine-tuned network keeps --init's shape: "
+                          "leave out one of the two")
+    model_config = init.model_config if init else preset(args.preset, **parse_model_overrides(args.model))
     trainer = Trainer(model_config, skeleton, config, args.out, init_from=init, device=args.device)
     log.info("training %s on %d samples, validating on %d, model %s", skeleton.name, len(train), len(val), model_config)
     best = trainer.fit(train, val)

@@ -93,3 +93,33 @@ def test_cli_train_smoke(tmp_path, lspet_dir):
     code = main(["train", "--dataset", "lspet", "--data", str(lspet_dir), "--limit", "8", "--preset", "tiny",
                  "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "4", "--out", str(tmp_path / "run")])
     assert code == 0 and (tmp_path / "run" / "best" / "weights.pt").is_file()
+
+
+def test_cli_train_model_override_sets_the_network_shape(tmp_path, lspet_dir):
+    from vl4pose.checkpoint import load_checkpoint
+    from vl4pose.cli import main
+
+    code = main(["train", "--dataset", "lspet", "--data", str(lspet_dir), "--limit", "8", "--preset", "tiny",
+                 "--model", "input_size=96", "channels=24", "--epochs", "1", "--steps-per-epoch", "1",
+                 "--batch-size", "4", "--out", str(tmp_path / "run")])
+    config = load_checkpoint(tmp_path / "run" / "best").model_config
+    assert code == 0 and (config.input_size, config.channels, config.stacks) == (96, 24, 1)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--model", "width=3"], "KEY one of"),
+    (["--model", "stacks=two"], "'two' is not a int"),
+    (["--model", "input_size=80"], "multiple of 32"),
+    (["--model", "stacks=2", "--init", "INIT"], "keeps --init's shape"),
+])
+def test_cli_train_bad_model_override_says_what_to_do(tmp_path, lspet_dir, few, caplog, extra, message):
+    from vl4pose.cli import main
+
+    init = tmp_path / "init"
+    if "INIT" in extra:
+        Trainer(preset("tiny"), LSP14, CONFIG, init).fit(*few)
+    args = [str(init / "best") if a == "INIT" else a for a in extra]
+    code = main(["train", "--dataset", "lspet", "--data", str(lspet_dir), "--limit", "8", "--preset", "tiny",
+                 "--epochs", "1", "--steps-per-epoch", "1", "--out", str(tmp_path / "run"), *args])
+    assert code == 2 and message in caplog.text and not (tmp_path / "run" / "best").exists()
+

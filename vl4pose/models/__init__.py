@@ -10,7 +10,8 @@ from vl4pose.errors import ConfigError
 from vl4pose.models.auxnet import AuxNet
 from vl4pose.models.hourglass import PoseOutput, StackedHourglass
 
-__all__ = ["PRESETS", "ModelConfig", "PoseOutput", "build_aux", "build_pose", "count_parameters", "preset"]
+__all__ = ["PRESETS", "ModelConfig", "PoseOutput", "build_aux", "build_pose", "count_parameters",
+           "parse_model_overrides", "preset"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,23 @@ def preset(name: str, **overrides: object) -> ModelConfig:
     except KeyError:
         raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
     return replace(base, **overrides).validate()  # type: ignore[arg-type]
+
+
+def parse_model_overrides(items: list[str]) -> dict[str, int | float]:
+    """``["input_size=192", "stacks=2"]`` -> ``{"input_size": 192, "stacks": 2}``, typed as :class:`ModelConfig`'s
+    fields; an unknown key or a bad value is a :class:`ConfigError` that names the keys."""
+    types = {"sigma": float, **{name: int for name in ModelConfig.__dataclass_fields__ if name != "sigma"}}
+    overrides: dict[str, int | float] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in types:
+            raise ConfigError(f"model override {item!r} is not KEY=VALUE with KEY one of {sorted(types)}, "
+                              "e.g. input_size=192")
+        try:
+            overrides[key] = types[key](value)
+        except ValueError:
+            raise ConfigError(f"model override {item!r}: {value!r} is not a {types[key].__name__}") from None
+    return overrides
 
 
 def build_pose(config: ModelConfig, num_keypoints: int) -> StackedHourglass:
