@@ -83,10 +83,10 @@ def run_train(args: argparse.Namespace) -> int:
                                    "precision": args.precision}.items()
                  if v is not None}
     config = replace(TrainConfig(), seed=args.seed, heads=tuple(args.heads), **overrides)
-    init = load_checkpoint(args.init) if args.init else None
-    if init and args.model:
+    if args.init and args.model:
         raise ConfigError("--model changes a new network's shape; a fine-tuned network keeps --init's shape: "
                           "leave out one of the two")
+    init = load_checkpoint(args.init) if args.init else None
     model_config = init.model_config if init else preset(args.preset, **parse_model_overrides(args.model))
     trainer = Trainer(model_config, skeleton, config, args.out, init_from=init, device=args.device)
     log.info("training %s on %d samples, validating on %d, model %s", skeleton.name, len(train), len(val), model_config)
