@@ -108,7 +108,7 @@ def test_cli_train_model_override_sets_the_network_shape(tmp_path, lspet_dir):
 
 @pytest.mark.parametrize("extra, message", [
     (["--model", "width=3"], "KEY one of"),
-    (["--model", "stacks=two"], "'two' is not a int"),
+    (["--model", "stacks=two"], "'two' is not a whole number"),
     (["--model", "input_size=80"], "multiple of 32"),
     (["--model", "stacks=2", "--init", "INIT"], "keeps --init's shape"),
 ])

@@ -79,7 +79,8 @@ def parse_model_overrides(items: list[str]) -> dict[str, int | float]:
         try:
             overrides[key] = types[key](value)
         except ValueError:
-            raise ConfigError(f"model override {item!r}: {value!r} is not a {types[key].__name__}") from None
+            kind = "a number" if types[key] is float else "a whole number"
+            raise ConfigError(f"model override {item!r}: {value!r} is not {kind}") from None
     return overrides
 
 
