@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 
 from torch import nn
 
@@ -69,7 +69,7 @@ def preset(name: str, **overrides: object) -> ModelConfig:
 def parse_model_overrides(items: list[str]) -> dict[str, int | float]:
     """``["input_size=192", "stacks=2"]`` -> ``{"input_size": 192, "stacks": 2}``, typed as :class:`ModelConfig`'s
     fields; an unknown key or a bad value is a :class:`ConfigError` that names the keys."""
-    types = {"sigma": float, **{name: int for name in ModelConfig.__dataclass_fields__ if name != "sigma"}}
+    types = {f.name: float if f.type == "float" else int for f in fields(ModelConfig)}  # annotations are strings
     overrides: dict[str, int | float] = {}
     for item in items:
         key, sep, value = item.partition("=")
