@@ -88,7 +88,9 @@ def test_retrieved_predictions_land_on_the_predictors_pixels(retrieved, project,
         for version, xy, scores in (("tiny-v1", expected.refined, expected.confidence),
                                     ("tiny-v1-raw", expected.raw, np.clip(expected.peak, 0, 1))):
             stored = by_version[version]
-            assert stored["score"] == pytest.approx(expected.score, abs=1e-3)  # ranked in a batch, expected from a single pass
+            # ranked in a batch, expected from a single pass: the batch size changes the network's float sums, and the
+            # tiny model's flat heatmaps amplify them in the likelihood (0.0043 apart on an AMD EPYC, 2026-12-02)
+            assert stored["score"] == pytest.approx(expected.score, abs=1e-2)
             names = [r["value"]["keypointlabels"][0].lower().replace(" ", "_") for r in stored["result"]]
             assert sorted(names) == sorted(expected.keypoint_names[i] for i in np.flatnonzero(expected.placed))
             for item, name in zip(stored["result"], names):

@@ -156,4 +156,9 @@ def test_large_batches_are_split_into_chunks_in_task_order(make_app, image_serve
     numbers = [6, 5, 4, 3, 2]
     chunked = client.post("/predict", json=predict_body([lspet_task(n, n) for n in numbers])).json["results"]
     single = [client.post("/predict", json=predict_body([lspet_task(n, n)])).json["results"][0] for n in numbers]
-    assert [e[0]["score"] for e in chunked] == pytest.approx([e[0]["score"] for e in single], abs=1e-3)  # batch size changes float sums
+    got, want = np.array([e[0]["score"] for e in chunked]), np.array([e[0]["score"] for e in single])
+    # the batch size changes the network's float sums, which the tiny model's flat heatmaps amplify in the
+    # likelihood (0.0043 apart on an AMD EPYC, 2026-12-02); the task order shows in each result's image size
+    assert got == pytest.approx(want, abs=1e-2)
+    sizes = [[(r["original_width"], r["original_height"]) for r in e[0]["result"][:1]] for e in chunked]
+    assert sizes == [[(r["original_width"], r["original_height"]) for r in e[0]["result"][:1]] for e in single]
