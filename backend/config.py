@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from common.settings import PREFIX, EnvReader
+from vl4pose.blazepose import interpreter
+from vl4pose.errors import ConfigError
 from vl4pose.pipeline_config import PredictorConfig
 
 REQUIRED = ("webhook_secret", "api_token")
@@ -91,8 +93,10 @@ class Settings:
     eval_box: str = "auto"
     box_passes: int = PredictorConfig.box_passes
     box_tolerance: float = PredictorConfig.box_tolerance
-    """Person finding of the automatic box in ranking and held-out evaluation (:class:`vl4pose.pipeline_config.
-    PredictorConfig`); the ML backend reads the same variables, so the ranked and the served poses agree."""
+    blazepose: bool = PredictorConfig.blazepose
+    """Person finding of the automatic box and the opt-in BlazePose second opinion in ranking and held-out
+    evaluation (:class:`vl4pose.pipeline_config.PredictorConfig`); the ML backend reads the same variables, so the
+    ranked and the served poses agree."""
     rank_batch_size: int = 32
     rank_shard_size: int = 1000
     rank_poll_s: float = 2.0
@@ -123,9 +127,10 @@ class Settings:
 
     def predictor_config(self) -> PredictorConfig:
         """The Predictor settings of ranking and held-out evaluation: batch size and person finding (the ML backend
-        reads the same ``VL4POSE_BOX_*`` variables, so the ranked and the served poses agree)."""
+        reads the same ``VL4POSE_BOX_*`` and ``VL4POSE_BLAZEPOSE`` variables, so the ranked and the served poses
+        agree)."""
         return PredictorConfig(batch_size=self.rank_batch_size, box_passes=self.box_passes,
-                               box_tolerance=self.box_tolerance)
+                               box_tolerance=self.box_tolerance, blazepose=self.blazepose)
 
     def redacted(self) -> dict[str, Any]:
         """The settings with secrets replaced, safe to log or show."""
@@ -199,3 +204,8 @@ class Settings:
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{PREFIX}{name.upper()} must be at least 1, not {getattr(self, name)}")
+        if self.blazepose:
+            try:
+                interpreter()  # fail at start-up, with the fix, not in the first ranking job
+            except ConfigError as exc:
+                raise SettingsError(f"{PREFIX}BLAZEPOSE: {exc}") from None

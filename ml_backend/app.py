@@ -36,7 +36,7 @@ def build_services(config: MLBackendConfig) -> Services:
         Image.MAX_IMAGE_PIXELS = config.max_image_pixels  # Pillow's own bomb check never refuses below our limit
     models = ModelService(config.models_dir, config.model_poll_seconds,
                           PredictorConfig(max_pixels=config.max_image_pixels, box_passes=config.box_passes,
-                                          box_tolerance=config.box_tolerance))
+                                          box_tolerance=config.box_tolerance, blazepose=config.blazepose))
     policy = AddressPolicy(frozenset(), frozenset(config.fetch_allow_hosts), parse_networks(config.fetch_allow_networks))
     fetcher = ImageFetcher(config.image_cache_dir,
                            FetchLimits(config.max_image_bytes, config.max_image_pixels, config.fetch_timeout,

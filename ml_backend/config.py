@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from common.settings import EnvReader
+from vl4pose.blazepose import interpreter
 from vl4pose.errors import ConfigError
 from vl4pose.fetch import parse_networks
 from vl4pose.pipeline_config import PredictorConfig
@@ -57,8 +58,10 @@ class MLBackendConfig:
     preload_model: bool = True
     box_passes: int = PredictorConfig.box_passes
     box_tolerance: float = PredictorConfig.box_tolerance
-    """Person finding of the automatic box (:class:`vl4pose.pipeline_config.PredictorConfig`); the coordinator reads
-    the same variables, so the ranked and the served poses agree."""
+    blazepose: bool = PredictorConfig.blazepose
+    """Person finding of the automatic box and the opt-in BlazePose second opinion
+    (:class:`vl4pose.pipeline_config.PredictorConfig`); the coordinator reads the same variables, so the ranked and
+    the served poses agree."""
 
     @property
     def auth_enabled(self) -> bool:
@@ -110,6 +113,8 @@ def _check(config: MLBackendConfig) -> None:
     if config.box_passes < 1 or config.box_tolerance < 0:
         raise ConfigError(f"{env_name('box_passes')} must be at least 1 and {env_name('box_tolerance')} at least 0, "
                           f"got {config.box_passes!r} and {config.box_tolerance!r} (e.g. 6 and 0.05; unset: 2 and 0)")
+    if config.blazepose:
+        interpreter()  # fail at start-up, with the fix, not at the first request
     _check_auth(config)
     try:
         parse_networks(config.fetch_allow_networks)

@@ -8,6 +8,9 @@
 #   bash scripts/setup.sh --services   also Debian's redis-server and postgresql for the distributed tests
 #                                      (apt-get, as root; their services are not started: the tests start
 #                                      their own throw-away servers on free ports)
+#   bash scripts/setup.sh --blazepose  also .mpvenv/ with mediapipe 0.10.14 (its wheel carries BlazePose's
+#                                      weights) for the opt-in pretrained second opinion (vl4pose/blazepose.py);
+#                                      its own virtualenv: it needs protobuf < 5, the ONNX packages >= 6
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -15,12 +18,15 @@ LABEL_STUDIO_VERSION=1.23.2
 WITH_LS=1
 WITH_BROWSER=0
 WITH_SERVICES=0
+WITH_BLAZEPOSE=0
+MEDIAPIPE_VERSION=0.10.14
 for arg in "$@"; do
   case "$arg" in
     --no-ls) WITH_LS=0 ;;
     --browser) WITH_BROWSER=1 ;;
     --services) WITH_SERVICES=1 ;;
-    *) echo "[setup] unknown option $arg (use --no-ls, --browser, --services)" >&2; exit 2 ;;
+    --blazepose) WITH_BLAZEPOSE=1 ;;
+    *) echo "[setup] unknown option $arg (use --no-ls, --browser, --services, --blazepose)" >&2; exit 2 ;;
   esac
 done
 
@@ -38,13 +44,23 @@ if [ "$(cat .venv/.setup-stamp 2>/dev/null)" != "$(stamp)" ]; then
   stamp > .venv/.setup-stamp
 fi
 
-if [ "$WITH_LS" = 1 ]; then
-  installed=$(.lsvenv/bin/python -c "import importlib.metadata as m; print(m.version('label-studio'))" 2>/dev/null || true)
-  if [ "$installed" != "$LABEL_STUDIO_VERSION" ]; then
-    echo "[setup] installing label-studio==$LABEL_STUDIO_VERSION into .lsvenv (about a minute)"
-    "$PYTHON" -m venv .lsvenv
-    .lsvenv/bin/python -m pip install --quiet "label-studio==$LABEL_STUDIO_VERSION"
+# separate_venv DIR PACKAGE VERSION: DIR becomes a virtualenv of its own holding PACKAGE==VERSION
+separate_venv() {
+  local installed
+  installed=$("$1/bin/python" -c "import importlib.metadata as m; print(m.version('$2'))" 2>/dev/null || true)
+  if [ "$installed" != "$3" ]; then
+    echo "[setup] installing $2==$3 into $1 (about a minute)"
+    "$PYTHON" -m venv "$1"
+    "$1/bin/python" -m pip install --quiet "$2==$3"
   fi
+}
+
+if [ "$WITH_LS" = 1 ]; then
+  separate_venv .lsvenv label-studio "$LABEL_STUDIO_VERSION"
+fi
+
+if [ "$WITH_BLAZEPOSE" = 1 ]; then
+  separate_venv .mpvenv mediapipe "$MEDIAPIPE_VERSION"
 fi
 
 if [ "$WITH_BROWSER" = 1 ]; then

@@ -58,6 +58,7 @@ class BenchConfig:
     rank_images: int = 64
     data: str = "../shared/data/lspet"
     device: str | None = None
+    blazepose: bool = False
 
 
 def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
@@ -230,7 +231,7 @@ def run_bench(config: BenchConfig) -> dict:
                     "model": ckpt.model_config.to_dict(), "max_candidates": ckpt.calibration.max_candidates}
     report |= bench_network(ckpt, config.batch_size, config.repeats, device)
     report |= bench_refine(config.refine_images, config.repeats)
-    report |= bench_rank(ckpt, config.data, config.rank_images, config.batch_size, str(device))
+    report |= bench_rank(ckpt, config.data, config.rank_images, config.batch_size, str(device), config.blazepose)
     report["train_step_ms"] = bench_train_step(ckpt, config.batch_size, config.repeats, device)
     report["egl_backward_ms"] = bench_egl(ckpt, config.repeats, device)
     report["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -276,12 +277,14 @@ def bench_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rank-images", type=int, default=defaults.rank_images)
     p.add_argument("--data", default=defaults.data, help="LSPET folder whose images/ are ranked")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--blazepose", action="store_true", help="rank with the BlazePose second opinion (evaluate's "
+                   "--blazepose; needs `bash scripts/setup.sh --blazepose`)")
     add_device_option(p)
 
 
 def run_bench_command(args: argparse.Namespace) -> int:
     config = BenchConfig(args.preset, args.checkpoint, args.batch_size, args.repeats, args.refine_images,
-                         args.rank_images, args.data, args.device)
+                         args.rank_images, args.data, args.device, args.blazepose)
     report = run_bench(config)
     print(json.dumps(report, indent=2) if args.json else format_bench(report))
     return 0 if report["refine_identical"] else 1

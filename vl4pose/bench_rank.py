@@ -11,13 +11,15 @@ from vl4pose.errors import DataError
 from vl4pose.predictor import Predictor, PredictorConfig
 
 
-def bench_rank(ckpt: Checkpoint, data: str, images: int, batch_size: int, device: str | None = None) -> dict:
-    """Images per second through ``Predictor.predict_batch`` on real files (automatic person box)."""
+def bench_rank(ckpt: Checkpoint, data: str, images: int, batch_size: int, device: str | None = None,
+               blazepose: bool = False) -> dict:
+    """Images per second through ``Predictor.predict_batch`` on real files (automatic person box; with
+    ``blazepose``, the BlazePose second opinion too)."""
     folder = Path(data) / "images"
     files = sorted(folder.glob("*.jpg"))[:images]
     if not files:
         raise DataError(f"no images in {folder}; pass --data with the LSPET folder")
-    config = PredictorConfig(batch_size=batch_size, device=device)
+    config = PredictorConfig(batch_size=batch_size, device=device, blazepose=blazepose)
     predictor = _CountingPredictor(ckpt, config)
     predictor.predict_batch(files[:2])
     predictor.finding_crops = 0
@@ -30,7 +32,7 @@ def bench_rank(ckpt: Checkpoint, data: str, images: int, batch_size: int, device
             "rank_finding_passes_per_image": finding,
             "rank_passes": f"{finding:.2f} person-finding passes per image (at most {config.box_passes}) unflipped, "
                            f"the final crop {'flipped' if config.flip else 'unflipped'} at {len(config.scales)} "
-                           f"scale(s)"}
+                           f"scale(s){', BlazePose first' if blazepose else ''}"}
 
 
 class _CountingPredictor(Predictor):

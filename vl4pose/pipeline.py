@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vl4pose.blazepose import BlazePose, PersonHint, mirror_is_closer
 from vl4pose.crop import CropWindow, apply_affine, crop_batch, heatmap_matrix, image_window, person_window
 from vl4pose.data.sample import ImageSource, box_from_keypoints, load_image
 from vl4pose.errors import ConfigError, ImageError
@@ -126,6 +127,7 @@ class PosePipeline:
         self.config = config or PredictorConfig()
         self.to_heat = heatmap_matrix(input_size, heatmap_size)
         self.flip_permutation = skeleton.flip_permutation()
+        self._blazepose = BlazePose(skeleton) if self.config.blazepose else None  # its worker starts on first use
 
     def network(self, crops: np.ndarray, bones_for: int) -> NetworkArrays:
         """Run (B, 3, S, S) float32 crops in [0, 1]: heatmaps of all B, bone parameters of the first ``bones_for``."""
@@ -172,8 +174,11 @@ class PosePipeline:
                 windows[i] = image_window(_size(arrays[i]))
                 if self.config.auto_box:
                     first_pass.append(i)
-        windows.update(self._find_people({i: arrays[i] for i in first_pass}))
+        hints = self._hints(arrays, ok)
+        windows.update(self._find_people({i: arrays[i] for i in first_pass}, hints))
         output = self._final_pass([arrays[i] for i in ok], [windows[i] for i in ok])
+        if hints:
+            self._face_as_hinted(output, [windows[i] for i in ok], [hints.get(i) for i in ok])
         for j, i in enumerate(ok):
             results[i] = Analysis(_size(arrays[i]), windows[i], output.rows(j, j + 1))
         return results
@@ -231,10 +236,33 @@ class PosePipeline:
         output.heatmaps /= np.float32(len(self.config.scales))
         return output
 
-    def _find_people(self, arrays: dict[int, np.ndarray]) -> dict[int, CropWindow]:
+    def _hints(self, arrays: list[np.ndarray | ImageError], ok: list[int]) -> dict[int, PersonHint]:
+        """BlazePose's hint for each decoded image it finds a person in (none without ``config.blazepose``)."""
+        found = {i: self._blazepose(arrays[i]) for i in ok} if self._blazepose else {}  # type: ignore[arg-type]
+        return {i: hint for i, hint in found.items() if hint is not None}
+
+    def _face_as_hinted(self, output: NetworkArrays, windows: list[CropWindow], hints: list[PersonHint | None]
+                        ) -> None:
+        """Exchange the left/right heatmap channels (in place) of each image whose whole-body mirror of the pose
+        lies much nearer BlazePose's landmarks (:func:`vl4pose.blazepose.mirror_is_closer`)."""
+        poses = analyse_heatmaps(output, self.skeleton, self.calibration, decoder=self.decoder, sigma=self.sigma)
+        for j, (window, hint) in enumerate(zip(windows, hints)):
+            if hint is None:
+                continue
+            pose = apply_affine(np.linalg.inv(self.image_to_heat(window)), poses.refined[j].astype(np.float64))
+            if mirror_is_closer(pose, hint.keypoints, self.flip_permutation):
+                output.heatmaps[j] = output.heatmaps[j][self.flip_permutation]
+                if output.single is not None:
+                    output.single[j] = output.single[j][self.flip_permutation]
+
+    def _find_people(self, arrays: dict[int, np.ndarray], hints: Mapping[int, PersonHint] | None = None
+                     ) -> dict[int, CropWindow]:
         """The person-finding passes (unflipped, each batched over the images still moving; see
-        :class:`PredictorConfig`), from the whole image: image index -> the final crop's window."""
-        windows = {i: image_window(_size(a)) for i, a in arrays.items()}
+        :class:`PredictorConfig`), from the whole image or, where ``hints`` has one, from ``find_padding`` x
+        BlazePose's box: image index -> the final crop's window."""
+        hints = hints or {}
+        windows = {i: person_window(hints[i].box, _size(a), self.config.find_padding) if i in hints
+                   else image_window(_size(a)) for i, a in arrays.items()}
         boxes: dict[int, np.ndarray] = {}
         active = list(arrays)
         for _ in range(self.config.box_passes):

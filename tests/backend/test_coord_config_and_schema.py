@@ -46,9 +46,10 @@ def test_bad_settings_are_refused_with_the_variable_named(env, fragment):
 
 def test_person_finding_reaches_ranking_and_evaluation():
     default = Settings.from_env(GOOD).predictor_config()
-    assert (default.box_passes, default.box_tolerance, default.batch_size) == (2, 0.0, 32)  # the Predictor's own
-    chosen = Settings.from_env({**GOOD, "VL4POSE_BOX_PASSES": "6", "VL4POSE_BOX_TOLERANCE": "0.05"}).predictor_config()
-    assert (chosen.box_passes, chosen.box_tolerance) == (6, 0.05)
+    assert (default.box_passes, default.box_tolerance, default.batch_size, default.blazepose) == (2, 0.0, 32, False)
+    chosen = Settings.from_env({**GOOD, "VL4POSE_BOX_PASSES": "6", "VL4POSE_BOX_TOLERANCE": "0.05",
+                                "VL4POSE_BLAZEPOSE": "1"}).predictor_config()
+    assert (chosen.box_passes, chosen.box_tolerance, chosen.blazepose) == (6, 0.05, True)
 
 
 def test_unknown_override_is_refused():
@@ -149,3 +150,9 @@ def test_foreign_keys_are_enforced(tmp_path):
     with pytest.raises(IntegrityError):
         with db.session() as session:
             session.add(Round(project_id=99, number=1, budget=3))
+
+
+def test_blazepose_without_its_interpreter_is_refused_at_start_up(tmp_path, monkeypatch):
+    monkeypatch.setenv("VL4POSE_BLAZEPOSE_PYTHON", str(tmp_path / "missing" / "python"))  # read by vl4pose.blazepose
+    with pytest.raises(SettingsError, match=r"VL4POSE_BLAZEPOSE: .*setup.sh --blazepose"):
+        Settings.from_env({**GOOD, "VL4POSE_BLAZEPOSE": "true"})

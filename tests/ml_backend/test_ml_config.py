@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
 
 import pytest
@@ -100,10 +101,12 @@ def test_create_app_reads_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("VL4POSE_ML_AUTH", "none")
     monkeypatch.setenv("VL4POSE_BOX_PASSES", "6")
     monkeypatch.setenv("VL4POSE_BOX_TOLERANCE", "0.05")
+    monkeypatch.setenv("VL4POSE_BLAZEPOSE", "yes")
+    monkeypatch.setenv("VL4POSE_BLAZEPOSE_PYTHON", sys.executable)  # start-up checks that it exists; nothing runs it
     app = create_app()
     assert app.config["MAX_CONTENT_LENGTH"] == 12345
     served = app.extensions[EXTENSION].models.predictor_config  # the person finding the served poses get
-    assert (served.box_passes, served.box_tolerance) == (6, 0.05)
+    assert (served.box_passes, served.box_tolerance, served.blazepose) == (6, 0.05, True)
     assert app.test_client().get("/health").json == {"status": "UP", "model_class": "VL4Pose", "projects": {}}
 
 
@@ -114,3 +117,9 @@ def test_importing_the_package_stays_light():
     code = "import sys, ml_backend; print(sorted(m for m in ('torch', 'flask') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_blazepose_without_its_interpreter_is_refused_at_start_up(tmp_path, monkeypatch):
+    monkeypatch.setenv("VL4POSE_BLAZEPOSE_PYTHON", str(tmp_path / "missing" / "python"))  # read by vl4pose.blazepose
+    with pytest.raises(ConfigError, match="setup.sh --blazepose"):
+        load_config({"VL4POSE_ML_AUTH": "none", "VL4POSE_BLAZEPOSE": "on"})
