@@ -131,9 +131,8 @@ class BlazePose:
             weakref.finalize(self, _stop, self._worker)
         worker = self._worker
         height, width = image.shape[:2]
-        worker.stdin.write(struct.pack("<II", height, width) + image.tobytes())  # type: ignore[union-attr]
-        worker.stdin.flush()  # type: ignore[union-attr]
         deadline = time.monotonic() + self.timeout_s
+        _write(worker, struct.pack("<II", height, width) + image.tobytes(), deadline)
         size = struct.unpack("<I", _read(worker, 4, deadline))[0]
         if size > 1 << 20:
             raise ValueError(f"a {size}-byte reply (at most 1 MiB)")
@@ -144,6 +143,17 @@ class BlazePose:
         if points.shape != (33, 2):
             raise ValueError(f"landmarks of shape {points.shape}, not (33, 2)")
         return points
+
+
+def _write(worker: subprocess.Popen, data: bytes, deadline: float) -> None:
+    """All of ``data`` into the worker's stdin by ``deadline`` (a worker that stops reading cannot hang us)."""
+    stream = worker.stdin
+    view = memoryview(data)
+    while view:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([], [stream], [], left)[1]:
+            raise TimeoutError("the worker took no input within the deadline")
+        view = view[os.write(stream.fileno(), view[:65536]):]  # type: ignore[union-attr]
 
 
 def _read(worker: subprocess.Popen, size: int, deadline: float) -> bytes:

@@ -142,3 +142,14 @@ def test_a_missing_interpreter_is_refused_when_the_predictor_is_built(tiny_check
     monkeypatch.setenv("VL4POSE_BLAZEPOSE_PYTHON", str(tmp_path / "missing"))
     with pytest.raises(ConfigError, match="setup.sh --blazepose"):
         Predictor(tiny_checkpoint, PredictorConfig(blazepose=True))
+
+
+def test_a_worker_that_stops_reading_misses_its_deadline_not_ours(tmp_path, caplog):
+    hangs = tmp_path / "python"
+    hangs.write_text("#!/bin/sh\nexec sleep 60\n")  # never reads its stdin, never replies
+    hangs.chmod(0o755)
+    finder = BlazePose(LSP14, python=hangs, timeout_s=1)
+    with caplog.at_level(logging.WARNING, logger="vl4pose.blazepose"):
+        assert finder(np.zeros((300, 300, 3), np.uint8)) is None  # 270 kB: more than a pipe's buffer
+    assert "within the deadline" in caplog.text
+    finder.close()
