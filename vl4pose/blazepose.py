@@ -8,7 +8,7 @@ With ``PredictorConfig.blazepose`` the pipeline uses it twice (docs/RESULTS.md, 
   by ``find_padding``; the passes then run from there); an image it finds no one in starts from the whole image;
 - **which way the person faces**: when the whole-body mirror of our final pose (every left/right pair exchanged)
   lies much closer to its landmarks than our pose does, the final heatmaps' left/right channels are exchanged
-  before the likelihood and the refinement (a facing error our network makes with both crops of the flip test).
+  before the likelihood and the refinement (a facing error the flip test does not remove).
 
 Opt-in, not the default: about 20 ms more per image on the CPU, and one more dependency: ``mediapipe==0.10.14``
 needs protobuf < 5, which the ONNX packages cannot share a virtualenv with, so it runs in a worker process under
@@ -97,6 +97,7 @@ class BlazePose:
         self.timeout_s = timeout_s
         self._index = np.array([LANDMARKS.get(name, -1) for name in skeleton.keypoints])
         self._worker: subprocess.Popen | None = None
+        self._stop_worker: weakref.finalize | None = None  # kills the worker once: on close() or when collected
         self._lock = threading.Lock()
 
     def __call__(self, image: np.ndarray) -> PersonHint | None:
@@ -118,17 +119,18 @@ class BlazePose:
         """Stop the worker process (a later call starts a new one)."""
         worker, self._worker = self._worker, None
         if worker is not None:
-            worker.kill()
-            worker.wait()
+            self._stop_worker()  # type: ignore[misc]
             for stream in (worker.stdin, worker.stdout):
                 with contextlib.suppress(OSError):  # a dead worker's pipe: its unsent bytes are moot
                     stream.close()  # type: ignore[union-attr]
 
     def _ask(self, image: np.ndarray) -> np.ndarray | None:
-        if self._worker is None or self._worker.poll() is not None:
+        if self._worker is not None and self._worker.poll() is not None:
+            self.close()  # it died between images: its pipes are closed before a new one starts
+        if self._worker is None:
             self._worker = subprocess.Popen([str(self.python), str(WORKER)], stdin=subprocess.PIPE,
                                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-            weakref.finalize(self, _stop, self._worker)
+            self._stop_worker = weakref.finalize(self, _stop, self._worker)
         worker = self._worker
         height, width = image.shape[:2]
         deadline = time.monotonic() + self.timeout_s

@@ -107,11 +107,16 @@ def test_a_missing_interpreter_says_how_to_install_it(tmp_path):
         BlazePose(LSP14, python=tmp_path / "nothing" / "python")
 
 
+def _fake_interpreter(folder, body: str):
+    """An executable shell script standing in for the worker's Python."""
+    script = folder / "python"
+    script.write_text(f"#!/bin/sh\n{body}\n")
+    script.chmod(0o755)
+    return script
+
+
 def test_a_failing_worker_costs_one_hint_not_the_batch(tmp_path, caplog):
-    exits = tmp_path / "python"
-    exits.write_text("#!/bin/sh\nexit 3\n")
-    exits.chmod(0o755)
-    finder = BlazePose(LSP14, python=exits, timeout_s=10)
+    finder = BlazePose(LSP14, python=_fake_interpreter(tmp_path, "exit 3"), timeout_s=10)
     with caplog.at_level(logging.WARNING, logger="vl4pose.blazepose"):
         assert finder(np.zeros((20, 30, 3), np.uint8)) is None
     assert "BlazePose worker failed" in caplog.text
@@ -145,9 +150,7 @@ def test_a_missing_interpreter_is_refused_when_the_predictor_is_built(tiny_check
 
 
 def test_a_worker_that_stops_reading_misses_its_deadline_not_ours(tmp_path, caplog):
-    hangs = tmp_path / "python"
-    hangs.write_text("#!/bin/sh\nexec sleep 60\n")  # never reads its stdin, never replies
-    hangs.chmod(0o755)
+    hangs = _fake_interpreter(tmp_path, "exec sleep 60")  # never reads its stdin, never replies
     finder = BlazePose(LSP14, python=hangs, timeout_s=1)
     with caplog.at_level(logging.WARNING, logger="vl4pose.blazepose"):
         assert finder(np.zeros((300, 300, 3), np.uint8)) is None  # 270 kB: more than a pipe's buffer
