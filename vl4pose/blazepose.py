@@ -2,13 +2,15 @@
 0.10.14 wheel (nothing is downloaded at run time; later wheels no longer bundle them).
 
 BlazePose is a pretrained single-person pose model (33 landmarks, person-centric left/right like our skeletons).
-With ``PredictorConfig.blazepose`` the pipeline uses it twice (docs/RESULTS.md, "A pretrained second opinion"):
+With ``PredictorConfig.blazepose`` the pipeline uses it three times (docs/RESULTS.md, "A pretrained second opinion"):
 
 - **where to look**: the box of its landmarks replaces the whole image as the first person-finding window (padded
   by ``find_padding``; the passes then run from there); an image it finds no one in starts from the whole image;
 - **which way the person faces**: when the whole-body mirror of our final pose (every left/right pair exchanged)
   lies much closer to its landmarks than our pose does, the final heatmaps' left/right channels are exchanged
-  before the likelihood and the refinement (a facing error the flip test does not remove).
+  before the likelihood and the refinement (a facing error the flip test does not remove);
+- **one more candidate**: each landmark inside the final crop joins its keypoint's heatmap peaks in the refinement
+  and the interactive re-solve (:func:`with_landmarks`), never in the likelihood, which stays VL4Pose's own.
 
 Opt-in, not the default: about 20 ms more per image on the CPU, and one more dependency: ``mediapipe==0.10.14``
 needs protobuf < 5, which the ONNX packages cannot share a virtualenv with, so it runs in a worker process under
@@ -34,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from vl4pose.errors import ConfigError
+from vl4pose.postprocess import Candidates
 from vl4pose.skeletons import Skeleton
 
 log = logging.getLogger(__name__)
@@ -50,6 +53,10 @@ LANDMARKS = {  # BlazePose landmark index of each keypoint name our skeletons us
 SWAP_RATIO = 0.8
 """Mirror the pose when its mirror's mean distance to the landmarks is below this share of the pose's own (fixed
 before measuring, not tuned)."""
+HINT_BONUS = 0.1
+"""A landmark joins its keypoint's refinement candidates valued as the keypoint's strongest heatmap peak plus this
+(chosen on LSPET val, automatic box, refined PCK@0.2: -0.1 67.28 %, 0 69.19 %, 0.1 69.78 %, 1.0 69.51 %, our
+heatmap's value there 67.33 %, no landmark candidate 66.96 %; docs/RESULTS.md)."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +91,18 @@ def mirror_is_closer(pose: np.ndarray, hint: np.ndarray, permutation: list[int],
     own = np.linalg.norm(pose[shared] - hint[shared], axis=1).mean()
     mirrored = np.linalg.norm(pose[permutation][shared] - hint[shared], axis=1).mean()
     return bool(mirrored < ratio * own)
+
+
+def with_landmarks(candidates: Candidates, landmarks: np.ndarray, size: float, bonus: float = HINT_BONUS) -> Candidates:
+    """``candidates`` (N, K, M) plus one slot per keypoint for BlazePose's landmark: (N, K, 2) ``landmarks`` in
+    heatmap pixels, NaN where it places none; one outside the ``size`` x ``size`` heatmap stays out (invalid). The
+    slot's value is the keypoint's strongest peak + ``bonus``, so the refinement takes the landmark unless the
+    skeleton explains another peak clearly better (the likelihood never sees it)."""
+    inside = np.isfinite(landmarks).all(axis=-1) & ((landmarks >= 0) & (landmarks <= size - 1)).all(axis=-1)
+    return Candidates(np.concatenate([candidates.xy, np.where(inside[..., None], landmarks, 0.0)[:, :, None]], axis=2),
+                      np.concatenate([candidates.value, np.where(inside, candidates.value[..., 0] + bonus,
+                                                                 -np.inf)[:, :, None]], axis=2),
+                      np.concatenate([candidates.valid, inside[:, :, None]], axis=2))
 
 
 class BlazePose:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from vl4pose.blazepose import with_landmarks
 from vl4pose.crop import apply_affine
 from vl4pose.data.sample import box_from_keypoints
 from vl4pose.errors import ConfigError
@@ -154,18 +155,21 @@ def resolve_clicked(pipeline: PosePipeline, analysis: Analysis, clamped: Clamps,
 def resolve_both(pipeline: PosePipeline, first: Analysis, second: Analysis, clicks: Mapping[int, np.ndarray]
                  ) -> PosePrediction:
     """The clamped re-solve over the candidates of two crops of one image: ``second``'s heatmap peaks and ``first``'s
-    mapped into ``second``'s heatmap pixels, with ``second``'s bone-length model; a keypoint the first crop had
-    right keeps that choice when the second crop's peaks do not explain the skeleton better (chosen on LSPET val:
-    14.5 % of the one-by-one clicks saved at 0.2 x torso against 13.8 % with the second crop's candidates only).
+    mapped into ``second``'s heatmap pixels (and BlazePose's landmarks where ``second`` has them), with ``second``'s
+    bone-length model; a keypoint the first crop had right keeps that choice when the second crop's peaks do not
+    explain the skeleton better (chosen on LSPET val: 14.5 % of the one-by-one clicks saved at 0.2 x torso against
+    13.8 % with the second crop's candidates only).
 
     Args:
         clicks: keypoint index -> (2,) image pixels, clamped.
 
     Returns:
         ``resolve(second, clicks)`` with ``refined`` and ``confidence`` from the joint choice; a keypoint chosen from
-        the first crop counts as ``moved``, and as ``placed`` when its peak there reaches ``min_peak``.
+        the first crop or at its landmark counts as ``moved``, one from the first crop as ``placed`` when its peak
+        there reaches ``min_peak``.
     """
     calibration = pipeline.calibration
+    size = second.output.heatmaps.shape[-1]
     to_second = pipeline.image_to_heat(second.window)
     first_to_second = to_second @ np.linalg.inv(pipeline.image_to_heat(first.window))
     own, other = (find_candidates(a.output.heatmaps, calibration.max_candidates, pipeline.decoder, pipeline.sigma)
@@ -173,18 +177,21 @@ def resolve_both(pipeline: PosePipeline, first: Analysis, second: Analysis, clic
     union = Candidates(np.concatenate([own.xy, apply_affine(first_to_second, other.xy)], axis=2),
                        np.concatenate([own.value, other.value], axis=2),
                        np.concatenate([own.valid, other.valid], axis=2))
+    if second.landmarks is not None:  # BlazePose's, one more candidate (valued against the second crop's peaks)
+        union = with_landmarks(union, apply_affine(to_second, second.landmarks)[None], float(size))
     prediction = pipeline.resolve(second, {k: tuple(xy) for k, xy in clicks.items()})  # clicked: placed, not moved
     for k, xy in clicks.items():
         union.clamp(k, 0, tuple(apply_affine(to_second, xy)))
     solved = refine(union, union.log_probs(calibration.temperature), second.output.mean, second.output.logvar,
-                    pipeline.skeleton, float(second.output.heatmaps.shape[-1]))
+                    pipeline.skeleton, float(size))
     choice = solved.choice[0]
-    from_first = choice >= own.xy.shape[2]  # never a clicked keypoint: its only valid slot is the first
+    m = own.xy.shape[2]
+    from_first = (choice >= m) & (choice < m + other.xy.shape[2])  # never a clicked keypoint (its only slot: the first)
     value = np.take_along_axis(union.value[0], choice[:, None], axis=1)[:, 0]
     return replace(prediction, refined=apply_affine(np.linalg.inv(to_second), solved.xy[0]),
                    confidence=solved.confidence[0].astype(np.float64),
                    placed=prediction.placed | (from_first & (value >= calibration.min_peak)),
-                   moved=prediction.moved | from_first)
+                   moved=prediction.moved | (choice >= m))  # from the first crop or a landmark
 
 
 def _swapped(pipeline: PosePipeline, analysis: Analysis, clicks: dict[int, np.ndarray],

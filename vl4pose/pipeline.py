@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vl4pose.blazepose import BlazePose, PersonHint, mirror_is_closer
+from vl4pose.blazepose import BlazePose, PersonHint, mirror_is_closer, with_landmarks
 from vl4pose.crop import CropWindow, apply_affine, crop_batch, heatmap_matrix, image_window, person_window
 from vl4pose.data.sample import ImageSource, box_from_keypoints, load_image
 from vl4pose.errors import ConfigError, ImageError
@@ -72,7 +72,8 @@ class HeatmapPoses:
 
 def analyse_heatmaps(out: NetworkArrays, skeleton: Skeleton, calibration: Calibration,
                      clamps: Sequence[Mapping[int, tuple[float, float]]] | None = None,
-                     decoder: str = DEFAULT_DECODER, sigma: float = 1.0) -> HeatmapPoses:
+                     decoder: str = DEFAULT_DECODER, sigma: float = 1.0, landmarks: np.ndarray | None = None
+                     ) -> HeatmapPoses:
     """Candidates, expected log-likelihood and refinement for a batch: the one post-network path.
 
     Args:
@@ -80,37 +81,40 @@ def analyse_heatmaps(out: NetworkArrays, skeleton: Skeleton, calibration: Calibr
         clamps: per image, {keypoint index: (x, y) heatmap pixels} placed by an annotator; they become
             the only candidate of their keypoint in the refinement (not in the likelihood).
         decoder, sigma: the sub-pixel decoder of the candidates (``sigma``: the model's target sigma).
+        landmarks: (N, K, 2) heatmap pixels, NaN where none: BlazePose's, one more refinement candidate per
+            keypoint (:func:`vl4pose.blazepose.with_landmarks`; not in the likelihood).
     """
     size = float(out.heatmaps.shape[-1])
     candidates = find_candidates(out.heatmaps, calibration.max_candidates, decoder, sigma)
-    log_probs = candidates.log_probs(calibration.temperature)
-    scored, scored_log_probs = candidates, log_probs  # the likelihood: on the scale-1 heatmaps (see NetworkArrays)
+    scored = candidates  # the likelihood: on the scale-1 heatmaps (see NetworkArrays)
     if out.single is not None:
         scored = find_candidates(out.single, calibration.max_candidates, decoder, sigma)
-        scored_log_probs = scored.log_probs(calibration.temperature)
-    total, per_edge = expected_log_likelihood(scored.xy, scored_log_probs, out.mean, out.logvar, skeleton, size)
+    total, per_edge = expected_log_likelihood(scored.xy, scored.log_probs(calibration.temperature), out.mean,
+                                              out.logvar, skeleton, size)
+    raw = candidates.xy[:, :, 0]
+    if landmarks is not None:
+        candidates = with_landmarks(candidates, landmarks, size)
     if clamps and any(clamps):
-        clamped = candidates.copy()
+        candidates = candidates.copy()
         for image, points in enumerate(clamps):
             for keypoint, xy in points.items():
-                clamped.clamp(keypoint, image, xy)
-        solved = refine(clamped, clamped.log_probs(calibration.temperature), out.mean, out.logvar, skeleton, size)
-        for image, points in enumerate(clamps):
-            for keypoint in points:
-                solved.moved[image, keypoint] = False
-    else:
-        solved = refine(candidates, log_probs, out.mean, out.logvar, skeleton, size)
-    return HeatmapPoses(candidates.xy[:, :, 0], scored.value[:, :, 0], solved.xy, solved.confidence,
-                        solved.moved, total, per_edge)
+                candidates.clamp(keypoint, image, xy)
+    solved = refine(candidates, candidates.log_probs(calibration.temperature), out.mean, out.logvar, skeleton, size)
+    for image, points in enumerate(clamps or []):
+        for keypoint in points:
+            solved.moved[image, keypoint] = False
+    return HeatmapPoses(raw, scored.value[:, :, 0], solved.xy, solved.confidence, solved.moved, total, per_edge)
 
 
 @dataclass
 class Analysis:
-    """Network output of one image kept for cheap re-solving with clamped keypoints."""
+    """Network output of one image kept for cheap re-solving with clamped keypoints; ``landmarks``: (K, 2) image
+    pixels of BlazePose's hint (NaN where it places none), None without one."""
 
     image_size: tuple[int, int]
     window: CropWindow
     output: NetworkArrays
+    landmarks: np.ndarray | None = None
 
 
 class PosePipeline:
@@ -174,13 +178,15 @@ class PosePipeline:
                 windows[i] = image_window(_size(arrays[i]))
                 if self.config.auto_box:
                     first_pass.append(i)
-        hints = self._hints(arrays, ok)
+        found = {i: self._blazepose(arrays[i]) for i in ok} if self._blazepose else {}  # type: ignore[arg-type]
+        hints = {i: hint for i, hint in found.items() if hint is not None}  # BlazePose's, where it finds a person
         windows.update(self._find_people({i: arrays[i] for i in first_pass}, hints))
         output = self._final_pass([arrays[i] for i in ok], [windows[i] for i in ok])
         if hints:
             self._face_as_hinted(output, [windows[i] for i in ok], [hints.get(i) for i in ok])
         for j, i in enumerate(ok):
-            results[i] = Analysis(_size(arrays[i]), windows[i], output.rows(j, j + 1))
+            landmarks = hints[i].keypoints if i in hints else None
+            results[i] = Analysis(_size(arrays[i]), windows[i], output.rows(j, j + 1), landmarks)
         return results
 
     def resolve(self, analysis: Analysis, clamped: Clamps | None = None) -> PosePrediction:
@@ -192,8 +198,9 @@ class PosePipeline:
             if not 0 <= index < self.skeleton.num_keypoints or not np.isfinite(xy).all():
                 raise ConfigError(f"clamped keypoint {key!r} at {xy} is not a keypoint with a finite position")
             clamps[index] = tuple(apply_affine(to_heat, np.asarray(xy, dtype=float)))
+        landmarks = None if analysis.landmarks is None else apply_affine(to_heat, analysis.landmarks)[None]
         poses = analyse_heatmaps(analysis.output, self.skeleton, self.calibration, [clamps] if clamps else None,
-                                 self.decoder, self.sigma)
+                                 self.decoder, self.sigma, landmarks)
         prediction = self._to_prediction(poses, 0, analysis, np.linalg.inv(to_heat))
         for index in clamps:
             prediction.placed[index] = True
@@ -236,24 +243,16 @@ class PosePipeline:
         output.heatmaps /= np.float32(len(self.config.scales))
         return output
 
-    def _hints(self, arrays: list[np.ndarray | ImageError], ok: list[int]) -> dict[int, PersonHint]:
-        """BlazePose's hint for each decoded image it finds a person in (none without ``config.blazepose``)."""
-        found = {i: self._blazepose(arrays[i]) for i in ok} if self._blazepose else {}  # type: ignore[arg-type]
-        return {i: hint for i, hint in found.items() if hint is not None}
-
     def _face_as_hinted(self, output: NetworkArrays, windows: list[CropWindow], hints: list[PersonHint | None]
                         ) -> None:
         """Exchange the left/right heatmap channels (in place) of each image whose whole-body mirror of the pose
         lies much nearer BlazePose's landmarks (:func:`vl4pose.blazepose.mirror_is_closer`)."""
         poses = analyse_heatmaps(output, self.skeleton, self.calibration, decoder=self.decoder, sigma=self.sigma)
         for j, (window, hint) in enumerate(zip(windows, hints)):
-            if hint is None:
-                continue
             pose = apply_affine(np.linalg.inv(self.image_to_heat(window)), poses.refined[j].astype(np.float64))
-            if mirror_is_closer(pose, hint.keypoints, self.flip_permutation):
-                output.heatmaps[j] = output.heatmaps[j][self.flip_permutation]
-                if output.single is not None:
-                    output.single[j] = output.single[j][self.flip_permutation]
+            if hint is not None and mirror_is_closer(pose, hint.keypoints, self.flip_permutation):
+                for maps in [m for m in (output.heatmaps, output.single) if m is not None]:
+                    maps[j] = maps[j][self.flip_permutation]
 
     def _find_people(self, arrays: dict[int, np.ndarray], hints: Mapping[int, PersonHint] | None = None
                      ) -> dict[int, CropWindow]:

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import logging
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from vl4pose.blazepose import DEFAULT_PYTHON, BlazePose, PersonHint, mirror_is_closer
+from vl4pose.blazepose import HINT_BONUS, DEFAULT_PYTHON, BlazePose, PersonHint, mirror_is_closer, with_landmarks
 from vl4pose.crop import CropWindow
 from vl4pose.data import load_samples
 from vl4pose.errors import ConfigError
+from vl4pose.interactive import resolve_clicked
 from vl4pose.pipeline_config import PredictorConfig
+from vl4pose.postprocess import find_candidates
 from vl4pose.predictor import Predictor
 from vl4pose.skeletons import get_skeleton
 
@@ -100,6 +103,61 @@ def test_no_hint_is_the_plain_path(tiny_checkpoint, lspet_dir):
     predictor, fake = _with_hint(tiny_checkpoint, None)
     np.testing.assert_array_equal(predictor.predict(image).refined, Predictor(tiny_checkpoint).predict(image).refined)
     assert fake.calls == 1
+
+
+def test_a_landmark_inside_the_heatmap_joins_its_keypoints_candidates_above_the_strongest_peak():
+    heatmaps = np.random.default_rng(0).uniform(0, 1, size=(1, 3, 8, 8)).astype(np.float32)
+    candidates = find_candidates(heatmaps, 4)
+    landmarks = np.array([[[2.5, 3.25], [np.nan, np.nan], [8.5, 1.0]]])  # inside, none, outside the 8 x 8 heatmap
+    joined = with_landmarks(candidates, landmarks, 8.0)
+    assert joined.xy.shape == (1, 3, 5, 2)
+    np.testing.assert_array_equal(joined.xy[..., :4, :], candidates.xy)
+    np.testing.assert_array_equal(joined.valid[0, :, 4], [True, False, False])
+    np.testing.assert_array_equal(joined.xy[0, 0, 4], [2.5, 3.25])
+    assert joined.value[0, 0, 4] == pytest.approx(candidates.value[0, 0, 0] + HINT_BONUS)
+    assert np.isneginf(joined.value[0, 1:, 4]).all()
+
+
+def _landmarks_near_our_pose(checkpoint, image) -> tuple[Predictor, np.ndarray]:
+    """A predictor whose fake BlazePose places every keypoint 1.3 px from our own refined pose (not a heatmap peak),
+    and those (14, 2) landmarks."""
+    pose = Predictor(checkpoint).predict(image).refined
+    landmarks = pose + 1.3
+    box = np.array([*landmarks.min(axis=0), *landmarks.max(axis=0)])
+    predictor, _ = _with_hint(checkpoint, PersonHint(box, landmarks))
+    return predictor, landmarks
+
+
+def _on_landmark(pose: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    return np.linalg.norm(pose - landmarks, axis=1) < 1e-3
+
+
+def test_landmarks_move_the_served_pose_never_the_likelihood(tiny_checkpoint, lspet_dir):
+    image = lspet_dir / "images" / "im00001.jpg"
+    predictor, landmarks = _landmarks_near_our_pose(tiny_checkpoint, image)
+    analysis = predictor.analyse(image)
+    np.testing.assert_array_equal(analysis.landmarks, landmarks)
+    without = predictor.resolve(replace(analysis, landmarks=None))
+    served = predictor.resolve(analysis)
+    assert served.log_likelihood == without.log_likelihood and served.score == without.score
+    np.testing.assert_array_equal(served.raw, without.raw)
+    assert _on_landmark(served.refined, landmarks).any() and not _on_landmark(without.refined, landmarks).any()
+    clicked = predictor.resolve(analysis, {0: (5.0, 7.0)})  # a click outweighs the landmark
+    np.testing.assert_allclose(clicked.refined[0], [5.0, 7.0], atol=1e-6)
+
+
+def test_the_interactive_re_solve_offers_the_landmarks_too(tiny_checkpoint, lspet_dir):
+    image = lspet_dir / "images" / "im00001.jpg"
+    predictor, landmarks = _landmarks_near_our_pose(tiny_checkpoint, image)
+    analysis = predictor.analyse(image)
+    click = {0: tuple(landmarks[0] + 4.0)}
+    solved = resolve_clicked(predictor, analysis, click, reanalyse=lambda box: predictor.analyse(image, box))
+    plain = resolve_clicked(predictor, replace(analysis, landmarks=None), click,
+                            reanalyse=lambda box: replace(predictor.analyse(image, box), landmarks=None))
+    unclicked = np.arange(14) != 0
+    assert _on_landmark(solved.refined, landmarks)[unclicked].any()
+    assert not _on_landmark(plain.refined, landmarks)[unclicked].any()
+    np.testing.assert_allclose(solved.refined[0], click[0], atol=1e-6)
 
 
 def test_a_missing_interpreter_says_how_to_install_it(tmp_path):
