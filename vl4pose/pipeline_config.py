@@ -25,7 +25,8 @@ class PredictorConfig:
     batch_size: crops per forward pass. workers: image-decoding threads. max_pixels: largest image.
     device: ``auto``, ``cpu`` or ``cuda`` (None: ``VL4POSE_DEVICE``, default auto); the torch Predictor only.
     blazepose: a pretrained second opinion (:mod:`vl4pose.blazepose`, needs ``mediapipe``): its box starts the
-    person finding and its left/right decides a whole-body mirror of the final heatmaps.
+    person finding, its left/right decides a whole-body mirror of the final heatmaps, and its landmarks join the
+    refinement's candidates (not the likelihood's).
     """
 
     auto_box: bool = True
@@ -89,7 +90,8 @@ def add_pipeline_options(p: argparse.ArgumentParser) -> None:
                         "the same score, a slightly worse pose)")
     p.add_argument("--blazepose", action="store_true",
                    help="a pretrained second opinion (MediaPipe BlazePose; `bash scripts/setup.sh --blazepose`): its "
-                        "person box starts the person finding, its left/right corrects a mirrored pose (slower)")
+                        "person box starts the person finding, its left/right corrects a mirrored pose, its landmarks join the "
+                        "refinement's candidates (slower)")
 
 
 def config_from_args(args: argparse.Namespace, **settings: object) -> PredictorConfig:
